@@ -1,0 +1,44 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+# torch is pinned and installed first (constraints.txt): an unpinned torch would pull a multi-GB CUDA build.
+PIPC   := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test lint typecheck unit bench reproduce clean venv peers
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIPC) --upgrade pip
+	$(PIPC) torch==2.13.0
+	$(PIPC) -e '.[dev]'
+	@touch $(STAMP)
+
+# The lab's learning-rate-free peers (Prodigy, D-Adaptation, schedule-free, DoG): optional, skipped when missing.
+peers: $(STAMP)
+	-$(PIPC) -e '.[peers]'
+
+demo: $(STAMP) peers
+	$(PY) -m theorylr.cli demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n 2 tests
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	-$(PIPC) -e '.[bench,peers]'
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
