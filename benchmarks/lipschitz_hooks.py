@@ -1,0 +1,207 @@
+"""Overhead of LipschitzLR's hooks and per-epoch recompute over plain mini-batch training (target: <= 2 %).
+
+An MLP on sklearn's digits (1797 x 64, 10 classes), SGD, mini-batches, one CPU thread. Four ways to run an epoch
+on four copies of the same model, timed interleaved (random order in every round) in one process:
+
+- ``plain``: the training loop alone (the baseline);
+- ``noop_hook``: the loop with a forward pre-hook that does nothing on the last Linear (the floor: what any hook
+  costs in ``nn.Module.__call__``);
+- ``hooks``: the loop with an :class:`~theorylr.lipschitz.tracker.ActivationTracker` (per batch: ``K_z`` and a list
+  append, no host sync);
+- ``lipschitz``: the loop under :class:`~theorylr.lipschitz.scheduler.LipschitzLR`, with its ``step()`` at the end of
+  every epoch (the epoch maximum, the weight bound, the one host read, the new lr).
+
+Epoch times are medians (``median_ms`` wall time, and thread CPU time) over the rounds. On a shared machine these
+ratios carry a few percent of noise (two identical copies differ by that much), so the figures also include a
+component estimate, much less noisy, all in thread CPU time: the per-batch cost of the hook (the last Linear's call
+with and without the tracker) times the batches, plus the cost of ``LipschitzLR.step()``, over the plain epoch. The
+target is judged on that estimate.
+
+Run with ``python -m benchmarks.lipschitz_hooks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks._timing import machine_description, median_ms
+from theorylr.lipschitz.scheduler import LipschitzLR
+from theorylr.lipschitz.tracker import ActivationTracker
+
+__all__ = ["main"]
+
+CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((128, 128), 64), ((512, 512), 128))
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target, dtype=torch.int64)
+    return x, y
+
+
+def _model(hidden: tuple[int, ...]) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    width = 64
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, 10))
+    return nn.Sequential(*layers)
+
+
+def _cpu_us(fn: Callable[[], Any], calls: int) -> float:
+    """Thread CPU time of one call of ``fn``, in microseconds, averaged over ``calls`` calls."""
+    start = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - start) / calls * 1e6
+
+
+def _noop_hook(module: nn.Module, args: Any) -> None:
+    return None
+
+
+def _epoch_fn(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    after: Callable[[], None] | None,
+) -> Callable[[], None]:
+    loss_fn = nn.CrossEntropyLoss()
+
+    def epoch() -> None:
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xb), yb).backward()
+            opt.step()
+        if after is not None:
+            after()
+
+    return epoch
+
+
+def _measure(hidden: tuple[int, ...], batch_size: int, repeats: int) -> dict[str, Any]:
+    x, y = _digits()
+    batches = list(zip(x.split(batch_size), y.split(batch_size)))
+    runs: dict[str, Callable[[], None]] = {}
+    closers: list[Any] = []
+
+    model = _model(hidden)
+    runs["plain"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
+    model = _model(hidden)
+    model[-1].register_forward_pre_hook(_noop_hook)
+    runs["noop_hook"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
+    model = _model(hidden)
+    tracker = ActivationTracker(model, "softmax", num_classes=10)
+    closers.append(tracker)
+    runs["hooks"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, tracker.reset_epoch)
+    model = _model(hidden)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # multiplier 0.1: at 1.0 the ReLUs die on this data
+    sched = LipschitzLR(opt, model, "softmax", num_classes=10)
+    closers.append(sched)
+    runs["lipschitz"] = _epoch_fn(model, opt, batches, sched.step)
+
+    for fn in runs.values():  # warm-up
+        for _ in range(3):
+            fn()
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    rng = random.Random(0)
+    for _ in range(repeats):
+        order = list(runs)
+        rng.shuffle(order)
+        for name in order:
+            start = time.thread_time()
+            wall[name].append(median_ms(runs[name], repeats=1, warmup=0))
+            cpu[name].append((time.thread_time() - start) * 1e3)
+
+    # Components, in thread CPU time: the last Linear's call with and without the tracker (interleaved blocks), and
+    # LipschitzLR.step() at the end of a full epoch of recorded batches.
+    probe = _model(hidden)
+    last = probe[-1]
+    with torch.no_grad():
+        a = probe[:-1](batches[0][0])
+    tracked = _model(hidden)
+    tracked[-1].load_state_dict(last.state_dict())
+    probe_tracker = ActivationTracker(tracked, "softmax", num_classes=10)  # records every call (reduced every 256)
+    bare, hooked = [], []
+    for _ in range(max(repeats, 10)):
+        bare.append(_cpu_us(lambda: last(a), 500))
+        hooked.append(_cpu_us(lambda: tracked[-1](a), 500))
+    probe_tracker.close()
+    hook_us = max(statistics.median(hooked) - statistics.median(bare), 0.0)
+    probe_opt = torch.optim.SGD(probe.parameters(), lr=0.1)
+    step_times = []
+    with LipschitzLR(probe_opt, probe, "softmax", num_classes=10, initial_lr=0.01) as probe_sched:
+        probe_opt.step()  # no gradients: a no-op that tells the scheduler the optimizer has stepped
+        for i in range(repeats + 3):
+            for xb, _ in batches:
+                probe_sched.tracker.record(probe[:-1](xb).detach())
+            start = time.thread_time()
+            probe_sched.step()
+            if i >= 3:
+                step_times.append((time.thread_time() - start) * 1e6)
+    step_us = statistics.median(step_times)
+
+    medians = {name: statistics.median(t) for name, t in wall.items()}
+    cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
+    estimate = (len(batches) * hook_us + step_us) / (1e3 * cpu_medians["plain"])
+    for obj in closers:
+        obj.close()
+    return {
+        "hidden": list(hidden),
+        "batch_size": batch_size,
+        "batches_per_epoch": len(batches),
+        "repeats": repeats,
+        "epoch_ms": medians,
+        "epoch_cpu_ms": cpu_medians,
+        "ratio_wall": {name: medians[name] / medians["plain"] for name in runs},
+        "ratio_cpu": {name: cpu_medians[name] / cpu_medians["plain"] for name in runs},
+        "hook_us_per_batch": hook_us,
+        "step_us_per_epoch": step_us,
+        "estimated_overhead": estimate,
+        "meets_target": estimate <= 0.02,
+    }
+
+
+def main(
+    *, configs: tuple[tuple[tuple[int, ...], int], ...] = CONFIGS, repeats: int = 30, threads: int = 1
+) -> dict[str, Any]:
+    """Time every configuration ``(hidden, batch_size)``, print the overhead figures and return them as a dict."""
+    torch.set_num_threads(threads)
+    results = [_measure(hidden, batch, repeats) for hidden, batch in configs]
+    print(f"LipschitzLR hooks overhead, digits MLP, SGD, {threads} thread(s), {repeats} interleaved rounds")
+    for r in results:
+        print(f"  hidden {r['hidden']}, batch {r['batch_size']} ({r['batches_per_epoch']} batches/epoch):")
+        for name, ms in r["epoch_ms"].items():
+            print(
+                f"    {name:10s} wall {ms:8.3f} ms/epoch  x{r['ratio_wall'][name]:.4f}   "
+                f"cpu {r['epoch_cpu_ms'][name]:8.3f} ms/epoch  x{r['ratio_cpu'][name]:.4f}"
+            )
+        print(
+            f"    components: hook {r['hook_us_per_batch']:.1f} us/batch, LipschitzLR.step() "
+            f"{r['step_us_per_epoch']:.0f} us/epoch (cpu) -> estimated overhead "
+            f"{100 * r['estimated_overhead']:.2f} % of the plain epoch's cpu time "
+            f"(target <= 2 %: {'met' if r['meets_target'] else 'MISSED'})"
+        )
+    return {"configs": results, "target": 0.02, "machine": machine_description()}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    main(repeats=args.repeats, threads=args.threads)

@@ -1,0 +1,569 @@
+"""Capture of the penultimate activations with a forward hook: what LipschitzLR's closed forms need, per batch.
+
+:class:`ActivationTracker` hooks the penultimate layer of a model and, for every training forward pass, keeps
+``K_z`` (a norm of the batch's penultimate activation matrix), the batch size ``m`` and the batch's closed-form
+Lipschitz constant, plus the largest of those over the current epoch. Everything stays a tensor on the model's
+device: no host synchronisation per batch and no extra forward pass (Yedida & Saha, *LipschitzLR*, §8: "PyTorch
+[...] provide[s] this functionality through hooks").
+
+Consumers: :class:`theorylr.lipschitz.scheduler.LipschitzLR` (per epoch) and the adaptive optimizers of
+:mod:`theorylr.optim.adaptive` (per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from theorylr._validation import check_bool, check_choice, check_int, check_number
+from theorylr.lipschitz.bounds import LOSSES, gradient_norm_bound
+from theorylr.lipschitz.closed_form import (
+    ACTIVATION_NORMS,
+    activation_norm,
+    binary_cross_entropy,
+    l2_term,
+    least_squares_nn,
+    softmax_cross_entropy,
+)
+
+__all__ = ["ActivationTracker", "EpochStats", "find_last_linear"]
+
+
+def find_last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The model's last :class:`torch.nn.Linear` in registration order (``model.named_modules()``), with its name.
+
+    Raises:
+        ValueError: if the model has no ``nn.Linear``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> find_last_linear(model)[0]
+        '2'
+    """
+    found: tuple[str, nn.Linear] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            found = (name, module)
+    if found is None:
+        raise ValueError(
+            f"penultimate: {type(model).__name__} has no nn.Linear to auto-detect the penultimate layer from; "
+            "name the module whose output is the penultimate activation (penultimate='<module name>')"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What an epoch of training batches gave (all tensors 0-dim, on the model's device; nothing read on the host).
+
+    Attributes:
+        lipschitz: ``L = max_b L_b + lambda K``: the largest batch constant plus the L2 term (§5.3).
+        data_lipschitz: ``max_b L_b``, the largest batch constant (paper form or rigorous bound).
+        k_z: ``K_z`` of the batch that attained ``max_b L_b``.
+        batch_size: ``m`` of that batch (a float tensor).
+        max_k_z: the largest ``K_z`` of the epoch.
+        weight_bound: ``K``, read when the stats were taken.
+        batches: the number of training batches recorded.
+        examples: the number of examples (rows) in them.
+    """
+
+    lipschitz: Tensor
+    data_lipschitz: Tensor
+    k_z: Tensor
+    batch_size: Tensor
+    max_k_z: Tensor
+    weight_bound: Tensor
+    batches: int
+    examples: int
+
+
+@dataclass(slots=True)
+class _Batch:
+    activations: Tensor | None
+    k_z: Tensor
+    m: int
+    weight_bound: Tensor | None
+    targets: Tensor | None = None
+    lipschitz: Tensor | None = None
+    folded: bool = False  # counted in the epoch's statistics
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# Pending batches are reduced into the running maxima every this many batches (bounded memory per epoch).
+_REDUCE_EVERY = 256
+
+
+class ActivationTracker:
+    r"""Hooks the penultimate layer and keeps, as tensors, what the closed-form Lipschitz constant needs.
+
+    **Which activations.** By default the input of the model's last :class:`torch.nn.Linear` (found by
+    :func:`find_last_linear`), read by a forward pre-hook and reshaped to ``(-1, in_features)``: one row per
+    example the loss averages over. With ``penultimate=`` (a module name from ``model.named_modules()`` or the
+    module itself) the **output** of that module is used instead, flattened to ``(batch, -1)``.
+
+    **When.** Only forward passes made while the hooked module is in training mode are recorded
+    (``model.train()``); evaluation passes (``model.eval()``) leave the statistics untouched. Nothing is recorded
+    after :meth:`close`.
+
+    **Per batch** ``b`` (in the hook; tensors only): ``K_z = activation_norm(A_b, activation_norm)``,
+    ``m = rows of A_b`` and the batch constant
+
+    - paper form (``rigorous=False``): ``softmax_cross_entropy(K_z, m, k)`` (eq. 23),
+      ``binary_cross_entropy(K_z, m)`` (eq. 18) or ``least_squares_nn(K K_z, ||y_b||, K_z, m)`` (eq. 9, with the
+      output bound ``K_a = K K_z`` of eq. 12 and ``K`` the weight bound at the time of the forward pass);
+    - rigorous (``rigorous=True``): ``gradient_norm_bound(A_b, loss, num_classes=k, targets=y_b, weight_bound=K)``,
+      a true bound on the last-layer gradient norm of the batch's mean loss. When the tracked ``nn.Linear`` has a
+      bias, the bound is taken with ``bias=True`` (it covers the weight and bias gradients together), and for least
+      squares ``K`` is at least ``||[W, b]||_F`` of that layer, so that the bound holds with the bias in the
+      residual.
+
+    **Targets.** Least squares needs the batch's targets in both forms; give them with :meth:`observe_targets`
+    after the forward pass (before the next one). For the classification losses targets are optional and used
+    only by the rigorous bound (which they tighten); the paper's forms never need them. A batch's constant is
+    computed when it is first needed (:meth:`batch_lipschitz`, the next forward pass, or :meth:`epoch_stats`), so
+    targets given in between are taken into account.
+
+    **Per epoch:** ``max_b L_b`` and the ``K_z``, ``m`` of the batch attaining it (no host read), until
+    :meth:`reset_epoch`. For the paper's classification forms the hook only computes ``K_z`` and appends it to a
+    list; the batch constants are computed together when the epoch is read (or every 256 batches), which keeps the
+    per-batch cost to one norm.
+
+    **Weight bound** ``K``: the constant ``weight_bound`` if given, else the largest Frobenius norm among the
+    model's parameter tensors (weights and biases, the paper's ``W``; §7.4 "max ||w||").
+
+    The hook is removed by :meth:`close`, by leaving a ``with`` block, or when the tracker is garbage-collected
+    (the hook holds only a weak reference to the tracker).
+
+    Args:
+        model: the model.
+        loss: ``"softmax"`` (default), ``"bce"`` or ``"least_squares"``.
+        num_classes: ``k`` for ``"softmax"`` (default ``None``: the ``out_features`` of the model's last
+            ``nn.Linear``); must be ``None`` (or 1 for ``"bce"``) otherwise.
+        penultimate: ``None`` (default, the input of the last ``nn.Linear``), a module name, or a module of
+            ``model`` whose output is the penultimate activation.
+        activation_norm: the norm giving ``K_z``: ``"fro"`` (default), ``"spectral"`` or ``"max_row"`` (see
+            :func:`~theorylr.lipschitz.closed_form.activation_norm`; ``"spectral"`` uses an SVD, which on CUDA
+            waits for the device).
+        weight_bound: a constant ``K`` (default ``None``: read from the model).
+        rigorous: use :func:`~theorylr.lipschitz.bounds.gradient_norm_bound` instead of the paper's form (default
+            ``False``).
+
+    Example:
+        >>> import torch
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> x = torch.randn(16, 4)
+        >>> with ActivationTracker(model, "softmax") as tracker:  # k = 3, from the last Linear
+        ...     out = model(x)
+        >>> a = model[1](model[0](x))  # the input of the last Linear
+        >>> bool(torch.isclose(tracker.batch_k_z(), a.norm()))
+        True
+        >>> bool(torch.isclose(tracker.batch_lipschitz(), 2 / 3 * a.norm() / 16))  # (k - 1) K_z / (k m), eq. 23
+        True
+
+    Reference: Yedida & Saha, *LipschitzLR*, §3.3 (eq. 6, 10), §4.2-§5.3, §7.4, §8.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "softmax",
+        *,
+        num_classes: int | None = None,
+        penultimate: str | nn.Module | None = None,
+        activation_norm: str = "fro",
+        weight_bound: float | None = None,
+        rigorous: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+        check_choice("loss", loss, LOSSES)
+        check_choice("activation_norm", activation_norm, ACTIVATION_NORMS)
+        check_bool("rigorous", rigorous)
+        if weight_bound is not None:
+            check_number("weight_bound", weight_bound, min_value=0.0)
+        if loss == "softmax":
+            if num_classes is None:
+                if not any(isinstance(m, nn.Linear) for m in model.modules()):
+                    raise ValueError("num_classes must be given for loss='softmax' when the model has no nn.Linear")
+                num_classes = find_last_linear(model)[1].out_features
+                if num_classes < 2:
+                    raise ValueError(
+                        f"num_classes must be given for loss='softmax' when the last nn.Linear has "
+                        f"{num_classes} output (need k >= 2)"
+                    )
+            check_int("num_classes", num_classes, min_value=2)
+        elif loss == "bce":
+            if num_classes not in (None, 1):
+                raise ValueError(f"num_classes must be None or 1 for loss='bce' (got {num_classes!r})")
+            num_classes = None
+        elif num_classes is not None:
+            raise ValueError(f"num_classes must be None for loss='least_squares' (got {num_classes!r})")
+
+        module, mode = self._resolve(model, penultimate)
+        self.model = model
+        self.module = module
+        self.mode = mode
+        self.loss = loss
+        self.num_classes = num_classes
+        self.activation_norm = activation_norm
+        self.constant_weight_bound = weight_bound
+        self.rigorous = rigorous
+        # The rigorous bound covers the last layer's bias too (a column of ones in the activations), when it has one.
+        self._bias = mode == "input" and isinstance(module, nn.Linear) and module.bias is not None
+        # The paper's classification forms are a fixed multiple of K_z / m: the hook stores K_z only and the batch
+        # constants are computed together, per distinct batch size, when the epoch is read.
+        self._deferred = not rigorous and loss != "least_squares"
+        self._batch: _Batch | None = None
+        self._paused = 0
+        self._constant_bounds: dict[torch.device | None, Tensor] = {}
+        self._pending: dict[int, tuple[list[Tensor], list[Tensor]]] = {}  # batch size -> (K_z list, L_b list)
+        self._summary: dict[str, Tensor] | None = None  # running epoch maxima
+        self._batches = self._examples = self._unreduced = 0
+        self.reset_epoch()
+
+        ref = weakref.ref(self)
+        if mode == "input":
+
+            def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+                tracker = ref()
+                if (
+                    tracker is not None
+                    and mod.training
+                    and not tracker._paused
+                    and args
+                    and isinstance(args[0], Tensor)
+                ):
+                    tracker.record(args[0])
+
+            handle = module.register_forward_pre_hook(pre_hook)
+        else:
+
+            def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+                tracker = ref()
+                if tracker is not None and mod.training and not tracker._paused:
+                    if not isinstance(output, Tensor):
+                        raise TypeError(
+                            f"penultimate module {type(mod).__name__} returned {type(output).__name__}; "
+                            "the tracker needs a tensor output"
+                        )
+                    tracker.record(output)
+
+            handle = module.register_forward_hook(hook)
+        self._finalizer = weakref.finalize(self, handle.remove)
+
+    @staticmethod
+    def _resolve(model: nn.Module, penultimate: str | nn.Module | None) -> tuple[nn.Module, str]:
+        if penultimate is None:
+            return find_last_linear(model)[1], "input"
+        if isinstance(penultimate, str):
+            modules = dict(model.named_modules())
+            if penultimate not in modules:
+                names = ", ".join(repr(n) for n in list(modules)[1:12])
+                raise ValueError(f"penultimate must name a module of the model, e.g. {names} (got {penultimate!r})")
+            return modules[penultimate], "output"
+        if isinstance(penultimate, nn.Module):
+            if not any(m is penultimate for m in model.modules()):
+                raise ValueError("penultimate must be a module of the model (got a module that is not inside it)")
+            return penultimate, "output"
+        raise ValueError(f"penultimate must be None, a module name or an nn.Module (got {type(penultimate).__name__})")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Life cycle
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether the hook has been removed."""
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Remove the hook (idempotent). The statistics gathered so far stay readable."""
+        self._finalizer()
+
+    def __enter__(self) -> ActivationTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Recording
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def needs_targets(self) -> bool:
+        """Whether every batch needs :meth:`observe_targets` (least squares)."""
+        return self.loss == "least_squares"
+
+    def record(self, activations: Tensor) -> None:
+        """Record one batch's penultimate activations (what the hook calls; also usable by hand).
+
+        The previous batch, if still pending, is finalised first. No value is read on the host. This is the
+        per-batch cost of the tracker, so it does the least it can: for the paper's classification forms one norm
+        and a list append.
+        """
+        batch = self._batch
+        if batch is not None and not batch.folded:
+            self._finish_batch()
+        a = activations.detach()
+        if a.ndim != 2:
+            a = a.reshape(-1, a.shape[-1]) if self.mode == "input" else a.reshape(a.shape[0], -1)
+        if a.dtype in _LOW_PRECISION:
+            a = a.float()
+        k_z = activation_norm(a, self.activation_norm)
+        m = a.shape[0]
+        if self._deferred:
+            self._batch = _Batch(None, k_z, m, None, folded=True)
+            self._fold(k_z, m, None)
+        else:
+            bound = self._least_squares_bound() if self.loss == "least_squares" else None
+            self._batch = _Batch(a, k_z, m, bound)
+
+    def observe_targets(self, targets: Tensor) -> None:
+        """Attach the latest batch's targets (required for least squares; optional for the rigorous bounds).
+
+        Call it after the forward pass of the batch and before the next one. Shapes are checked when the batch's
+        constant is computed; values are never read. The paper's classification forms ignore targets.
+        """
+        if not isinstance(targets, Tensor):
+            raise ValueError(f"targets must be a torch.Tensor (got {type(targets).__name__})")
+        if self._batch is None:
+            raise RuntimeError("observe_targets: no training forward pass has been recorded yet")
+        if self._deferred:
+            return
+        if self._batch.lipschitz is not None:
+            raise RuntimeError(
+                "observe_targets: the latest batch's constant was already used; give the targets right after the "
+                "forward pass, before the optimizer step"
+            )
+        self._batch.targets = targets.detach()
+
+    def _batch_constant(self, batch: _Batch) -> Tensor:
+        """``L_b`` of one batch (paper form or rigorous bound)."""
+        k, loss = self.num_classes, self.loss
+        if loss == "least_squares" and batch.targets is None:
+            raise RuntimeError(
+                "loss='least_squares' needs the targets of every batch: call observe_targets(y) after each "
+                "training forward pass"
+            )
+        if self.rigorous:
+            assert batch.activations is not None
+            return gradient_norm_bound(
+                batch.activations,
+                loss,
+                num_classes=k,
+                targets=batch.targets,
+                weight_bound=batch.weight_bound,
+                bias=self._bias,
+            )
+        if loss == "softmax":
+            assert k is not None
+            return softmax_cross_entropy(batch.k_z, batch.m, k)
+        if loss == "bce":
+            return binary_cross_entropy(batch.k_z, batch.m)
+        assert batch.targets is not None and batch.weight_bound is not None
+        bound = batch.weight_bound.to(batch.k_z.dtype)
+        y_norm = torch.linalg.vector_norm(batch.targets.to(batch.k_z.dtype))
+        return least_squares_nn(bound * batch.k_z, y_norm, batch.k_z, batch.m)
+
+    def _finish_batch(self) -> None:
+        batch = self._batch
+        assert batch is not None
+        if batch.lipschitz is None:
+            batch.lipschitz = self._batch_constant(batch)
+        batch.activations = None
+        if not batch.folded:
+            batch.folded = True
+            self._fold(batch.k_z, batch.m, batch.lipschitz)
+
+    def _fold(self, k_z: Tensor, m: int, lipschitz: Tensor | None) -> None:
+        """Add one batch to the epoch (a list append; reduced every ``_REDUCE_EVERY`` batches and when read)."""
+        lists = self._pending.get(m)
+        if lists is None:
+            lists = self._pending[m] = ([], [])
+        kzs, ls = lists
+        kzs.append(k_z)
+        if lipschitz is not None:
+            ls.append(lipschitz)
+        self._batches += 1
+        self._examples += m
+        self._unreduced += 1
+        if self._unreduced >= _REDUCE_EVERY:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        """Fold the pending batches into the running epoch maxima (tensor ops per distinct batch size, no sync)."""
+        for m, (kzs, ls) in self._pending.items():
+            kz = torch.stack(kzs)
+            if self.loss == "softmax" and not self.rigorous:
+                assert self.num_classes is not None
+                values = softmax_cross_entropy(kz, m, self.num_classes)
+            elif self.loss == "bce" and not self.rigorous:
+                values = binary_cross_entropy(kz, m)
+            else:
+                values = torch.stack(ls)
+            best = values.argmax()
+            value, k_z, max_k_z = values[best], kz[best], kz.amax()
+            if self._summary is None:
+                self._summary = {
+                    "data_lipschitz": value,
+                    "k_z": k_z,
+                    "batch_size": torch.full_like(k_z, float(m)),
+                    "max_k_z": max_k_z,
+                }
+            else:
+                prev = self._summary
+                larger = value > prev["data_lipschitz"]
+                self._summary = {
+                    "data_lipschitz": torch.maximum(prev["data_lipschitz"], value),
+                    "k_z": torch.where(larger, k_z, prev["k_z"]),
+                    "batch_size": torch.where(larger, float(m), prev["batch_size"]),
+                    "max_k_z": torch.maximum(prev["max_k_z"], max_k_z),
+                }
+        self._pending = {}
+        self._unreduced = 0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Reading
+    # ------------------------------------------------------------------------------------------------------------
+    def _current(self) -> _Batch:
+        if self._batch is None:
+            raise RuntimeError(
+                "no training forward pass of the model has been recorded yet (the tracker records forward passes "
+                "made in training mode; call model.train())"
+            )
+        return self._batch
+
+    @property
+    def batch_size(self) -> int | None:
+        """``m`` of the latest recorded batch (``None`` before the first)."""
+        return None if self._batch is None else self._batch.m
+
+    def batch_k_z(self) -> Tensor:
+        """``K_z`` of the latest recorded batch (0-dim tensor)."""
+        return self._current().k_z
+
+    def batch_lipschitz(self, *, weight_decay: float = 0.0) -> Tensor:
+        """The latest batch's constant ``L_b`` plus ``l2_term(weight_decay, K)`` (0-dim tensor, no host read)."""
+        check_number("weight_decay", weight_decay, min_value=0.0)
+        batch = self._current()
+        if batch.lipschitz is None:
+            if batch.folded:
+                batch.lipschitz = self._batch_constant(batch)
+            else:
+                self._finish_batch()
+        value = batch.lipschitz
+        assert value is not None
+        if weight_decay != 0.0:
+            value = value + l2_term(weight_decay, self.weight_bound().to(value.dtype))
+        return value
+
+    def _least_squares_bound(self) -> Tensor:
+        """``K`` for least squares: the rigorous bound needs ``||[W, b]||_F`` of the tracked layer to be at most K."""
+        bound = self.weight_bound()
+        if self.rigorous and self._bias and self.constant_weight_bound is None:
+            layer = self.module
+            assert isinstance(layer, nn.Linear) and layer.bias is not None
+            joint = torch.linalg.vector_norm(torch.cat([layer.weight.detach().flatten(), layer.bias.detach()]))
+            bound = torch.maximum(bound, joint.to(bound.device))
+        return bound
+
+    def weight_bound(self, *, foreach: bool | None = None) -> Tensor:
+        """``K``: the constant given, or the largest Frobenius norm of the model's parameter tensors (0-dim).
+
+        Args:
+            foreach: compute the norms with ``torch._foreach_norm`` (default ``None``: when available).
+        """
+        params = [p.detach() for p in self.model.parameters()]
+        if self.constant_weight_bound is not None or not params:
+            device = params[0].device if params else None
+            if device not in self._constant_bounds:
+                self._constant_bounds[device] = torch.tensor(float(self.constant_weight_bound or 0.0), device=device)
+            return self._constant_bounds[device]
+        if foreach is None:
+            foreach = all(p.device.type in ("cpu", "cuda", "xpu", "mps") for p in params)
+        norms = torch._foreach_norm(params) if foreach else [torch.linalg.vector_norm(p) for p in params]
+        device = params[0].device
+        return torch.stack([n.to(device) for n in norms]).amax()
+
+    def epoch_stats(self, *, weight_decay: float = 0.0) -> EpochStats | None:
+        """The current epoch's statistics (``None`` when no batch was recorded since :meth:`reset_epoch`).
+
+        The weight bound is read now, and ``lipschitz = data_lipschitz + l2_term(weight_decay, K)``. Nothing is
+        read on the host.
+        """
+        check_number("weight_decay", weight_decay, min_value=0.0)
+        if self._batch is not None and not self._batch.folded:
+            self._finish_batch()
+        self._reduce()
+        if self._summary is None:
+            return None
+        summary = self._summary
+        data = summary["data_lipschitz"]
+        bound = self.weight_bound().to(device=data.device, dtype=data.dtype)
+        total = data + l2_term(weight_decay, bound) if weight_decay != 0.0 else data
+        return EpochStats(
+            lipschitz=total,
+            data_lipschitz=data,
+            k_z=summary["k_z"],
+            batch_size=summary["batch_size"],
+            max_k_z=summary["max_k_z"],
+            weight_bound=bound,
+            batches=self._batches,
+            examples=self._examples,
+        )
+
+    def reset_epoch(self) -> None:
+        """Start a new epoch: forget every batch recorded so far (the latest batch stays readable)."""
+        if self._batch is not None:
+            self._batch.folded = True
+        self._pending = {}
+        self._summary = None
+        self._batches = 0
+        self._examples = 0
+        self._unreduced = 0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The per-epoch accumulators (tensors and counts), for checkpoints taken mid-epoch.
+
+        A least-squares batch still waiting for its targets is not included.
+        """
+        if self._batch is not None and not self._batch.folded and not self.needs_targets:
+            self._finish_batch()
+        self._reduce()
+        summary = None if self._summary is None else {k: v.clone() for k, v in self._summary.items()}
+        return {"summary": summary, "batches": self._batches, "examples": self._examples}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.reset_epoch()
+        summary = state["summary"]
+        self._summary = None if summary is None else {k: v.clone() for k, v in summary.items()}
+        self._batches = int(state["batches"])
+        self._examples = int(state["examples"])
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A context in which forward passes are not recorded, even in training mode (e.g. a training-mode probe).
+
+        Example:
+            >>> model = nn.Sequential(nn.Linear(2, 3))
+            >>> tracker = ActivationTracker(model, "softmax")
+            >>> with tracker.paused():
+            ...     _ = model(torch.zeros(4, 2))
+            >>> tracker.batch_size is None
+            True
+        """
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1

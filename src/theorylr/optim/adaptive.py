@@ -1,0 +1,841 @@
+"""Lipschitz-adaptive optimizers of LipschitzLR §6: :class:`AdaMo`, :class:`AutoAdam` and :class:`AdaptiveRMSprop`.
+
+All three replace the hand-picked learning rate with the inverse of an exponentially weighted average (EWA) of a
+per-step Lipschitz estimate ``L_t`` (Yedida & Saha, *LipschitzLR*, §6, Algorithms 1-3). They share one functional
+core, :func:`adaptive_lipschitz`; a variant is a configuration of it (first moment on/off, second moment on/off).
+
+**The per-step Lipschitz estimate** ``L_t = D_t + lambda * K_t`` (the data term plus the L2 term of §5.3, where
+``lambda`` is the group's ``weight_decay``):
+
+- ``lipschitz="closed_form"`` (the default when a model or tracker is given, as in the paper's experiments):
+  ``D_t`` is the closed-form constant of the batch of the latest training forward pass, from its penultimate
+  activations (K_z, the batch size m and the number of classes k; see
+  :class:`theorylr.lipschitz.tracker.ActivationTracker`), and ``K_t`` the tracker's weight bound (the largest
+  weight-tensor norm of the model, §7.4).
+- ``lipschitz="observed"`` (the default without a model): ``D_t = max_l ||g_l||``, the largest per-tensor gradient
+  norm of the step over every parameter of every group, and ``K_t = max_l ||w_l||`` over the same parameters,
+  computed on the device. This is the ``max ||grad_W L||`` of Algorithms 1 and 3 read literally.
+
+``L_t`` is shared by all parameter groups (the paper takes one maximum over all layers), so groups are coupled.
+
+**Coupling to a model.** Pass ``model=`` (with the loss settings) and the optimizer builds an
+:class:`~theorylr.lipschitz.tracker.ActivationTracker` (a forward hook on the penultimate layer); or pass a
+``tracker=`` you built yourself. The model and tracker are not hyperparameters: they stay out of ``defaults`` and
+out of ``state_dict``. The hook is removed by :meth:`close`, when the optimizer is used as a context manager, or
+when it is garbage-collected.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    >>> opt = AdaMo(model.parameters(), model=model, loss="softmax", num_classes=3)
+    >>> x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    >>> loss = nn.functional.cross_entropy(model(x), y)
+    >>> loss.backward()
+    >>> opt.step()
+    >>> opt.param_groups[0]["lipschitz"]
+    'closed_form'
+    >>> opt.close()
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from theorylr._validation import check_bool, check_choice, check_int, check_number, check_probability
+from theorylr.lipschitz.closed_form import l2_term
+from theorylr.lipschitz.tracker import ActivationTracker
+from theorylr.optim._base import params_with_grad, resolve_foreach
+
+__all__ = [
+    "L2_ESTIMATES",
+    "LIPSCHITZ_MODES",
+    "AdaMo",
+    "AdaptiveRMSprop",
+    "AutoAdam",
+    "adaptive_lipschitz",
+    "squared_lipschitz_estimate",
+]
+
+LIPSCHITZ_MODES = ("closed_form", "observed")
+_TensorList = list[Tensor] | tuple[Tensor, ...]
+L2_ESTIMATES = ("no_cross", "square", "no_weight")
+
+
+def squared_lipschitz_estimate(data_term: Tensor, reg_term: Tensor | float, estimate: str = "no_cross") -> Tensor:
+    """The estimate ``L2_t`` of ``max ||(grad_W L)^2||`` that Auto-Adam averages into ``K2`` (LipschitzLR §6.3).
+
+    With ``D`` the data term of the Lipschitz constant (e.g. ``(k-1) K_z / (k m)``) and ``R = lambda max ||w||`` the
+    L2 term:
+
+    - ``"square"``: ``(D + R)^2``. This is the paper's first estimate, ``||(max grad)^2||``, and also its second,
+      ``D^2 + R^2 + 2 D R``: the two are the same number (the paper reports that the first diverged and the
+      second oscillated; evaluated on the same batch they cannot differ).
+    - ``"no_cross"`` (default): ``D^2 + R^2``, the second estimate with the cross term ``2 D R`` removed.
+    - ``"no_weight"``: ``D^2 + 2 D R``, the second estimate with ``R^2`` removed.
+
+    Args:
+        data_term: ``D``, a tensor.
+        reg_term: ``R`` (a tensor or a number; 0 without weight decay).
+        estimate: one of ``"no_cross"``, ``"square"``, ``"no_weight"``.
+
+    Example:
+        >>> import torch
+        >>> d = torch.tensor(3.0)
+        >>> [float(squared_lipschitz_estimate(d, 1.0, e)) for e in ("square", "no_cross", "no_weight")]
+        [16.0, 10.0, 15.0]
+
+    .. note::
+        The paper says the estimate that "worked quite well" is the second with "the middle term" removed. As
+        printed, the middle term of ``D^2 + R^2 + 2DR`` is ``R^2``; the middle term of the expansion
+        ``D^2 + 2DR + R^2`` is the cross term. We follow issue 5 and default to removing the cross term
+        (``"no_cross"``); the literal reading is ``"no_weight"``. Without weight decay (``R = 0``) all three equal
+        ``D^2``.
+    """
+    check_choice("estimate", estimate, L2_ESTIMATES)
+    if estimate == "square":
+        return (data_term + reg_term) ** 2
+    if estimate == "no_cross":
+        return data_term**2 + reg_term**2
+    return data_term**2 + 2 * data_term * reg_term
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Functional core
+# ----------------------------------------------------------------------------------------------------------------
+def adaptive_lipschitz(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor] | None,
+    exp_avg_sqs: list[Tensor] | None,
+    lipschitz_avgs: list[Tensor],
+    lipschitz_sq_avgs: list[Tensor] | None,
+    steps: list[Tensor],
+    *,
+    lipschitz: Tensor,
+    lipschitz_sq: Tensor | None,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    initial_step_size: float | None,
+    initial_steps: int,
+    maximize: bool,
+    foreach: bool,
+) -> None:
+    """One step of the Lipschitz-adaptive family (in place; the shared core of AdaMo, AutoAdam, AdaptiveRMSprop).
+
+    With ``g = grad + weight_decay * w`` (``-grad`` when maximizing), ``t`` the step and ``L_t``, ``L2_t`` the
+    step's Lipschitz estimates::
+
+        V  = beta1 V  + (1 - beta1) g         (first moment; without it V = g)
+        S  = beta2 S  + (1 - beta2) g^2       (second moment)
+        K1 = beta1 K1 + (1 - beta1) L_t
+        K2 = beta2 K2 + (1 - beta2) L2_t      (with the second moment)
+        bias_correction: V, K1 /= 1 - beta1^t;  S, K2 /= 1 - beta2^t               (§6.4)
+        step = 1 / K1                                    (first moment only: AdaMo, Alg. 1)
+             = (sqrt(K2) + eps) / K1                     (with the second moment: Auto-Adam, Alg. 3)
+        step = initial_step_size   while t <= initial_steps                               (§7.3)
+        W -= lr * step * V                               (first moment only)
+        W -= lr * step * V / sqrt(S + eps)               (with the second moment)
+
+    Args:
+        params, grads: the parameters and their gradients (gradients are not modified).
+        exp_avgs: ``V`` per parameter, or ``None`` for no first moment (then ``beta1`` must be 0).
+        exp_avg_sqs: ``S`` per parameter, or ``None`` for no second moment.
+        lipschitz_avgs: ``K1`` per parameter (0-dim tensors).
+        lipschitz_sq_avgs: ``K2`` per parameter (0-dim), ``None`` without the second moment.
+        steps: the step counters (0-dim tensors, incremented here).
+        lipschitz: ``L_t`` (0-dim tensor, any device/dtype; cast per parameter).
+        lipschitz_sq: ``L2_t`` (0-dim tensor), ``None`` without the second moment.
+        lr: the multiplier (1.0 = the paper).
+        beta1, beta2, eps, weight_decay, bias_correction, initial_step_size, initial_steps, maximize: as in the classes.
+        foreach: take the ``torch._foreach_*`` path (else the single-tensor reference loop).
+
+    ``K1`` is clamped below by the smallest normal number of its dtype before the division, so a step with a zero
+    estimate and a zero gradient gives a zero update instead of ``0/0``.
+    """
+    if not params:
+        return
+    second = exp_avg_sqs is not None
+    if exp_avgs is None and beta1 != 0.0:
+        raise ValueError(f"beta1 must be 0 when there is no first moment (got {beta1!r})")
+    if second and (lipschitz_sq_avgs is None or lipschitz_sq is None):
+        raise ValueError("the second moment needs lipschitz_sq_avgs and lipschitz_sq")
+    func = _multi_tensor_adaptive if foreach else _single_tensor_adaptive
+    func(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        lipschitz_avgs,
+        lipschitz_sq_avgs,
+        steps,
+        lipschitz=lipschitz,
+        lipschitz_sq=lipschitz_sq,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        bias_correction=bias_correction,
+        initial_step_size=initial_step_size,
+        initial_steps=initial_steps,
+        maximize=maximize,
+    )
+
+
+def _cast_like(value: Tensor, like: Tensor, cache: dict[tuple[torch.device, torch.dtype], Tensor]) -> Tensor:
+    key = (like.device, like.dtype)
+    if key not in cache:
+        cache[key] = value.to(device=like.device, dtype=like.dtype)
+    return cache[key]
+
+
+def _single_tensor_adaptive(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor] | None,
+    exp_avg_sqs: list[Tensor] | None,
+    lipschitz_avgs: list[Tensor],
+    lipschitz_sq_avgs: list[Tensor] | None,
+    steps: list[Tensor],
+    *,
+    lipschitz: Tensor,
+    lipschitz_sq: Tensor | None,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    initial_step_size: float | None,
+    initial_steps: int,
+    maximize: bool,
+) -> None:
+    cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    for i, param in enumerate(params):
+        grad = grads[i].neg() if maximize else grads[i]
+        if weight_decay != 0.0:
+            grad = grad.add(param, alpha=weight_decay)
+        step = steps[i]
+        step.add_(1)
+        k1 = lipschitz_avgs[i]
+        k1.mul_(beta1).add_(_cast_like(lipschitz, k1, cache1), alpha=1.0 - beta1)
+        if exp_avgs is not None:
+            direction = exp_avgs[i]
+            direction.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+        else:
+            direction = grad
+        k1_hat = k1
+        if bias_correction and beta1 != 0.0:
+            correction1 = torch.pow(beta1, step).neg().add(1.0)
+            direction = direction.div(correction1)
+            k1_hat = k1.div(correction1)
+        factor = k1_hat.clamp_min(torch.finfo(k1.dtype).tiny).reciprocal()
+        if exp_avg_sqs is not None:
+            assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
+            s = exp_avg_sqs[i]
+            s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            k2 = lipschitz_sq_avgs[i]
+            k2.mul_(beta2).add_(_cast_like(lipschitz_sq, k2, cache2), alpha=1.0 - beta2)
+            s_hat, k2_hat = s, k2
+            if bias_correction:
+                correction2 = torch.pow(beta2, step).neg().add(1.0)
+                s_hat = s.div(correction2)
+                k2_hat = k2.div(correction2)
+            factor = k2_hat.sqrt().add(eps).mul(factor)
+            direction = direction.div(s_hat.add(eps).sqrt())
+        if initial_step_size is not None:
+            factor = torch.where(step <= initial_steps, initial_step_size, factor)
+        param.add_(direction.mul(factor), alpha=-lr)
+
+
+def _multi_tensor_adaptive(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor] | None,
+    exp_avg_sqs: list[Tensor] | None,
+    lipschitz_avgs: list[Tensor],
+    lipschitz_sq_avgs: list[Tensor] | None,
+    steps: list[Tensor],
+    *,
+    lipschitz: Tensor,
+    lipschitz_sq: Tensor | None,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    initial_step_size: float | None,
+    initial_steps: int,
+    maximize: bool,
+) -> None:
+    cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    g: _TensorList = torch._foreach_neg(grads) if maximize else grads
+    if weight_decay != 0.0:
+        g = torch._foreach_add(g, params, alpha=weight_decay)
+    torch._foreach_add_(steps, 1)
+    torch._foreach_mul_(lipschitz_avgs, beta1)
+    torch._foreach_add_(lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], alpha=1.0 - beta1)
+    direction: _TensorList
+    if exp_avgs is not None:
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, g, alpha=1.0 - beta1)
+        direction = exp_avgs
+    else:
+        direction = g
+    k1_hat: _TensorList = lipschitz_avgs
+    if bias_correction and beta1 != 0.0:
+        correction1 = torch._foreach_pow(beta1, steps)
+        torch._foreach_neg_(correction1)
+        torch._foreach_add_(correction1, 1.0)
+        direction = torch._foreach_div(direction, correction1)
+        k1_hat = torch._foreach_div(lipschitz_avgs, correction1)
+    factor: _TensorList = torch._foreach_clamp_min(k1_hat, torch.finfo(lipschitz_avgs[0].dtype).tiny)
+    torch._foreach_reciprocal_(factor)
+    if exp_avg_sqs is not None:
+        assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
+        torch._foreach_mul_(lipschitz_sq_avgs, beta2)
+        torch._foreach_add_(
+            lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], alpha=1.0 - beta2
+        )
+        s_hat: _TensorList = exp_avg_sqs
+        k2_hat: _TensorList = lipschitz_sq_avgs
+        if bias_correction:
+            correction2 = torch._foreach_pow(beta2, steps)
+            torch._foreach_neg_(correction2)
+            torch._foreach_add_(correction2, 1.0)
+            s_hat = torch._foreach_div(exp_avg_sqs, correction2)
+            k2_hat = torch._foreach_div(lipschitz_sq_avgs, correction2)
+        numerator = torch._foreach_sqrt(k2_hat)
+        torch._foreach_add_(numerator, eps)
+        factor = torch._foreach_mul(numerator, factor)
+        denominator = torch._foreach_add(s_hat, eps)
+        torch._foreach_sqrt_(denominator)
+        direction = torch._foreach_div(direction, denominator)
+    if initial_step_size is not None:
+        factor = [torch.where(t <= initial_steps, initial_step_size, f) for t, f in zip(steps, factor)]
+    update = torch._foreach_mul(direction, factor)
+    torch._foreach_add_(params, update, alpha=-lr)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared optimizer class
+# ----------------------------------------------------------------------------------------------------------------
+def _scalar_dtype(param: Tensor) -> torch.dtype:
+    return torch.float64 if param.dtype == torch.float64 else torch.float32
+
+
+def _max_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
+    """The largest Frobenius norm among ``tensors``, as a 0-dim tensor on the first tensor's device (no sync)."""
+    norms = torch._foreach_norm(tensors) if foreach else [torch.linalg.vector_norm(t) for t in tensors]
+    device = tensors[0].device
+    return torch.stack([n.to(device) for n in norms]).amax()
+
+
+class _LipschitzAdaptive(Optimizer):
+    """Shared class of the Lipschitz-adaptive optimizers: a configuration of :func:`adaptive_lipschitz`."""
+
+    _first_moment: ClassVar[bool] = True
+    _second_moment: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        defaults: dict[str, Any],
+        *,
+        model: nn.Module | None,
+        tracker: ActivationTracker | None,
+        tracker_kwargs: dict[str, Any],
+    ) -> None:
+        check_number("lr", defaults["lr"], min_value=0.0)
+        check_number("weight_decay", defaults["weight_decay"], min_value=0.0)
+        check_bool("bias_correction", defaults["bias_correction"])
+        check_bool("maximize", defaults["maximize"])
+        if defaults["foreach"] is not None:
+            check_bool("foreach", defaults["foreach"])
+        if defaults["initial_step_size"] is not None:
+            check_number("initial_step_size", defaults["initial_step_size"], min_value=0.0)
+            check_int("initial_steps", defaults["initial_steps"], min_value=1)
+        else:
+            check_int("initial_steps", defaults["initial_steps"], min_value=0, max_value=0)
+        if model is not None and tracker is not None:
+            raise ValueError("pass either model (the optimizer builds a tracker) or tracker, not both")
+        if model is not None:
+            if not isinstance(model, nn.Module):
+                raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+            tracker = ActivationTracker(model, **tracker_kwargs)
+            self._owns_tracker = True
+        else:
+            self._owns_tracker = False
+            if tracker is not None and not isinstance(tracker, ActivationTracker):
+                raise ValueError(f"tracker must be an ActivationTracker (got {type(tracker).__name__})")
+        mode = defaults["lipschitz"]
+        if mode is None:
+            mode = "closed_form" if tracker is not None else "observed"
+        check_choice("lipschitz", mode, LIPSCHITZ_MODES)
+        if mode == "closed_form" and tracker is None:
+            raise ValueError("lipschitz='closed_form' needs model= or tracker= (use lipschitz='observed' without one)")
+        defaults = {**defaults, "lipschitz": mode}
+        super().__init__(params, defaults)
+        self.tracker = tracker
+        if self._owns_tracker and tracker is not None:
+            self._finalizer: weakref.finalize | None = weakref.finalize(self, tracker.close)
+        else:
+            self._finalizer = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("tracker", None)
+        self.__dict__.setdefault("_owns_tracker", False)
+        self.__dict__.setdefault("_finalizer", None)
+        for group in self.param_groups:
+            group.setdefault("lipschitz", "observed")
+            group.setdefault("weight_decay", 0.0)
+            group.setdefault("bias_correction", False)
+            group.setdefault("initial_step_size", None)
+            group.setdefault("initial_steps", 0)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            if self._second_moment:
+                group.setdefault("l2_estimate", "no_cross")
+
+    def close(self) -> None:
+        """Remove the forward hook of the tracker this optimizer built (a shared ``tracker=`` is left alone)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> _LipschitzAdaptive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def _estimates(
+        self, groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]
+    ) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """``(data term, weight bound)`` for each Lipschitz mode in use (the bound only where weight decay is)."""
+        modes = {group["lipschitz"] for group, params, _ in groups if params}
+        need_bound = {group["lipschitz"] for group, params, _ in groups if params and group["weight_decay"] != 0.0}
+        all_params = [p for _, params, _ in groups for p in params]
+        foreach = resolve_foreach(self.defaults["foreach"], all_params)
+        out: dict[str, tuple[Tensor, Tensor | None]] = {}
+        if "observed" in modes:
+            grads = [g for _, _, gs in groups for g in gs]
+            bound = _max_norm(all_params, foreach) if "observed" in need_bound else None
+            out["observed"] = (_max_norm(grads, foreach), bound)
+        if "closed_form" in modes:
+            if self.tracker is None:
+                raise RuntimeError("lipschitz='closed_form' needs a tracker; build the optimizer with model=")
+            bound = self.tracker.weight_bound(foreach=foreach) if "closed_form" in need_bound else None
+            out["closed_form"] = (self.tracker.batch_lipschitz(), bound)
+        return out
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+        """Perform one optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss (optional).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        name = type(self).__name__
+        groups = []
+        for group in self.param_groups:
+            params, grads = params_with_grad(group, name)
+            groups.append((group, params, grads))
+        if not any(params for _, params, _ in groups):
+            return loss
+        estimates = self._estimates(groups)
+        for group, params, grads in groups:
+            if not params:
+                continue
+            beta1, beta2 = self._betas(group)
+            exp_avgs: list[Tensor] | None = [] if self._first_moment else None
+            exp_avg_sqs: list[Tensor] | None = [] if self._second_moment else None
+            k1s: list[Tensor] = []
+            k2s: list[Tensor] | None = [] if self._second_moment else None
+            steps: list[Tensor] = []
+            for p in params:
+                state = self.state[p]
+                if len(state) == 0:
+                    dtype = _scalar_dtype(p)
+                    state["step"] = torch.zeros((), dtype=dtype, device=p.device)
+                    state["lipschitz_avg"] = torch.zeros((), dtype=dtype, device=p.device)
+                    if self._first_moment:
+                        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    if self._second_moment:
+                        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state["lipschitz_sq_avg"] = torch.zeros((), dtype=dtype, device=p.device)
+                steps.append(state["step"])
+                k1s.append(state["lipschitz_avg"])
+                if exp_avgs is not None:
+                    exp_avgs.append(state["exp_avg"])
+                if exp_avg_sqs is not None and k2s is not None:
+                    exp_avg_sqs.append(state["exp_avg_sq"])
+                    k2s.append(state["lipschitz_sq_avg"])
+            data, bound = estimates[group["lipschitz"]]
+            lam = group["weight_decay"]
+            reg: Tensor | float = l2_term(lam, bound) if (lam != 0.0 and bound is not None) else 0.0
+            lipschitz = data + reg
+            lipschitz_sq = squared_lipschitz_estimate(data, reg, group["l2_estimate"]) if self._second_moment else None
+            adaptive_lipschitz(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                k1s,
+                k2s,
+                steps,
+                lipschitz=lipschitz,
+                lipschitz_sq=lipschitz_sq,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group.get("eps", 0.0),
+                weight_decay=lam,
+                bias_correction=group["bias_correction"],
+                initial_step_size=group["initial_step_size"],
+                initial_steps=group["initial_steps"],
+                maximize=group["maximize"],
+                foreach=resolve_foreach(group["foreach"], params),
+            )
+        return loss
+
+
+_COUPLING_DOC = """
+    Coupling (not hyperparameters; kept out of ``defaults`` and ``state_dict``):
+        model: build an :class:`~theorylr.lipschitz.tracker.ActivationTracker` on this model (default ``None``).
+        tracker: use this tracker instead (e.g. one shared by two optimizers; default ``None``).
+        loss, num_classes, penultimate, activation_norm, weight_bound, rigorous: passed to the tracker built from
+            ``model`` (defaults ``"softmax"``, ``None``, ``None`` = the input of the last ``nn.Linear``, ``"fro"``,
+            ``None`` = the largest weight-tensor norm, ``False`` = the paper's closed form).
+"""
+
+
+class AdaMo(_LipschitzAdaptive):
+    r"""Adaptive momentum, LipschitzLR Algorithm 1: momentum SGD whose step is the inverse of an EWA of ``L_t``.
+
+    Update rule (``g = grad + weight_decay * w``, ``L_t`` the step's Lipschitz estimate, see the module doc)::
+
+        V = beta V + (1 - beta) g
+        K = beta K + (1 - beta) L_t
+        W -= lr * V / K                    (lr * initial_step_size * V while t <= initial_steps)
+
+    With ``lipschitz="observed"``, ``|V_i| <= K`` for every coordinate (``K`` averages the largest gradient norm,
+    ``V`` the gradient), so no coordinate moves more than ``lr`` per step: the paper's ``Delta w <= 1``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: multiplier on the Lipschitz step (default 1.0, the paper); a torch scheduler may change it.
+        beta: EWA coefficient of ``V`` and ``K`` (default 0.9).
+        lipschitz: ``"closed_form"`` or ``"observed"`` (default: ``"closed_form"`` with a model/tracker, else
+            ``"observed"``).
+        weight_decay: L2 coefficient ``lambda``: adds ``lambda w`` to the gradient and ``lambda K_w`` to ``L_t``
+            (§5.3; default 0).
+        bias_correction: divide ``V`` and ``K`` by ``1 - beta^t`` (§6.4; default ``False``).
+        initial_step_size: the step used instead of ``1/K`` for the first ``initial_steps`` steps, the paper's
+            "initial lr" (§7.3; default ``None``). Not called ``initial_lr``: torch schedulers store the base
+            learning rate under ``group["initial_lr"]``.
+        initial_steps: how many steps ``initial_step_size`` lasts (default 0; >= 1 with ``initial_step_size``).
+        maximize: maximize the objective (default ``False``).
+        foreach: use the multi-tensor path (default ``None``: when every parameter allows it).
+
+    {coupling}
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, -4.0]))
+        >>> opt = AdaMo([w], lr=1.0, beta=0.9)             # observed mode: no model given
+        >>> (w ** 2).sum().backward()
+        >>> opt.step()                                       # V = 0.1 g, K = 0.1 ||g||: W -= g / ||g||
+        >>> w.detach()
+        tensor([ 2.4000, -3.2000])
+
+    Reference: Yedida & Saha, *LipschitzLR*, §6.1, Algorithm 1; first-epoch override §7.3.
+
+    .. note::
+        With ``bias_correction=True`` both ``V`` and ``K`` are divided by the same ``1 - beta^t`` (as §6.4 says),
+        so the correction cancels and the update is unchanged; the flag is kept for symmetry with Auto-Adam.
+        ``K`` is clamped away from zero before the division (the paper has no ``eps``).
+        The paper's "on the first epoch, set K to 0.1 and use this value as the learning rate" is
+        ``initial_step_size=0.1, initial_steps=<steps per epoch>``; ``K`` keeps averaging during those steps.
+    """
+
+    _first_moment = True
+    _second_moment = False
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        beta: float = 0.9,
+        *,
+        lipschitz: str | None = None,
+        weight_decay: float = 0.0,
+        bias_correction: bool = False,
+        initial_step_size: float | None = None,
+        initial_steps: int = 0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        model: nn.Module | None = None,
+        tracker: ActivationTracker | None = None,
+        loss: str = "softmax",
+        num_classes: int | None = None,
+        penultimate: str | nn.Module | None = None,
+        activation_norm: str = "fro",
+        weight_bound: float | None = None,
+        rigorous: bool = False,
+    ) -> None:
+        check_probability("beta", beta)
+        defaults = {
+            "lr": lr,
+            "beta": beta,
+            "lipschitz": lipschitz,
+            "weight_decay": weight_decay,
+            "bias_correction": bias_correction,
+            "initial_step_size": initial_step_size,
+            "initial_steps": initial_steps,
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        tracker_kwargs = {
+            "loss": loss,
+            "num_classes": num_classes,
+            "penultimate": penultimate,
+            "activation_norm": activation_norm,
+            "weight_bound": weight_bound,
+            "rigorous": rigorous,
+        }
+        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
+
+    def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
+        return group["beta"], 0.0
+
+
+class AutoAdam(_LipschitzAdaptive):
+    r"""Auto-Adam, LipschitzLR Algorithm 3: Adam whose step size comes from EWAs of ``L_t`` and ``L2_t``.
+
+    Update rule (``g = grad + weight_decay * w``; ``L2_t`` from :func:`squared_lipschitz_estimate`)::
+
+        V  = b1 V  + (1 - b1) g;         S  = b2 S  + (1 - b2) g^2
+        K1 = b1 K1 + (1 - b1) L_t;       K2 = b2 K2 + (1 - b2) L2_t
+        W -= lr * (sqrt(K2) + eps) / K1 * V / sqrt(S + eps)
+                                          (lr * initial_step_size * V / sqrt(S + eps) while t <= initial_steps)
+
+    Args:
+        params: parameters or parameter groups.
+        lr: multiplier (default 1.0, the paper).
+        betas: ``(b1, b2)`` (default ``(0.9, 0.999)``, the paper's).
+        eps: added inside the square root of ``S`` and to ``sqrt(K2)``, as Algorithm 3 writes it (default 1e-8).
+        l2_estimate: ``"no_cross"`` (default), ``"square"`` or ``"no_weight"`` (§6.3; see
+            :func:`squared_lipschitz_estimate`).
+        lipschitz, weight_decay, bias_correction, initial_step_size, initial_steps, maximize, foreach: as in
+            :class:`AdaMo`.
+
+    {coupling}
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, -4.0]))
+        >>> opt = AutoAdam([w], betas=(0.9, 0.999), eps=0.0)
+        >>> (w ** 2).sum().backward()
+        >>> opt.step()            # sqrt(K2)/K1 = sqrt(0.001)/0.1 and V/sqrt(S) = 0.1 g / (sqrt(0.001)|g|): a unit step
+        >>> w.detach()
+        tensor([ 2., -3.])
+
+    Reference: Yedida & Saha, *LipschitzLR*, §6.3, Algorithm 3; bias correction §6.4; initial lr §7.3, §9.
+
+    .. note::
+        The paper puts ``eps`` inside ``sqrt(S + eps)``; we keep that, which floors the denominator at
+        ``sqrt(eps)`` (1e-4 with the default) rather than ``eps``. With ``bias_correction=True`` the ``1 - b1^t``
+        factors of ``V`` and ``K1`` cancel and those of ``S`` and ``K2`` cancel up to ``eps``, so the flag changes
+        the update only through ``eps``. In observed mode, ``L2_t`` applies the same estimates to
+        ``D = max ||g_l||`` and ``R = lambda max ||w_l||``.
+
+        What the step size comes to: without weight decay ``L2_t = L_t^2`` in every estimate, so once the EWAs have
+        warmed up ``sqrt(K2) / K1`` is about 1, while ``V / sqrt(S)`` is of order 1 per coordinate. Auto-Adam with
+        ``lr = 1`` is then roughly Adam with a learning rate of 1, far larger than Adam's usual 1e-3; this is
+        consistent with the paper's report that Auto-Adam did poorly (§7.4, §9) and that fixing ``K1 = 1``,
+        ``K2 = 1e-6`` (an Adam step of 1e-3) fixed it. Use ``lr`` (the multiplier) to scale it down.
+    """
+
+    _first_moment = True
+    _second_moment = True
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        *,
+        l2_estimate: str = "no_cross",
+        lipschitz: str | None = None,
+        weight_decay: float = 0.0,
+        bias_correction: bool = False,
+        initial_step_size: float | None = None,
+        initial_steps: int = 0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        model: nn.Module | None = None,
+        tracker: ActivationTracker | None = None,
+        loss: str = "softmax",
+        num_classes: int | None = None,
+        penultimate: str | nn.Module | None = None,
+        activation_norm: str = "fro",
+        weight_bound: float | None = None,
+        rigorous: bool = False,
+    ) -> None:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1) (got {betas!r})")
+        check_probability("betas[0]", betas[0])
+        check_probability("betas[1]", betas[1])
+        check_number("eps", eps, min_value=0.0)
+        check_choice("l2_estimate", l2_estimate, L2_ESTIMATES)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "l2_estimate": l2_estimate,
+            "lipschitz": lipschitz,
+            "weight_decay": weight_decay,
+            "bias_correction": bias_correction,
+            "initial_step_size": initial_step_size,
+            "initial_steps": initial_steps,
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        tracker_kwargs = {
+            "loss": loss,
+            "num_classes": num_classes,
+            "penultimate": penultimate,
+            "activation_norm": activation_norm,
+            "weight_bound": weight_bound,
+            "rigorous": rigorous,
+        }
+        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
+
+    def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
+        beta1, beta2 = group["betas"]
+        return beta1, beta2
+
+
+class AdaptiveRMSprop(_LipschitzAdaptive):
+    r"""Adaptive RMSprop (LipschitzLR §6.2), reconstructed as Auto-Adam without the first moment.
+
+    Update rule (Auto-Adam with ``b1 = 0``, so ``V = g`` and ``K1 = L_t``)::
+
+        S  = beta S  + (1 - beta) g^2;   K2 = beta K2 + (1 - beta) L2_t
+        W -= lr * (sqrt(K2) + eps) / L_t * g / sqrt(S + eps)
+                                          (lr * initial_step_size * g / sqrt(S + eps) while t <= initial_steps)
+
+    Args:
+        params: parameters or parameter groups.
+        lr: multiplier (default 1.0).
+        beta: EWA coefficient of ``S`` and ``K2`` (default 0.9, the paper's RMSprop baseline).
+        eps: as in :class:`AutoAdam` (default 1e-8).
+        l2_estimate: as in :class:`AutoAdam` (default ``"no_cross"``).
+        lipschitz, weight_decay, bias_correction, initial_step_size, initial_steps, maximize, foreach: as in
+            :class:`AdaMo`.
+
+    {coupling}
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, -4.0]))
+        >>> opt = AdaptiveRMSprop([w], beta=0.9, eps=0.0)
+        >>> (w ** 2).sum().backward()
+        >>> opt.step()          # sqrt(K2)/K1 = sqrt(0.1) and g/sqrt(S) = g/(sqrt(0.1)|g|): a unit step
+        >>> w.detach()
+        tensor([ 2., -3.])
+
+    Reference: Yedida & Saha, *LipschitzLR*, §6.2 (text only) and Algorithm 3.
+
+    .. note::
+        The paper's Algorithm 2 is missing from its text (only the caption survives). We reconstruct it, as issue 5
+        asks, as Algorithm 3 without the first moment: setting ``b1 = 0`` makes ``V = g`` and ``K1 = L_t``. The
+        §6.2 prose ("maintain an EWA of the Lipschitz constant as before") could also mean averaging ``K1`` with
+        ``beta``; that reading is not implemented.
+    """
+
+    _first_moment = False
+    _second_moment = True
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        beta: float = 0.9,
+        eps: float = 1e-8,
+        *,
+        l2_estimate: str = "no_cross",
+        lipschitz: str | None = None,
+        weight_decay: float = 0.0,
+        bias_correction: bool = False,
+        initial_step_size: float | None = None,
+        initial_steps: int = 0,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        model: nn.Module | None = None,
+        tracker: ActivationTracker | None = None,
+        loss: str = "softmax",
+        num_classes: int | None = None,
+        penultimate: str | nn.Module | None = None,
+        activation_norm: str = "fro",
+        weight_bound: float | None = None,
+        rigorous: bool = False,
+    ) -> None:
+        check_probability("beta", beta)
+        check_number("eps", eps, min_value=0.0)
+        check_choice("l2_estimate", l2_estimate, L2_ESTIMATES)
+        defaults = {
+            "lr": lr,
+            "beta": beta,
+            "eps": eps,
+            "l2_estimate": l2_estimate,
+            "lipschitz": lipschitz,
+            "weight_decay": weight_decay,
+            "bias_correction": bias_correction,
+            "initial_step_size": initial_step_size,
+            "initial_steps": initial_steps,
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        tracker_kwargs = {
+            "loss": loss,
+            "num_classes": num_classes,
+            "penultimate": penultimate,
+            "activation_norm": activation_norm,
+            "weight_bound": weight_bound,
+            "rigorous": rigorous,
+        }
+        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
+
+    def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
+        return 0.0, group["beta"]
+
+
+for _cls in (AdaMo, AutoAdam, AdaptiveRMSprop):
+    _cls.__doc__ = (_cls.__doc__ or "").replace("{coupling}", _COUPLING_DOC.strip())
+del _cls

@@ -1,0 +1,417 @@
+"""LipschitzLR: every epoch lr = multiplier / L, with L recomputed by hand from explicit forward passes."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, ExponentialLR, SequentialLR
+
+from theorylr.lipschitz.bounds import gradient_norm_bound
+from theorylr.lipschitz.scheduler import LipschitzLR
+
+F64 = torch.float64
+K = 4  # classes
+
+
+def _mlp(out: int = K, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, out)).to(F64)
+
+
+def _data(n: int = 40, seed: int = 0, out: int = K) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=gen, dtype=F64)
+    y = torch.randint(0, out, (n,), generator=gen) if out > 1 else torch.randn(n, 1, generator=gen, dtype=F64)
+    return x, y
+
+
+def _batches(x: Tensor, y: Tensor, size: int = 12) -> list[tuple[Tensor, Tensor]]:
+    return list(zip(x.split(size), y.split(size)))  # 12, 12, 12, 4: uneven on purpose
+
+
+def _penultimate(model: nn.Sequential, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return torch.tanh(model[0](x))
+
+
+def _paper_softmax(a: Tensor) -> float:
+    return (K - 1) / (K * a.shape[0]) * float(torch.sqrt((a * a).sum()))  # eq. 23, K_z = ||A||_F, m = batch size
+
+
+def _max_param_norm(model: nn.Module) -> float:
+    return max(float(torch.sqrt((p.detach() ** 2).sum())) for p in model.parameters())
+
+
+def _train_epoch(
+    model: nn.Sequential,
+    opt: torch.optim.Optimizer,
+    batches: list[tuple[Tensor, Tensor]],
+    constant: Callable[[Tensor, Tensor], float] = lambda a, y: _paper_softmax(a),
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+    after_forward: Callable[[Tensor], None] | None = None,
+) -> list[float]:
+    """One epoch; returns each batch's constant computed from an explicit forward pass with the same weights."""
+    values = []
+    for xb, yb in batches:
+        values.append(constant(_penultimate(model, xb), yb))
+        opt.zero_grad()
+        out = model(xb)
+        if after_forward is not None:
+            after_forward(yb)
+        loss_fn(out, yb).backward()
+        opt.step()
+    return values
+
+
+def test_lr_is_multiplier_over_the_epochs_largest_batch_constant() -> None:
+    model = _mlp()
+    twin = copy.deepcopy(model)
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with LipschitzLR(opt, model, "softmax") as sched:
+        assert sched.multipliers == [0.5]
+        # First epoch: lr set at the first optimizer.step() from the first batch, before the update is applied.
+        first = _paper_softmax(_penultimate(model, batches[0][0]))
+        values = _train_epoch(model, opt, batches[:1])
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5 / first, rel=1e-13)
+        xb, yb = batches[0]
+        nn.functional.cross_entropy(twin(xb), yb).backward()
+        with torch.no_grad():
+            for p in twin.parameters():
+                p -= 0.5 / first * p.grad  # type: ignore[operator]
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+        values += _train_epoch(model, opt, batches[1:])
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5 / first, rel=1e-13)  # constant within the epoch
+        lrs = [opt.param_groups[0]["lr"]]
+        for epoch in range(1, 4):
+            sched.step()
+            assert opt.param_groups[0]["lr"] == pytest.approx(0.5 / max(values), rel=1e-12)
+            assert sched.get_last_lr() == [opt.param_groups[0]["lr"]]
+            entry = sched.history[-1]
+            assert entry["epoch"] == epoch and entry["source"] == "epoch"
+            assert entry["lipschitz"] == pytest.approx(max(values), rel=1e-12)
+            best = max(range(len(values)), key=values.__getitem__)
+            assert entry["batch_size"] == batches[best][0].shape[0] and entry["batches"] == len(batches)
+            assert entry["k_z"] == pytest.approx(values[best] * K * entry["batch_size"] / (K - 1), rel=1e-12)
+            assert entry["weight_bound"] == pytest.approx(_max_param_norm(model), rel=1e-12)
+            lrs.append(opt.param_groups[0]["lr"])
+            values = _train_epoch(model, opt, batches)
+        assert len(set(lrs)) == len(lrs)  # changes every epoch
+    assert [h["source"] for h in sched.history] == ["first_batch", "epoch", "epoch", "epoch"]
+
+
+def test_initial_lr_sets_the_first_epoch_exactly() -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=2.0)
+    with LipschitzLR(opt, model, initial_lr=0.1) as sched:
+        assert opt.param_groups[0]["lr"] == 0.1
+        values = _train_epoch(model, opt, batches)
+        assert opt.param_groups[0]["lr"] == 0.1
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(2.0 / max(values), rel=1e-12)
+    assert [h["source"] for h in sched.history] == ["initial_lr", "epoch"]
+    assert sched.history[0]["lipschitz"] is None
+
+
+def test_weight_decay_adds_lambda_times_the_weight_bound() -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=0.02)
+    with LipschitzLR(opt, model, weight_decay=0.02, initial_lr=0.05) as sched:
+        values = _train_epoch(model, opt, batches)
+        sched.step()
+        expected = max(values) + 0.02 * _max_param_norm(model)  # §5.3, K read at the end of the epoch
+        assert opt.param_groups[0]["lr"] == pytest.approx(1.0 / expected, rel=1e-12)
+    with LipschitzLR(opt, model, weight_bound=3.0, weight_decay=0.02, initial_lr=0.05) as sched:
+        values = _train_epoch(model, opt, batches)
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(1.0 / (max(values) + 0.06), rel=1e-12)
+
+
+def test_rigorous_mode_uses_the_gradient_norm_bound() -> None:
+    model = _mlp()
+    twin = copy.deepcopy(model)
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    twin_opt = torch.optim.SGD(twin.parameters(), lr=1.0)
+    rigorous = LipschitzLR(opt, model, rigorous=True)
+    paper = LipschitzLR(twin_opt, twin)
+    twin_opt.zero_grad()
+    nn.functional.cross_entropy(twin(batches[0][0]), batches[0][1]).backward()
+    twin_opt.step()
+
+    def observe(y: Tensor) -> None:
+        rigorous.observe_targets(y)  # class targets tighten the softmax bound
+
+    values = _train_epoch(
+        model,
+        opt,
+        batches,
+        constant=lambda a, y: float(gradient_norm_bound(a, "softmax", num_classes=K, targets=y, bias=True)),
+        after_forward=observe,
+    )
+    assert rigorous.history[0]["lipschitz"] == pytest.approx(values[0], rel=1e-12)
+    # The true bound exceeds the paper's constant, so its learning rate is smaller (here by more than sqrt(2)).
+    assert rigorous.history[0]["lr"][0] * 2**0.5 < paper.history[0]["lr"][0]
+    rigorous.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0 / max(values), rel=1e-12)
+    rigorous.close()
+    paper.close()
+
+
+def test_least_squares_needs_targets_and_rejects_the_papers_negative_constant() -> None:
+    model = _mlp(out=1)
+    x, y = _data(out=1)
+    y = 0.01 * y
+    batches = _batches(x, y)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def paper_ls(a: Tensor, yb: Tensor) -> float:
+        k_z = float(a.norm())
+        return (_max_param_norm(model) * k_z - float(yb.norm())) * k_z / a.shape[0]  # eq. 9, K_a = K K_z
+
+    with LipschitzLR(opt, model, "least_squares", initial_lr=0.01) as sched:
+        values = _train_epoch(
+            model, opt, batches, paper_ls, nn.functional.mse_loss, after_forward=sched.observe_targets
+        )
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / max(values), rel=1e-12)
+        with pytest.raises(RuntimeError, match="observe_targets"):
+            _train_epoch(model, opt, batches, paper_ls, nn.functional.mse_loss)
+    with LipschitzLR(opt, model, "least_squares", initial_lr=0.01) as sched:
+        _train_epoch(model, opt, batches, paper_ls, nn.functional.mse_loss, after_forward=sched.observe_targets)
+        sched.tracker.reset_epoch()
+        for xb, yb in batches:
+            model(xb)
+            sched.observe_targets(yb + 100.0)  # ||y|| > K K_z: the paper's form is negative (nan)
+        with pytest.raises(RuntimeError, match="rigorous=True"):
+            sched.step()
+
+
+@pytest.mark.parametrize(
+    ("make", "multiplier"),
+    [
+        (lambda p, lr: torch.optim.SGD(p, lr=lr), 1.0),
+        (lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9), 0.1),
+        (lambda p, lr: torch.optim.RMSprop(p, lr=lr, alpha=0.9), 1e-3),
+        (lambda p, lr: torch.optim.Adam(p, lr=lr), 1e-3),
+    ],
+    ids=["sgd", "momentum", "rmsprop", "adam"],
+)
+def test_works_with_torch_optimizers(make: Callable[[Any, float], torch.optim.Optimizer], multiplier: float) -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = make(model.parameters(), multiplier)
+    with LipschitzLR(opt, model) as sched:
+        values = _train_epoch(model, opt, batches)
+        assert opt.param_groups[0]["lr"] == pytest.approx(multiplier / values[0], rel=1e-12)
+        for _ in range(2):
+            sched.step()
+            assert opt.param_groups[0]["lr"] == pytest.approx(multiplier / max(values), rel=1e-12)
+            values = _train_epoch(model, opt, batches)
+    for p in model.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_param_groups_each_get_their_multiplier() -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.2}, {"params": model[2].parameters()}], lr=1.0)
+    with LipschitzLR(opt, model, initial_lr=0.01) as sched:
+        values = _train_epoch(model, opt, batches)
+        sched.step()
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2 / max(values), 1.0 / max(values)])
+
+
+def test_hooks_removed_by_close_context_manager_and_garbage_collection() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    def counts() -> tuple[int, int]:
+        return len(model[2]._forward_pre_hooks), len(opt._optimizer_step_pre_hooks)
+
+    sched = LipschitzLR(opt, model)
+    assert counts() == (1, 1)
+    sched.close()
+    sched.close()
+    assert counts() == (0, 0)
+    with LipschitzLR(opt, model):
+        assert counts() == (1, 1)
+    assert counts() == (0, 0)
+    sched = LipschitzLR(opt, model, initial_lr=0.1)
+    assert counts() == (1, 0)  # no first-step hook with initial_lr
+    del sched
+    gc.collect()
+    assert counts() == (0, 0)
+    sched = LipschitzLR(opt, model)
+    _train_epoch(model, opt, _batches(*_data())[:1])
+    assert counts() == (1, 0)  # the first-step hook removes itself
+    del sched
+    gc.collect()
+    assert counts() == (0, 0)
+
+
+def test_state_dict_round_trip_then_identical_continuation() -> None:
+    x, y = _data()
+    batches = _batches(x, y)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.5)
+    sched = LipschitzLR(opt, model, weight_decay=1e-3)
+    for _ in range(2):
+        _train_epoch(model, opt, batches)
+        sched.step()
+    _train_epoch(model, opt, batches[:2])  # a checkpoint in the middle of an epoch
+
+    buffer = io.BytesIO()
+    torch.save({"sched": sched.state_dict(), "opt": opt.state_dict(), "model": model.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)
+    twin = _mlp(seed=1)
+    twin.load_state_dict(saved["model"])
+    twin_opt = torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.5)
+    twin_sched = LipschitzLR(twin_opt, twin, weight_decay=1e-3)
+    twin_opt.load_state_dict(saved["opt"])
+    twin_sched.load_state_dict(saved["sched"])
+    assert twin_sched.history == sched.history
+    assert twin_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+    for net, o, s, part in ((model, opt, sched, batches[2:]), (twin, twin_opt, twin_sched, batches[2:])):
+        _train_epoch(net, o, part)
+        s.step()
+        _train_epoch(net, o, batches)
+        s.step()
+    assert twin_sched.history == sched.history
+    assert twin_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    sched.close()
+    twin_sched.close()
+
+
+def test_sequential_lr_warmup_phase_then_lipschitz() -> None:
+    """ConstantLR for 2 epochs, then LipschitzLR; its first lr uses every batch since it was built."""
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    lipschitz = LipschitzLR(opt, model)
+    warmup = ConstantLR(opt, factor=0.01, total_iters=2)
+    sched = SequentialLR(opt, [warmup, lipschitz], milestones=[2])
+    seen: list[float] = []
+    for _ in range(2):
+        seen += _train_epoch(model, opt, batches)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.01)  # the first-step hook did not take over
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0 / max(seen), rel=1e-12)
+    values = _train_epoch(model, opt, batches)
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0 / max(values), rel=1e-12)
+    lipschitz.close()
+
+
+def test_sequential_lr_lipschitz_phase_first() -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    lipschitz = LipschitzLR(opt, model)
+    after = ConstantLR(opt, factor=0.1, total_iters=100)
+    sched = SequentialLR(opt, [lipschitz, after], milestones=[2])
+    values = _train_epoch(model, opt, batches)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 / values[0], rel=1e-12)  # lazily, from the first batch
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 / max(values), rel=1e-12)
+    _train_epoch(model, opt, batches)
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # the next phase starts from the multiplier
+    lipschitz.close()
+
+
+@pytest.mark.parametrize("lipschitz_first", [True, False])
+def test_chained_scheduler_composes_multiplicatively(lipschitz_first: bool) -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    lipschitz = LipschitzLR(opt, model)
+    decay = ExponentialLR(opt, gamma=0.5)
+    sched = ChainedScheduler([lipschitz, decay] if lipschitz_first else [decay, lipschitz])
+    values = _train_epoch(model, opt, batches)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 / values[0], rel=1e-12)
+    for epoch in range(1, 4):
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5**epoch * 0.5 / max(values), rel=1e-12)
+        values = _train_epoch(model, opt, batches)
+    lipschitz.close()
+
+
+def test_evaluation_passes_do_not_change_the_schedule() -> None:
+    x, y = _data()
+    batches = _batches(x, y)
+    lrs = []
+    for evaluate in (False, True):
+        model = _mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        with LipschitzLR(opt, model, initial_lr=0.1) as sched:
+            for _ in range(2):
+                _train_epoch(model, opt, batches)
+                if evaluate:
+                    model.eval()
+                    with torch.no_grad():
+                        model(100 * x)
+                    model.train()
+                sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == lrs[1]
+
+
+def test_training_makes_no_host_sync_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _mlp()
+    batches = _batches(*_data())
+    for rigorous in (False, True):
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        with LipschitzLR(opt, model, initial_lr=0.01, rigorous=rigorous, weight_decay=0.1) as sched:
+            for _ in range(2):
+                with monkeypatch.context() as m:
+
+                    def forbidden(*args: Any, **kwargs: Any) -> Any:
+                        raise AssertionError("host sync")
+
+                    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+                        m.setattr(torch.Tensor, name, forbidden)
+                    for xb, yb in batches:
+                        opt.zero_grad()
+                        nn.functional.cross_entropy(model(xb), yb).backward()
+                        opt.step()
+                sched.step()  # the one read per epoch happens here
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_errors() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    with LipschitzLR(opt, model, initial_lr=0.1) as sched, pytest.raises(RuntimeError, match="no training forward"):
+        sched.step()
+    with LipschitzLR(opt, model) as sched:
+        model.eval()
+        model(torch.zeros(2, 5, dtype=F64)).sum().backward()
+        with pytest.raises(RuntimeError, match="initial_lr"):
+            opt.step()
+        model.train()
+    for kwargs, name in (
+        ({"loss": "hinge"}, "loss"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"initial_lr": 0.0}, "initial_lr"),
+        ({"activation_norm": "l1"}, "activation_norm"),
+        ({"penultimate": "missing"}, "penultimate"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            LipschitzLR(opt, model, **kwargs)
+    with pytest.raises(ValueError, match="optimizer"):
+        LipschitzLR("sgd", model)  # type: ignore[arg-type]

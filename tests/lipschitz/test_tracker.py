@@ -1,0 +1,351 @@
+"""ActivationTracker: what the hook records equals what an explicit forward pass gives, batch by batch and per epoch."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from theorylr.lipschitz.bounds import gradient_norm_bound
+from theorylr.lipschitz.tracker import ActivationTracker, find_last_linear
+
+F64 = torch.float64
+
+
+def _mlp(out: int = 4, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 6), nn.Tanh(), nn.Linear(6, out)).to(F64)
+
+
+def _penultimate(model: nn.Sequential, x: Tensor) -> Tensor:
+    """The input of the last Linear, by an explicit forward pass through the other modules (no hooks involved)."""
+    with torch.no_grad():
+        for module in list(model)[:-1]:
+            x = module(x)
+    return x
+
+
+def _max_param_norm(model: nn.Module) -> float:
+    return max(float(torch.sqrt((p.detach() ** 2).sum())) for p in model.parameters())
+
+
+def _x(m: int, seed: int) -> Tensor:
+    return torch.randn(m, 5, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+@pytest.mark.parametrize("kind", ["fro", "spectral", "max_row"])
+def test_k_z_from_the_hook_equals_k_z_from_an_explicit_forward_pass(kind: str) -> None:
+    model = _mlp()
+    with ActivationTracker(model, "softmax", activation_norm=kind) as tracker:
+        for m, seed in ((16, 0), (7, 1)):
+            x = _x(m, seed)
+            model(x)
+            a = _penultimate(model, x)
+            expected = {
+                "fro": torch.sqrt((a * a).sum()),
+                "spectral": torch.linalg.svdvals(a)[0],
+                "max_row": torch.sqrt((a * a).sum(dim=1)).max(),
+            }[kind]
+            torch.testing.assert_close(tracker.batch_k_z(), expected, rtol=1e-12, atol=0)
+            assert tracker.batch_size == m
+
+
+def test_batch_constants_are_the_papers_closed_forms() -> None:
+    x = _x(16, 0)
+    model = _mlp(out=4)
+    with ActivationTracker(model, "softmax") as tracker:  # k inferred from the last Linear
+        model(x)
+        a = _penultimate(model, x)
+        assert tracker.num_classes == 4
+        assert float(tracker.batch_lipschitz()) == pytest.approx(3 / 64 * float(a.norm()), rel=1e-13)  # eq. 23
+    model = _mlp(out=1)
+    with ActivationTracker(model, "bce") as tracker:
+        model(x)
+        a = _penultimate(model, x)
+        assert float(tracker.batch_lipschitz()) == pytest.approx(float(a.norm()) / 32, rel=1e-13)  # eq. 18
+    with ActivationTracker(model, "least_squares") as tracker:
+        model(x)
+        y = 0.01 * torch.randn(16, 1, dtype=F64)
+        tracker.observe_targets(y)
+        a = _penultimate(model, x)
+        k = _max_param_norm(model)  # the largest parameter-tensor norm (§7.4)
+        expected = (k * float(a.norm()) - float(y.norm())) * float(a.norm()) / 16  # eq. 9 with K_a = K K_z (eq. 12)
+        assert expected > 0
+        assert float(tracker.batch_lipschitz()) == pytest.approx(expected, rel=1e-13)
+        model(x)
+        tracker.observe_targets(100 + y)  # ||y|| > K K_z: the paper's form is negative, returned as nan
+        assert torch.isnan(tracker.batch_lipschitz())
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce", "least_squares"])
+def test_rigorous_batch_constant_is_gradient_norm_bound_and_bounds_the_gradient(loss: str) -> None:
+    out = 4 if loss == "softmax" else 1
+    model = _mlp(out=out)
+    x = _x(16, 3)
+    gen = torch.Generator().manual_seed(4)
+    y: Tensor
+    if loss == "softmax":
+        y = torch.randint(0, 4, (16,), generator=gen)
+    elif loss == "bce":
+        y = torch.randint(0, 2, (16, 1), generator=gen).to(F64)
+    else:
+        y = torch.randn(16, 1, generator=gen, dtype=F64)
+    with ActivationTracker(model, loss, rigorous=True) as tracker:
+        z = model(x)
+        tracker.observe_targets(y)
+        a = _penultimate(model, x)
+        k = num = None
+        last = model[-1]
+        if loss == "least_squares":
+            # K covers the joint norm of the last layer's weight and bias (the bias enters the residual).
+            joint = torch.cat([last.weight.detach().flatten(), last.bias.detach()]).norm()
+            k = max(_max_param_norm(model), float(joint))
+        if loss == "softmax":
+            num = 4
+        # The last layer has a bias: the bound covers the weight and bias gradients together.
+        expected = gradient_norm_bound(a, loss, num_classes=num, targets=y, weight_bound=k, bias=True)
+        got = tracker.batch_lipschitz()
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
+        # The documented relation: the bound is >= the actual last-layer gradient norm of the batch's mean loss.
+        if loss == "softmax":
+            value = nn.functional.cross_entropy(z, y)
+        elif loss == "bce":
+            value = nn.functional.binary_cross_entropy_with_logits(z, y)
+        else:
+            value = 0.5 * ((z - y) ** 2).sum() / 16
+        grad_w, grad_b = torch.autograd.grad(value, [last.weight, last.bias])
+        assert float(torch.cat([grad_w.flatten(), grad_b]).norm()) <= float(got)
+
+
+def test_epoch_statistics_are_the_max_over_batches() -> None:
+    model = _mlp()
+    sizes = [16, 16, 5, 16, 9]
+    with ActivationTracker(model, "softmax") as tracker:
+        values, kzs = [], []
+        for i, m in enumerate(sizes):
+            x = _x(m, 10 + i) * (1 + i)
+            model(x)
+            kz = float(_penultimate(model, x).norm())
+            kzs.append(kz)
+            values.append(3 / (4 * m) * kz)
+        stats = tracker.epoch_stats()
+        assert stats is not None
+        best = max(range(len(sizes)), key=lambda i: values[i])
+        assert float(stats.data_lipschitz) == pytest.approx(values[best], rel=1e-13)
+        assert float(stats.lipschitz) == pytest.approx(values[best], rel=1e-13)
+        assert float(stats.k_z) == pytest.approx(kzs[best], rel=1e-13)
+        assert float(stats.batch_size) == sizes[best]
+        assert float(stats.max_k_z) == pytest.approx(max(kzs), rel=1e-13)
+        assert (stats.batches, stats.examples) == (len(sizes), sum(sizes))
+        weight_decay = 0.01
+        bound = _max_param_norm(model)
+        with_decay = tracker.epoch_stats(weight_decay=weight_decay)
+        assert with_decay is not None
+        assert float(with_decay.weight_bound) == pytest.approx(bound, rel=1e-13)
+        assert float(with_decay.lipschitz) == pytest.approx(values[best] + weight_decay * bound, rel=1e-13)
+        tracker.reset_epoch()
+        assert tracker.epoch_stats() is None
+        assert tracker.batch_size == sizes[-1]  # the latest batch stays readable
+
+
+def test_epoch_maximum_survives_periodic_reduction(monkeypatch: pytest.MonkeyPatch) -> None:
+    import theorylr.lipschitz.tracker as module
+
+    monkeypatch.setattr(module, "_REDUCE_EVERY", 3)
+    model = _mlp()
+    rigorous = ActivationTracker(model, "softmax", rigorous=True)
+    with ActivationTracker(model, "softmax") as tracker:
+        values, bounds = [], []
+        for i in range(10):
+            x = _x(4 + i % 3, 20 + i) * (1 + (i * 7) % 5)
+            model(x)
+            a = _penultimate(model, x)
+            values.append(3 / (4 * a.shape[0]) * float(a.norm()))
+            bounds.append(float(gradient_norm_bound(a, "softmax", bias=True)))  # the last layer has a bias
+        stats = tracker.epoch_stats()
+        assert stats is not None and stats.batches == 10
+        assert float(stats.data_lipschitz) == pytest.approx(max(values), rel=1e-13)
+    stats = rigorous.epoch_stats()
+    assert stats is not None
+    assert float(stats.data_lipschitz) == pytest.approx(max(bounds), rel=1e-13)
+    rigorous.close()
+
+
+def test_only_training_mode_forward_passes_are_recorded() -> None:
+    model = _mlp()
+    with ActivationTracker(model, "softmax") as tracker:
+        model(_x(8, 0))
+        before = tracker.epoch_stats()
+        assert before is not None
+        model.eval()
+        model(_x(8, 1) * 100)  # an evaluation pass with huge activations
+        model.train()
+        with tracker.paused():
+            model(_x(8, 2) * 100)
+        after = tracker.epoch_stats()
+        assert after is not None and after.batches == 1
+        assert float(after.data_lipschitz) == float(before.data_lipschitz)
+        assert tracker.batch_size == 8
+
+
+def test_explicit_penultimate_module_by_name_or_object() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3), nn.ReLU(), nn.Linear(3, 3)
+    ).to(F64)
+    x = torch.randn(5, 1, 6, 6, dtype=F64)
+    with torch.no_grad():
+        conv_out = model[1](model[0](x)).reshape(5, -1)
+    for penultimate in ("1", model[1]):
+        with ActivationTracker(model, "softmax", penultimate=penultimate) as tracker:
+            assert tracker.mode == "output"
+            model(x)
+            torch.testing.assert_close(tracker.batch_k_z(), conv_out.norm(), rtol=1e-13, atol=0)
+            assert tracker.batch_size == 5
+
+
+def test_sequence_inputs_count_every_position_as_an_example() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 5)).to(F64)
+    x = torch.randn(2, 7, 3, dtype=F64)
+    with ActivationTracker(model, "softmax") as tracker:
+        model(x)
+        assert tracker.batch_size == 14
+        torch.testing.assert_close(tracker.batch_k_z(), torch.tanh(model[0](x)).detach().norm(), rtol=1e-13, atol=0)
+
+
+def test_weight_bound_default_and_constant() -> None:
+    model = _mlp()
+    with ActivationTracker(model, "softmax") as tracker:
+        expected = _max_param_norm(model)
+        assert float(tracker.weight_bound()) == pytest.approx(expected, rel=1e-13)
+        assert float(tracker.weight_bound(foreach=False)) == pytest.approx(expected, rel=1e-13)
+    with ActivationTracker(model, "softmax", weight_bound=2.5) as tracker:
+        assert float(tracker.weight_bound()) == 2.5
+
+
+def test_hook_removed_by_close_context_manager_and_garbage_collection() -> None:
+    model = _mlp()
+    last = model[-1]
+    tracker = ActivationTracker(model, "softmax")
+    assert len(last._forward_pre_hooks) == 1 and not tracker.closed
+    tracker.close()
+    tracker.close()  # idempotent
+    assert len(last._forward_pre_hooks) == 0 and tracker.closed
+    model(_x(4, 0))
+    assert tracker.batch_size is None  # nothing recorded after close
+    with ActivationTracker(model, "softmax"):
+        assert len(last._forward_pre_hooks) == 1
+    assert len(last._forward_pre_hooks) == 0
+    tracker = ActivationTracker(model, "softmax", penultimate="3")
+    assert len(model[3]._forward_hooks) == 1
+    del tracker
+    gc.collect()
+    assert len(model[3]._forward_hooks) == 0
+
+
+def test_hooks_make_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _mlp()
+    trackers = [
+        ActivationTracker(model, "softmax"),
+        ActivationTracker(model, "softmax", rigorous=True, activation_norm="max_row"),
+        ActivationTracker(model, "least_squares", num_classes=None),
+        ActivationTracker(model, "least_squares", rigorous=True),
+    ]
+    y = torch.randn(8, 4, dtype=F64)
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("host sync")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+            m.setattr(torch.Tensor, name, forbidden)
+        for i in range(3):
+            model(_x(8, i))
+            for tracker in trackers:
+                if tracker.needs_targets:
+                    tracker.observe_targets(y)
+                tracker.batch_lipschitz(weight_decay=0.1)
+        for tracker in trackers:
+            assert tracker.epoch_stats(weight_decay=0.1) is not None
+    for tracker in trackers:
+        tracker.close()
+
+
+def test_least_squares_needs_targets() -> None:
+    model = _mlp(out=1)
+    with ActivationTracker(model, "least_squares") as tracker:
+        model(_x(4, 0))
+        with pytest.raises(RuntimeError, match="observe_targets"):
+            tracker.batch_lipschitz()
+        with pytest.raises(RuntimeError, match="observe_targets"):
+            model(_x(4, 1))  # the previous batch cannot be finished without its targets
+    with ActivationTracker(model, "least_squares") as tracker:
+        with pytest.raises(RuntimeError, match="no training forward pass"):
+            tracker.observe_targets(torch.zeros(4))
+        model(_x(4, 0))
+        tracker.observe_targets(torch.zeros(4, 1, dtype=F64))
+        tracker.batch_lipschitz()
+        with pytest.raises(RuntimeError, match="already used"):
+            tracker.observe_targets(torch.zeros(4, 1, dtype=F64))
+
+
+def test_state_dict_round_trip_mid_epoch() -> None:
+    model = _mlp()
+    with ActivationTracker(model, "softmax") as first, ActivationTracker(model, "softmax") as second:
+        for i in range(3):
+            model(_x(6 + i, i))
+        second.load_state_dict(first.state_dict())
+        for i in range(3, 5):
+            model(_x(6 + i, i) * 3)
+        a, b = first.epoch_stats(), second.epoch_stats()
+        assert a is not None and b is not None
+        assert (a.batches, a.examples) == (b.batches, b.examples) == (5, 6 + 7 + 8 + 9 + 10)
+        for field in ("data_lipschitz", "k_z", "batch_size", "max_k_z"):
+            torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"loss": "hinge"}, "loss"),
+        ({"activation_norm": "nuclear"}, "activation_norm"),
+        ({"loss": "bce", "num_classes": 3}, "num_classes"),
+        ({"loss": "least_squares", "num_classes": 3}, "num_classes"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"penultimate": "nope"}, "penultimate"),
+        ({"penultimate": nn.ReLU()}, "penultimate"),
+        ({"weight_bound": -1.0}, "weight_bound"),
+        ({"rigorous": "yes"}, "rigorous"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        ActivationTracker(_mlp(), **kwargs)
+
+
+def test_find_last_linear() -> None:
+    model = _mlp()
+    assert find_last_linear(model) == ("4", model[4])
+    with pytest.raises(ValueError, match="penultimate"):
+        find_last_linear(nn.Sequential(nn.ReLU()))
+
+
+def test_rigorous_least_squares_bound_holds_with_a_large_bias() -> None:
+    """With a large output bias the bias-free bound can fall short; the tracker's bias-aware one must not."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 5, dtype=F64)
+    y = torch.randn(64, 1, dtype=F64) * 3
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 1)).to(F64)
+    with torch.no_grad():
+        model[2].bias.fill_(4.0)
+    with ActivationTracker(model, "least_squares", rigorous=True) as tracker:
+        out = model(x)
+        tracker.observe_targets(y)
+        bound = tracker.batch_lipschitz()
+    loss = 0.5 * (out - y).square().sum(1).mean()
+    gw, gb = torch.autograd.grad(loss, [model[2].weight, model[2].bias])
+    assert float(torch.cat([gw.flatten(), gb]).norm()) <= float(bound)
