@@ -1,0 +1,197 @@
+"""Plumbing shared by the estimators: data as a fixed list of batches, model state that must come back unchanged.
+
+Nothing here is public; :mod:`theorylr.estimate` documents the behaviour these helpers give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from theorylr._validation import check_choice
+
+__all__ = [
+    "MODES",
+    "Batch",
+    "as_batches",
+    "batch_weights",
+    "forward_context",
+    "preserved",
+    "select_params",
+    "tracks_running_stats",
+    "unflatten",
+]
+
+MODES = ("eval", "train", "current")
+
+Batch = tuple[Any, Any]
+
+
+def _is_batch(data: Any) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor)
+
+
+def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
+    """``data`` as a list of ``(inputs, targets)`` pairs, tensors moved to ``device``.
+
+    ``data`` is one ``(inputs, targets)`` pair (a 2-tuple or 2-list whose first item is a tensor) or an iterable of
+    such pairs (a list, a DataLoader, a generator). The iterable is read once, so every later pass (every matvec,
+    every weight sample) sees the same batches in the same order.
+
+    Raises:
+        ValueError: if ``data`` is empty or a batch is not an ``(inputs, targets)`` pair.
+    """
+    batches = [data] if _is_batch(data) else list(_iter_batches(data))
+    if not batches:
+        raise ValueError("data must be an (inputs, targets) pair or a non-empty iterable of such pairs (got none)")
+    out: list[Batch] = []
+    for i, batch in enumerate(batches):
+        if not _is_batch(batch):
+            raise ValueError(
+                f"data must be an (inputs, targets) pair or an iterable of such pairs; batch {i} is {type(batch)!r}"
+            )
+        inputs, targets = batch
+        out.append((_to(inputs, device), _to(targets, device)))
+    return out
+
+
+def _iter_batches(data: Any) -> Iterator[Any]:
+    if isinstance(data, Tensor) or not isinstance(data, Iterable):
+        raise ValueError(f"data must be an (inputs, targets) pair or an iterable of such pairs (got {type(data)!r})")
+    yield from data
+
+
+def _to(value: Any, device: torch.device | None) -> Any:
+    if device is not None and isinstance(value, Tensor) and value.device != device:
+        return value.to(device)
+    return value
+
+
+def _batch_size(inputs: Any, targets: Any) -> int:
+    for value in (targets, inputs):
+        if isinstance(value, Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ValueError(
+        "cannot tell a batch's size: neither its targets nor its inputs is a tensor with a batch dimension"
+    )
+
+
+def batch_weights(batches: Sequence[Batch]) -> list[float]:
+    """Batch-size weights ``n_b / sum(n)``: the weighted sum of mean-reduced batch losses is the data's mean loss."""
+    sizes = [_batch_size(x, y) for x, y in batches]
+    total = sum(sizes)
+    if total == 0:
+        raise ValueError("data holds no samples (every batch is empty)")
+    return [n / total for n in sizes]
+
+
+def select_params(model: nn.Module, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
+    """The parameters to differentiate: ``params`` if given, else the model's parameters that require grad.
+
+    Raises:
+        ValueError: if none is left, or a given tensor does not require grad.
+    """
+    if params is None:
+        chosen: tuple[Tensor, ...] = tuple(p for p in model.parameters() if p.requires_grad)
+    else:
+        chosen = tuple(params)
+        for i, p in enumerate(chosen):
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise ValueError(f"params must be tensors that require grad (params[{i}] does not)")
+    if not chosen:
+        raise ValueError("params must hold at least one tensor that requires grad (the model has none)")
+    dtypes = {p.dtype for p in chosen}
+    devices = {p.device for p in chosen}
+    if len(dtypes) > 1 or len(devices) > 1:
+        raise ValueError(
+            f"params must share one dtype and one device (got dtypes {sorted(map(str, dtypes))}, "
+            f"devices {sorted(map(str, devices))})"
+        )
+    return chosen
+
+
+def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Views of the flat vector ``flat`` shaped like the tensors in ``like``."""
+    sizes = [p.numel() for p in like]
+    return [chunk.view_as(p) for chunk, p in zip(flat.split(sizes), like)]
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
+    return sorted(
+        {d.index if d.index is not None else torch.cuda.current_device() for d in devices if d.type == "cuda"}
+    )
+
+
+def seed_global(seed: int, model: nn.Module) -> None:
+    """Seed the global CPU generator and the CUDA generators of the model's devices (nothing else)."""
+    torch.random.default_generator.manual_seed(seed)
+    for index in _cuda_devices(model):
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Restore, on exit (exceptions included), everything an estimate may touch.
+
+    That is: the values of every parameter and buffer (copied back in place, so tensors keep their identity and
+    optimizers holding them are unaffected), each module's ``training`` flag, and the global RNG state (CPU and the
+    CUDA devices the model lives on). Gradients (``.grad``) are never touched by the estimators, so are not saved.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    saved = [t.detach().clone() for t in tensors]
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.random.fork_rng(devices=_cuda_devices(model), device_type="cuda"):
+            yield
+    finally:
+        with torch.no_grad():
+            for t, value in zip(tensors, saved):
+                t.copy_(value)
+        for m, flag in flags:
+            m.training = flag
+
+
+def _set_mode(model: nn.Module, mode: str) -> None:
+    if mode == "eval":
+        model.eval()
+    elif mode == "train":
+        model.train()
+
+
+@contextlib.contextmanager
+def forward_context(model: nn.Module, mode: str, seed: int) -> Iterator[bool]:
+    """Run forward passes in ``mode``; yields whether any module is in training mode during them.
+
+    The module flags are set to ``mode`` (``"current"`` leaves them as they are) and put back afterwards. When a
+    module trains, the global RNG is forked and seeded with ``seed`` so that dropout draws the same masks at every
+    pass: the loss stays one fixed function of the parameters across the matvecs of an estimate. Buffers are the
+    caller's business (the Hessian operator runs training passes on copies of them).
+    """
+    check_choice("mode", mode, MODES)
+    flags = [(m, m.training) for m in model.modules()]
+    _set_mode(model, mode)
+    training = any(m.training for m in model.modules())
+    try:
+        if training:
+            with torch.random.fork_rng(devices=_cuda_devices(model), device_type="cuda"):
+                seed_global(seed, model)
+                yield True
+        else:
+            yield False
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def tracks_running_stats(model: nn.Module, mode: str) -> bool:
+    """Whether a forward pass in ``mode`` updates BatchNorm running statistics (buffers mutated in place)."""
+    for m in model.modules():
+        is_bn = isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        if is_bn and (mode == "train" or (mode == "current" and m.training)):
+            return True
+    return False

@@ -1,0 +1,148 @@
+"""Adam with the "exact" constant step size of ``papers/003``, in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from theorylr._validation import check_int, check_number
+from theorylr.estimate import SmoothnessEstimate, data_loss, smoothness
+from theorylr.theory.adam import constant_step
+
+__all__ = ["ExactStep", "exact_step_adam"]
+
+LossFn = Callable[[Any, Any], Tensor]
+
+
+@dataclass(frozen=True)
+class ExactStep:
+    """The step size chosen by :func:`exact_step_adam` and what it came from.
+
+    Attributes:
+        alpha: the constant step size given to the optimizer as ``lr``.
+        initial_loss: ``L(w0)``, the loss at the model's weights when :func:`exact_step_adam` was called.
+        smoothness: the :class:`~theorylr.estimate.SmoothnessEstimate` (``k_hat`` and every sample).
+        total_steps: ``T``, the optimizer steps the step size is planned for.
+        final_loss: ``L(w*)`` used in the formula (the paper's 0 by default).
+
+    Example:
+        >>> from theorylr.estimate import SmoothnessEstimate
+        >>> step = ExactStep(alpha=0.1, initial_loss=2.0, smoothness=SmoothnessEstimate(8.0, (), 0), total_steps=50)
+        >>> step.k_hat, step.to_dict()["alpha"]
+        (8.0, 0.1)
+    """
+
+    alpha: float
+    initial_loss: float
+    smoothness: SmoothnessEstimate
+    total_steps: int
+    final_loss: float = 0.0
+
+    @property
+    def k_hat(self) -> float:
+        """The smoothness estimate ``K_hat``."""
+        return self.smoothness.k_hat
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for logs (JSON-serialisable): the step, its inputs and the full smoothness estimate."""
+        return {
+            "alpha": self.alpha,
+            "initial_loss": self.initial_loss,
+            "k_hat": self.k_hat,
+            "total_steps": self.total_steps,
+            "final_loss": self.final_loss,
+            "smoothness": self.smoothness.to_dict(),
+        }
+
+
+def exact_step_adam(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    total_steps: int,
+    *,
+    num_samples: int = 10,
+    seed: int = 0,
+    optimizer_class: type[Optimizer] = torch.optim.Adam,
+    final_loss: float = 0.0,
+    mode: str = "eval",
+    estimate_kwargs: Mapping[str, Any] | None = None,
+    **optimizer_kwargs: Any,
+) -> tuple[Optimizer, ExactStep]:
+    r"""An Adam optimizer whose constant ``lr`` is the paper's step :math:`\alpha = \sqrt{2 L(w_0) / (\hat K T)}`.
+
+    Steps:
+
+    1. :math:`L(w_0)`: the loss of ``model`` at its current (initial) weights on ``data``
+       (:func:`~theorylr.estimate.data_loss`, in ``mode``);
+    2. :math:`\hat K`: Algorithm 2 over ``num_samples`` initialisation draws (:func:`~theorylr.estimate.smoothness`);
+    3. :math:`\alpha` = :func:`theorylr.theory.adam.constant_step` (``final_loss`` as :math:`L(w^*)`);
+    4. ``optimizer_class(model.parameters(), lr=alpha, **optimizer_kwargs)``.
+
+    The model comes back unchanged (weights, buffers, modes, RNG state). Keep ``lr`` constant while training: the
+    guarantee is for a fixed step (no scheduler).
+
+    Args:
+        model: the network at its initial weights.
+        loss_fn: a mean-reduced criterion ``loss_fn(outputs, targets)``.
+        data: the training data as an ``(inputs, targets)`` pair (full batch) or an iterable of such batches
+            (the paper's mini-batch variant; the loss is the batch-size-weighted mean).
+        total_steps: :math:`T`, the number of **optimizer steps** you will take (``optimizer.step()`` calls):
+            in mini-batch training, epochs times batches per epoch, not epochs.
+        num_samples: :math:`N` of Algorithm 2 (default 10).
+        seed: master seed of the weight samples (default 0).
+        optimizer_class: an Adam-like ``torch.optim.Optimizer`` subclass taking ``lr`` (default
+            ``torch.optim.Adam``).
+        final_loss: :math:`L(w^*)` (default 0, the paper's choice).
+        mode: ``"eval"`` (default), ``"train"`` or ``"current"``, for both the loss and the Hessians.
+        estimate_kwargs: further keywords for :func:`~theorylr.estimate.smoothness` (``method``, ``tol``,
+            ``max_matvecs``, ``sampler``, ``progress``, ``backend``, ``reduce``, ...).
+        **optimizer_kwargs: passed to ``optimizer_class`` (``betas``, ``eps``, ``weight_decay``, ...; not ``lr``).
+
+    Returns:
+        ``(optimizer, step)``: the optimizer, and an :class:`ExactStep` for logging (``step.to_dict()``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> torch.manual_seed(0) and None
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> data = (torch.randn(32, 4), torch.randint(0, 3, (32,)))
+        >>> opt, step = exact_step_adam(model, nn.CrossEntropyLoss(), data, total_steps=100, num_samples=2)
+        >>> opt.param_groups[0]["lr"] == step.alpha == (2 * step.initial_loss / (step.k_hat * 100)) ** 0.5
+        True
+
+    Reference:
+        ``papers/003``: Section 4.2 (the step), Algorithm 2 (``K_hat``), Theorems 1-2.
+
+    .. note::
+        ``torch.optim.Adam`` adds bias correction, which the paper's Algorithm 1 does not have, and ``eps`` plays
+        the role of the paper's ``rho``; the step size is used unchanged, as in the paper's experiments.
+    """
+    check_int("total_steps", total_steps, min_value=1)
+    check_int("num_samples", num_samples, min_value=1)
+    check_number("final_loss", final_loss)
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
+        raise ValueError(f"optimizer_class must be a torch.optim.Optimizer subclass (got {optimizer_class!r})")
+    if "lr" in optimizer_kwargs:
+        raise ValueError("lr must not be given: exact_step_adam computes it (pass the other optimizer arguments)")
+    extra = dict(estimate_kwargs or {})
+    clash = sorted(set(extra) & {"num_samples", "seed", "mode"})
+    if clash:
+        raise ValueError(f"estimate_kwargs must not repeat {clash}: pass them to exact_step_adam directly")
+    if not isinstance(data, (tuple, list)):  # a DataLoader or generator: read once, so both steps see the same batches
+        data = list(data)
+    reduce = extra.get("reduce")
+    initial_loss = data_loss(model, loss_fn, data, mode=mode, reduce=reduce)
+    estimate = smoothness(model, loss_fn, data, num_samples=num_samples, seed=seed, mode=mode, **extra)
+    alpha = constant_step(initial_loss, estimate.k_hat, total_steps, final_loss)
+    optimizer = optimizer_class(model.parameters(), lr=alpha, **optimizer_kwargs)  # type: ignore[call-arg]
+    step = ExactStep(
+        alpha=alpha, initial_loss=initial_loss, smoothness=estimate, total_steps=total_steps, final_loss=final_loss
+    )
+    return optimizer, step

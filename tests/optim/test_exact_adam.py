@@ -1,0 +1,84 @@
+"""exact_step_adam: an Adam whose lr is the paper's formula applied to measured L(w0) and K_hat."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tests.estimate._reference import assert_same_state, classification_data, mlp, state_snapshot
+from theorylr.estimate import smoothness
+from theorylr.optim.exact_adam import ExactStep, exact_step_adam
+from theorylr.theory.adam import constant_step
+
+
+def test_returns_adam_with_the_formula_lr() -> None:
+    model, (x, y) = mlp(nn.Tanh), classification_data()
+    before = state_snapshot(model)
+    opt, step = exact_step_adam(model, nn.CrossEntropyLoss(), (x, y), 250, num_samples=3, seed=2)
+    assert_same_state(model, before)
+    assert type(opt) is torch.optim.Adam
+    assert [p for g in opt.param_groups for p in g["params"]] == list(model.parameters())
+    with torch.no_grad():
+        loss0 = float(nn.CrossEntropyLoss()(model(x), y))
+    est = smoothness(model, nn.CrossEntropyLoss(), (x, y), num_samples=3, seed=2)
+    assert step.initial_loss == pytest.approx(loss0, rel=1e-12)
+    assert step.smoothness == est and step.k_hat == est.k_hat
+    assert step.alpha == constant_step(step.initial_loss, step.k_hat, 250)
+    assert step.alpha == pytest.approx(math.sqrt(2 * loss0 / (est.k_hat * 250)), rel=1e-12)  # by hand
+    assert all(g["lr"] == step.alpha for g in opt.param_groups)
+    assert step.total_steps == 250 and step.final_loss == 0.0
+
+
+def test_mini_batch_data_and_a_custom_optimizer() -> None:
+    model, (x, y) = mlp(nn.Tanh), classification_data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10, shuffle=True)
+    opt, step = exact_step_adam(
+        model,
+        nn.CrossEntropyLoss(),
+        loader,
+        total_steps=30,
+        num_samples=2,
+        optimizer_class=torch.optim.AdamW,
+        betas=(0.8, 0.9),
+        weight_decay=0.0,
+        final_loss=0.1,
+        estimate_kwargs={"tol": 1e-3},
+    )
+    assert type(opt) is torch.optim.AdamW
+    assert opt.param_groups[0]["betas"] == (0.8, 0.9)
+    with torch.no_grad():
+        loss0 = float(nn.CrossEntropyLoss()(model(x), y))
+    assert step.initial_loss == pytest.approx(loss0, rel=1e-12)  # batch-size weights over 10 + 10 + 4 samples
+    assert step.alpha == pytest.approx(math.sqrt(2 * (loss0 - 0.1) / (step.k_hat * 30)), rel=1e-12)
+    assert opt.param_groups[0]["lr"] == step.alpha
+
+
+def test_to_dict_is_json() -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    _, step = exact_step_adam(model, nn.CrossEntropyLoss(), data, 10, num_samples=2)
+    assert isinstance(step, ExactStep)
+    d = json.loads(json.dumps(step.to_dict()))
+    assert d["alpha"] == step.alpha and d["k_hat"] == step.k_hat and len(d["smoothness"]["samples"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"total_steps": 0}, "total_steps"),
+        ({"num_samples": 0}, "num_samples"),
+        ({"lr": 1e-3}, "lr"),
+        ({"optimizer_class": object}, "optimizer_class"),
+        ({"estimate_kwargs": {"seed": 3}}, "estimate_kwargs"),
+        ({"final_loss": float("inf")}, "final_loss"),
+        ({"final_loss": 100.0}, "initial_loss"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict[str, object], name: str) -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    args: dict[str, object] = {"total_steps": 10, "num_samples": 1, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        exact_step_adam(model, nn.CrossEntropyLoss(), data, **args)  # type: ignore[arg-type]
