@@ -1,0 +1,78 @@
+"""``theorylr compare``: run rules side by side on a workload, one directory per (rule, trial, seed); resumable.
+
+A thin wrapper over :func:`theorylr.lab.compare` (see ``docs/lab.md``). Interrupt it at any time (Ctrl-C, or
+kill -9) and run the same command again: finished runs are skipped and an unfinished one resumes from its last
+epoch.
+
+Example::
+
+    theorylr compare --workload digits-mlp --rules lars,exact-adam,adam --seeds 3 --epochs 100 --out runs/demo
+    theorylr compare --workload mnist-lenet --data-dir ~/data/mnist --jobs 2 --out runs/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``theorylr compare``."""
+    parser.add_argument(
+        "--workload", default=None, help="a registered workload (default: digits-mlp; see 'theorylr list')"
+    )
+    parser.add_argument(
+        "--rules",
+        default=None,
+        help="comma-separated rule names, NAME@LR for a fixed lr (default: the theory rules, tuned Adam/momentum, "
+        "the range test and the installed peers)",
+    )
+    parser.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a list '0,5,7' (default 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the workload's)")
+    parser.add_argument("--trials", type=int, default=5, help="lr grid points per tuned rule (default 5)")
+    parser.add_argument("--out", required=True, help="results directory (created; existing results are resumed)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
+    parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: torch's, or cores/jobs with --jobs)"
+    )
+    parser.add_argument("--report", action="store_true", help="write the report when the runs are done")
+    parser.add_argument("--quiet", action="store_true", help="no per-run lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed, 130 on Ctrl-C."""
+    from theorylr.lab import DEFAULT_WORKLOAD, compare, report
+
+    try:
+        result = compare(
+            args.workload or DEFAULT_WORKLOAD,
+            args.rules,
+            out=args.out,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            trials=args.trials,
+            jobs=args.jobs,
+            data_dir=args.data_dir,
+            device=args.device,
+            threads=args.threads,
+            verbose=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume (results in {args.out})")
+        return 130
+    except ValueError as exc:
+        print(f"theorylr compare: error: {exc}")
+        return 2
+    counts = result.counts()
+    print(
+        f"{result.workload}: {len(result.results)} runs ("
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f") in {result.out}"
+    )
+    if args.report:
+        paths = report(args.out)
+        print(f"report: {paths.markdown} and {paths.html}")
+    return 1 if counts.get("failed") else 0

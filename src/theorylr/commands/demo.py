@@ -1,0 +1,47 @@
+"""``theorylr demo``: the main job on the embedded default data (what ``make demo`` runs).
+
+It runs the lab's default comparison (the ``digits-mlp`` workload: the theory rules against tuned Adam/SGD and the
+installed learning-rate-free peers), draws the report from the run files, and adds the LARS 1-D/2-D theory
+demonstration. Rerunning it resumes: finished runs are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``theorylr demo``."""
+    parser.add_argument("--out", default="results/demo", help="results directory (default: results/demo)")
+    parser.add_argument("--seeds", default="2", help="number of seeds or a list such as 0,1 (default: 2)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the workload's)")
+    parser.add_argument("--trials", type=int, default=4, help="lr trials of each tuned rule (default: 4)")
+    parser.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: 2 where possible)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the comparison, the report and the LARS theory demonstration; print where they are."""
+    from theorylr import lab
+    from theorylr.lab.lars_theory_demo import run_lars_theory_demo
+
+    out = Path(args.out)
+    result = lab.compare(
+        lab.DEFAULT_WORKLOAD,
+        None,
+        out=out,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        trials=args.trials,
+        jobs=args.jobs,
+    )
+    paths = lab.report(out)
+    theory = run_lars_theory_demo(out / "lars_theory")
+    print(f"runs: {result.counts()}")
+    print(f"report: {paths.markdown}  (HTML: {paths.html})")
+    for name, path in sorted(theory.items()):
+        print(f"LARS theory {name}: {path}")
+    return 0

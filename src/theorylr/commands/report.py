@@ -1,0 +1,38 @@
+"""``theorylr report DIR``: ``report.md`` and ``report.html`` with PNG figures, drawn from the run files only.
+
+A thin wrapper over :func:`theorylr.lab.report`; it never trains, so it can be rerun at any time.
+
+Example::
+
+    theorylr report runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``theorylr report``."""
+    parser.add_argument("results", help="a directory written by 'theorylr compare'")
+    parser.add_argument("--out", default=None, help="where to write the report (default: the results directory)")
+    parser.add_argument("--title", default="theorylr lab report", help="the report's title")
+    parser.add_argument("--no-figures", action="store_true", help="tables only (no PNG figures; much faster)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report and print its paths; returns 0, or 2 when the directory holds no runs."""
+    from theorylr.lab import report
+
+    try:
+        paths = report(args.results, out_dir=args.out, title=args.title, figures=not args.no_figures)
+    except FileNotFoundError as exc:
+        print(f"theorylr report: error: {exc}")
+        return 2
+    print(f"report: {paths.markdown}")
+    print(f"        {paths.html}")
+    if paths.figures:
+        print(f"figures: {len(paths.figures)} PNG files under {paths.markdown.parent / 'figures'}")
+    return 0

@@ -1,0 +1,175 @@
+"""Atomic file writes for the lab's results directories.
+
+Every file the lab writes goes through :func:`atomic_write_bytes`: the bytes go to a temporary file in the same
+directory, which is flushed, ``fsync``-ed and then moved over the destination with :func:`os.replace` (atomic on
+POSIX and Windows). A crash at any point leaves either the complete old file or the complete new one, never a
+truncated mix; the directory entry is ``fsync``-ed too where the platform allows it, so the rename itself survives a
+power cut.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "config.json"
+    >>> write_json(path, {"lr": 0.1})
+    >>> read_json(path)
+    {'lr': 0.1}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "atomic_write_bytes",
+    "load_checkpoint",
+    "read_csv",
+    "read_json",
+    "save_checkpoint",
+    "write_csv",
+    "write_json",
+    "write_text",
+]
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, :func:`os.replace`).
+
+    The parent directory is created when missing. On any error the temporary file is removed and the previous
+    content of ``path`` (if any) is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_directory(target.parent)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so that every reader accepts the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (non-finite floats become ``null``)."""
+    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, default=_json_default)
+    write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly; nan/inf as 'nan'/'inf'
+    return str(value)
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``rows`` (dicts) as CSV atomically; the columns are the union of the rows' keys, in first-seen order.
+
+    Floats are written with ``repr`` so that reading them back gives the same bits; a missing value is empty.
+    """
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format_cell(row.get(c)) for c in columns])
+    write_text(path, buffer.getvalue())
+
+
+def _parse_cell(text: str) -> float | str | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict[str, float | str | None]]:
+    """Read a CSV written by :func:`write_csv`: numbers as floats, empty cells as ``None``."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        return [{k: _parse_cell(v) for k, v in row.items()} for row in reader]
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+    """``torch.save`` ``state`` atomically.
+
+    ``state`` must hold only what :func:`torch.load` accepts with ``weights_only=True``: tensors, numbers, strings,
+    ``None`` and lists/tuples/dicts of them (RNG states are stored as the byte tensors torch returns).
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU, never unpickling arbitrary objects."""
+    result = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(result, dict):
+        raise ValueError(f"{path} is not a theorylr checkpoint (expected a dict, got {type(result).__name__})")
+    return result

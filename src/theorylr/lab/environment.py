@@ -1,0 +1,67 @@
+"""What a run was measured on: versions, git commit, CPU/GPU (written to every ``meta.json``)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import theorylr
+
+__all__ = ["environment", "git_commit", "now"]
+
+
+def now() -> str:
+    """The current UTC time as ISO 8601 (``2025-01-31T12:00:00.123456+00:00``)."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the theorylr checkout this code runs from, or ``None`` (installed wheel, no git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = result.stdout.strip()
+    return text if result.returncode == 0 and text else None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def _static() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "theorylr": theorylr.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Versions, git commit, CPU and GPU names, the device used and torch's thread count."""
+    return {**_static(), "device": str(device), "threads": torch.get_num_threads()}

@@ -1,0 +1,139 @@
+"""The learning-rate range test: the "what a user does by hand" baseline.
+
+Smith's range test (Smith 2017, "Cyclical learning rates", §3.3; popularised by fastai and ``torch-lr-finder``)
+trains for a few steps while the lr grows geometrically from ``start_lr`` to ``end_lr``,
+``lr_i = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))``, records the (exponentially smoothed) loss, stops
+early once the loss exceeds ``diverge_factor`` times the best one, and suggests ``lr_at_min / 10`` -- one order of
+magnitude below the lr that gave the lowest smoothed loss, the usual rule of thumb.
+
+The test runs on a deep copy of the model, so the caller's model (weights, buffers, train/eval mode) is untouched,
+and it draws no numbers from torch's global generator.
+
+Example:
+    >>> import torch
+    >>> torch.manual_seed(0) and None
+    >>> x = torch.randn(64, 3); y = x @ torch.tensor([1.0, -2.0, 0.5])
+    >>> model = torch.nn.Linear(3, 1)
+    >>> result = lr_range_test(model, lambda out, t: (out.squeeze(-1) - t).square().mean(), [(x, y)],
+    ...                        lambda params, lr: torch.optim.SGD(params, lr=lr), num_steps=40)
+    >>> 1e-3 < result.suggestion < 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from theorylr._validation import check_int, check_number
+
+__all__ = ["RangeTestResult", "lr_range_test"]
+
+
+@dataclass
+class RangeTestResult:
+    """What :func:`lr_range_test` measured.
+
+    Attributes:
+        lrs: the learning rates tried, in order.
+        losses: the smoothed loss after each step (same length as ``lrs``).
+        lr_at_min: the lr with the lowest smoothed loss.
+        suggestion: ``lr_at_min / 10``.
+        stopped_early: whether the loss diverged before ``end_lr``.
+    """
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    lr_at_min: float = math.nan
+    suggestion: float = math.nan
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy."""
+        return {
+            "lrs": list(self.lrs),
+            "losses": list(self.losses),
+            "lr_at_min": self.lr_at_min,
+            "suggestion": self.suggestion,
+            "stopped_early": self.stopped_early,
+        }
+
+
+def lr_range_test(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
+    optimizer_factory: Callable[[Any, float], Optimizer],
+    *,
+    start_lr: float = 1e-6,
+    end_lr: float = 10.0,
+    num_steps: int = 50,
+    smoothing: float = 0.05,
+    diverge_factor: float = 4.0,
+) -> RangeTestResult:
+    """Run a learning-rate range test on a copy of ``model``.
+
+    Args:
+        model: the model (left untouched: the test trains a deep copy).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        batches: training batches; cycled when shorter than ``num_steps`` (one full batch is fine).
+        optimizer_factory: ``optimizer_factory(parameters, lr) -> optimizer`` (e.g. ``torch.optim.SGD``).
+        start_lr, end_lr: the geometric sweep's ends (defaults 1e-6 and 10).
+        num_steps: the number of steps (default 50).
+        smoothing: weight of the newest loss in the exponential moving average (default 0.05; 1 = no smoothing);
+            the average is bias-corrected as in Adam.
+        diverge_factor: stop once the smoothed loss exceeds this multiple of the best one, or is not finite
+            (default 4).
+
+    Returns:
+        a :class:`RangeTestResult`.
+    """
+    check_number("start_lr", start_lr, min_value=0.0, min_inclusive=False)
+    check_number("end_lr", end_lr, min_value=start_lr, min_inclusive=False)
+    check_int("num_steps", num_steps, min_value=2)
+    check_number("smoothing", smoothing, min_value=0.0, max_value=1.0, min_inclusive=False)
+    check_number("diverge_factor", diverge_factor, min_value=1.0, min_inclusive=False)
+
+    trial = copy.deepcopy(model)
+    trial.train()
+    optimizer = optimizer_factory(trial.parameters(), start_lr)
+    ratio = end_lr / start_lr
+    result = RangeTestResult()
+    average, best, lr = 0.0, math.inf, start_lr
+    source = itertools.cycle(list(batches))
+    # The loss measured before step i is the outcome of the step taken at lr_(i-1): record it against that lr.
+    for i in range(num_steps + 1):
+        x, y = next(source)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = loss_fn(trial(x), y)
+            loss.backward()
+        if i > 0:
+            value = float(loss.detach())
+            average = smoothing * value + (1.0 - smoothing) * average
+            smoothed = average / (1.0 - (1.0 - smoothing) ** i)
+            result.lrs.append(lr)
+            result.losses.append(smoothed)
+            if not math.isfinite(smoothed) or smoothed > diverge_factor * best:
+                result.stopped_early = True
+                break
+            if smoothed < best:
+                best, result.lr_at_min = smoothed, lr
+        if i == num_steps:
+            break
+        lr = start_lr * ratio ** (i / (num_steps - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+    if math.isnan(result.lr_at_min):  # diverged after the very first step
+        result.lr_at_min = start_lr
+    result.suggestion = result.lr_at_min / 10.0
+    return result

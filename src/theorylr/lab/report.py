@@ -1,0 +1,440 @@
+"""The report: ``report.md`` and ``report.html`` with PNG figures, drawn from a results directory's files only.
+
+:func:`report` reads every run under the directory (:func:`~theorylr.lab.results.load_runs`), scores them
+(:mod:`theorylr.lab.scores`), draws the figures (:mod:`theorylr.lab.plots`) and writes the same content as Markdown
+and as a self-contained HTML page (figures referenced by relative path). Nothing is retrained, so a report can be
+redrawn at any time -- after a partial run, or on another machine.
+
+Example:
+    >>> import tempfile
+    >>> from theorylr.lab.runner import compare
+    >>> out = tempfile.mkdtemp()
+    >>> _ = compare("iris-softmax", "adam,sgd", out=out, epochs=3, trials=2, verbose=False)
+    >>> paths = report(out)
+    >>> paths.markdown.name, paths.html.name, len(paths.figures) >= 3
+    ('report.md', 'report.html', True)
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from theorylr.lab import plots
+from theorylr.lab._files import read_json, write_text
+from theorylr.lab.environment import now
+from theorylr.lab.results import Run, load_runs
+from theorylr.lab.scores import RuleSummary, performance_profile, summarize, target_of, tuning_metric_of
+
+__all__ = ["ReportPaths", "report"]
+
+#: The tau values of the performance-profile table (the figure is continuous).
+PROFILE_TAUS = (1.0, 1.5, 2.0, 4.0, 10.0)
+
+
+@dataclass
+class ReportPaths:
+    """Where :func:`report` wrote its files."""
+
+    markdown: Path
+    html: Path
+    figures: list[Path] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a tiny document model rendered to Markdown and HTML
+
+
+@dataclass
+class _Doc:
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def items(self, lines: Sequence[str]) -> None:
+        if lines:
+            self.blocks.append(("ul", list(lines)))
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(headers), [list(r) for r in rows])))
+
+    def img(self, path: str, alt: str) -> None:
+        self.blocks.append(("img", (path, alt)))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def markdown(self) -> str:
+        out: list[str] = []
+        for kind, value in self.blocks:
+            if kind == "h":
+                out.append("#" * value[0] + " " + value[1])
+            elif kind == "p":
+                out.append(value)
+            elif kind == "ul":
+                out.append("\n".join(f"- {line}" for line in value))
+            elif kind == "table":
+                headers, rows = value
+                lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+                out.append("\n".join(lines))
+            elif kind == "img":
+                out.append(f"![{value[1]}]({value[0]})")
+            elif kind == "code":
+                out.append("```\n" + value + "\n```")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        e = html.escape
+        body: list[str] = []
+        for kind, value in self.blocks:
+            if kind == "h":
+                body.append(f"<h{value[0]}>{e(value[1])}</h{value[0]}>")
+            elif kind == "p":
+                body.append(f"<p>{e(value)}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in value) + "</ul>")
+            elif kind == "table":
+                headers, rows = value
+                head = "".join(f"<th>{e(h)}</th>" for h in headers)
+                rows_html = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>")
+            elif kind == "img":
+                body.append(
+                    f'<figure><img src="{e(value[0])}" alt="{e(value[1])}"><figcaption>{e(value[1])}'
+                    "</figcaption></figure>"
+                )
+            elif kind == "code":
+                body.append(f"<pre>{e(value)}</pre>")
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
+            "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+            "figure{margin:1em 0}figcaption{color:#555;font-size:0.85em}pre{background:#f6f6f6;padding:.6em}"
+        )
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# formatting
+
+
+def _num(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}g}"
+
+
+def _seconds(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "not reached"
+    return f"{value:.2f}"
+
+
+def _steps(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "not reached"
+    return f"{value:.0f}"
+
+
+def _lr_text(s: RuleSummary) -> str:
+    if s.tuned:
+        edge = ", grid edge" if s.trials >= 3 and s.best_trial in (0, s.trials - 1) else ""
+        return f"{s.lr:.3g} (trial {s.best_trial + 1}/{s.trials}{edge})"
+    multiplier = bool(s.best_runs and s.best_runs[0].config["rule"].get("multiplier"))
+    return f"x{s.lr:g}" if multiplier else f"{s.lr:.3g}"
+
+
+def _loss_text(value: float, summary: RuleSummary) -> str:
+    if math.isinf(value):
+        return "diverged" if summary.diverged else "failed"
+    return _num(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sections
+
+
+def _environment_lines(runs: Sequence[Run]) -> list[str]:
+    meta = next((r.meta for r in runs if r.meta.get("torch")), {})
+    if not meta:
+        return []
+    devices = sorted({str(r.meta.get("device", "?")) for r in runs if r.meta})
+    threads = sorted({str(r.meta.get("threads", "?")) for r in runs if r.meta})
+    return [
+        f"theorylr {meta.get('theorylr')}, torch {meta.get('torch')}, Python {meta.get('python')}",
+        f"git commit: {meta.get('git_commit') or 'unknown'}",
+        f"CPU: {meta.get('cpu')} ({meta.get('cpu_count')} logical cores), torch threads per run: {', '.join(threads)}",
+        f"GPU: {meta.get('gpu') or 'none'}; device(s) used: {', '.join(devices)}",
+        "wall times are set-up plus training (evaluations excluded), measured on this machine while it may have "
+        "been shared: compare them within one report only",
+    ]
+
+
+def _invocations(results_dir: Path, workload: str) -> dict[str, Any]:
+    path = results_dir / workload / "compare.json"
+    if not path.exists():
+        return {}
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _workload_section(
+    doc: _Doc,
+    results_dir: Path,
+    out_dir: Path,
+    workload: str,
+    summaries: list[RuleSummary],
+    runs: list[Run],
+    figures: bool,
+    colors: dict[str, Any],
+) -> list[Path]:
+    first = runs[0]
+    spec = first.config["workload"]
+    target = target_of(first)
+    metric = tuning_metric_of(first)
+    doc.h(2, f"Workload {workload}")
+    seeds = sorted({r.seed for r in runs})
+    epochs = sorted({int(r.config["epochs"]) for r in runs})
+    doc.p(
+        f"{spec.get('description', '')}. Budget: {', '.join(map(str, epochs))} epochs, seeds {seeds}; "
+        f"batch size {spec.get('batch_size') or 'full batch'}. Target: "
+        f"{target.describe() if target else 'none (no time-to-target)'}. Tuned rules pick the trial with the best "
+        f"median final {metric}."
+    )
+    record = _invocations(results_dir, workload)
+    skipped = {s["rule"]: s["reason"] for inv in record.get("invocations", []) for s in inv.get("skipped", [])}
+    ran = {s.rule for s in summaries}
+    notes = [reason for rule, reason in sorted(skipped.items()) if rule not in ran]
+    if notes:
+        doc.p("Rules not run here:")
+        doc.items(notes)
+
+    doc.h(3, "Summary (best trial per rule; medians over seeds)")
+    headers = [
+        "rule",
+        "kind",
+        "lr",
+        "final train loss",
+        "final grad norm",
+        "best test acc" if any(math.isfinite(s.best_test_accuracy) for s in summaries) else "final test loss",
+        "steps to target",
+        "time to target (s)",
+        "time to target incl. tuning (s)",
+        "reached",
+        "diverged/runs",
+        "total compute (s)",
+    ]
+    rows = []
+    for s in summaries:
+        quality = _num(s.best_test_accuracy) if headers[5] == "best test acc" else _loss_text(s.final_test_loss, s)
+        rows.append(
+            [
+                s.rule,
+                s.kind,
+                _lr_text(s),
+                _loss_text(s.final_train_loss, s),
+                _loss_text(s.final_grad_norm, s),
+                quality,
+                _steps(s.steps_to_target) if target else "-",
+                _seconds(s.time_to_target) if target else "-",
+                _seconds(s.time_to_target_cost_inclusive) if target else "-",
+                f"{s.reached}/{s.seeds}" if target else "-",
+                f"{s.diverged}/{s.runs}",
+                f"{s.total_compute:.2f}",
+            ]
+        )
+    doc.table(headers, rows)
+    doc.p(
+        "lr: the chosen grid point for tuned rules; xM = a multiplier M on the step the rule derives (x1 = the "
+        "paper); otherwise the fixed lr (LARS/PercentDelta: the global lr before the trust ratios). A best trial at "
+        "the 'grid edge' means the search range may not contain the best lr. "
+        "'incl. tuning' charges a tuned rule with the wall time of all its "
+        "other trials (same seed); theory rules already pay their estimates inside their own time. Total compute "
+        "sums every run of the rule (all trials and seeds)."
+    )
+
+    figure_dir = out_dir / "figures" / workload
+    made: list[Path] = []
+
+    def add(path: Path | None, alt: str) -> None:
+        if path is not None:
+            made.append(path)
+            doc.img(os.path.relpath(path, out_dir).replace(os.sep, "/"), alt)
+
+    if figures:
+        doc.h(3, "Figures")
+        add(
+            plots.plot_curves(summaries, figure_dir / "curves_epoch.png", x="epoch", colors=colors),
+            "training curves against epochs",
+        )
+        add(
+            plots.plot_curves(summaries, figure_dir / "curves_time.png", x="wall_time", colors=colors),
+            "training curves against wall time",
+        )
+        add(plots.plot_lr(summaries, figure_dir / "lr.png", colors=colors), "effective learning rate per rule")
+        add(plots.plot_trust_ratios(summaries, figure_dir / "trust_ratios.png"), "LARS per-layer trust ratios")
+        add(
+            plots.plot_estimates(summaries, figure_dir / "estimates.png", colors=colors),
+            "K/L estimates of the theory rules",
+        )
+        add(
+            plots.plot_tuning(summaries, figure_dir / "tuning.png", metric=metric, colors=colors),
+            "tuning grid of the tuned rules",
+        )
+
+    tuned = [s for s in summaries if s.tuned]
+    if tuned:
+        doc.h(3, "Tuning grid")
+        grid_rows = []
+        for s in tuned:
+            for trial, (lr, score) in s.trial_scores.items():
+                shown = -score if metric.endswith("accuracy") and math.isfinite(score) else score
+                mark = " (best)" if trial == s.best_trial else ""
+                grid_rows.append(
+                    [s.rule, f"{trial + 1}{mark}", f"{lr:.3g}", _num(shown) if math.isfinite(shown) else "diverged"]
+                )
+        doc.table(["rule", "trial", "lr", f"median final {metric}"], grid_rows)
+
+    problems = []
+    for r in runs:
+        where = f"{r.rule} trial {r.trial + 1} seed {r.seed}"
+        if r.status == "diverged":
+            d = r.meta.get("diverged", {})
+            problems.append(
+                f"{where}: diverged ({d.get('where', 'loss')} = {d.get('loss')}) at epoch {d.get('epoch')}, "
+                f"step {d.get('step')}"
+            )
+        elif r.status == "failed":
+            problems.append(f"{where}: failed: {r.meta.get('error', 'unknown error')}")
+        elif r.status not in ("finished",):
+            problems.append(f"{where}: {r.status} (rerun the same compare command to resume it)")
+    if problems:
+        doc.h(3, "Diverged, failed and unfinished runs")
+        doc.items(problems)
+    return made
+
+
+def report(
+    results_dir: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    title: str = "theorylr lab report",
+    figures: bool = True,
+) -> ReportPaths:
+    """Write ``report.md``, ``report.html`` and ``figures/`` for every run under ``results_dir``.
+
+    Args:
+        results_dir: a directory written by :func:`theorylr.lab.compare` (one or several workloads).
+        out_dir: where to write (default: ``results_dir``).
+        title: the report's title.
+        figures: draw the PNG figures (``False``: tables only, much faster).
+
+    Returns:
+        the :class:`ReportPaths`.
+
+    Raises:
+        FileNotFoundError: when the directory holds no runs.
+    """
+    root = Path(results_dir)
+    runs = load_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no runs (config.json files) under {root}: run 'theorylr compare --out {root}' first")
+    target_dir = Path(out_dir) if out_dir is not None else root
+    summaries = summarize(runs)
+    doc = _Doc()
+    doc.h(1, title)
+    n_workloads = len(summaries)
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    doc.p(
+        f"Drawn {now()[:19].replace('T', ' ')} UTC from {root} : {len(runs)} runs on {n_workloads} workload(s) ("
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        + "). The figures and tables come from the run files only; rerun 'theorylr report' to redraw them."
+    )
+    doc.items(_environment_lines(runs))
+    doc.p(
+        "How to read it: each rule is shown at its best trial (tuned rules searched a log-grid of learning rates; "
+        "see docs/lab.md for the protocol). Curves are medians over seeds with a min-max band. Time to target is "
+        "the wall time of the first epoch whose evaluation reaches the workload's target; the 'incl. tuning' "
+        "column and the cost-inclusive profile add the compute the tuning spent."
+    )
+
+    drawn: list[Path] = []
+    kinds = {s.rule: s.kind for rows_ in summaries.values() for s in rows_}
+    order = {"theory": 0, "lr-free": 1, "tuned": 2, "baseline": 3}
+    colors = plots.color_map(sorted(kinds, key=lambda r: (order.get(kinds[r], 9), r))) if figures else {}
+    by_workload: dict[str, list[Run]] = {}
+    for r in runs:
+        by_workload.setdefault(r.workload, []).append(r)
+
+    best_times = {w: {s.rule: s.time_to_target for s in rows} for w, rows in summaries.items()}
+    cost_times = {w: {s.rule: s.time_to_target_cost_inclusive for s in rows} for w, rows in summaries.items()}
+    with_target = {w: t for w, t in best_times.items() if target_of(by_workload[w][0]) is not None}
+    if with_target:
+        doc.h(2, "Across workloads: performance profile")
+        views = {
+            "best trial": performance_profile(with_target, PROFILE_TAUS),
+            "cost-inclusive": performance_profile({w: cost_times[w] for w in with_target}, PROFILE_TAUS),
+        }
+        usable = [w for w, per in with_target.items() if any(math.isfinite(t) for t in per.values())]
+        doc.p(
+            f"Fraction of the {len(usable)} workload(s) with a reached target ({', '.join(usable) or 'none'}) on "
+            "which a rule reaches the target within tau times the fastest rule's time (AlgoPerf style)."
+        )
+        rows = []
+        for rule in sorted(views["best trial"]):
+            rows.append(
+                [rule]
+                + [_num(v, 3) for v in views["best trial"][rule]]
+                + [_num(v, 3) for v in views["cost-inclusive"][rule]]
+            )
+        doc.table(
+            ["rule"] + [f"tau={t:g}" for t in PROFILE_TAUS] + [f"incl. tuning, tau={t:g}" for t in PROFILE_TAUS],
+            rows,
+        )
+        taus = [1.0 + 0.05 * i for i in range(0, 181)]  # 1 .. 10
+        curves = {
+            "best trial": performance_profile(with_target, taus),
+            "cost-inclusive": performance_profile({w: cost_times[w] for w in with_target}, taus),
+        }
+        path = (
+            plots.plot_profile(curves, taus, kinds, target_dir / "figures" / "profile.png", colors=colors)
+            if figures
+            else None
+        )
+        if path is not None:
+            drawn.append(path)
+            doc.img(os.path.relpath(path, target_dir).replace(os.sep, "/"), "performance profiles")
+
+    for workload, rows_ in summaries.items():
+        drawn += _workload_section(doc, root, target_dir, workload, rows_, by_workload[workload], figures, colors)
+
+    markdown_path = target_dir / "report.md"
+    html_path = target_dir / "report.html"
+    write_text(markdown_path, doc.markdown())
+    write_text(html_path, doc.html(title))
+    return ReportPaths(markdown_path, html_path, drawn)

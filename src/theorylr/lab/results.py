@@ -1,0 +1,149 @@
+"""Reading a results directory back: every run's config, meta and metrics, from the files only.
+
+Nothing here imports the rules or the workloads registry: a report can be drawn from a directory copied from
+another machine, or written by an older version, as long as the files are there.
+
+Example:
+    >>> import tempfile
+    >>> from theorylr.lab.runner import compare
+    >>> out = tempfile.mkdtemp()
+    >>> _ = compare("iris-softmax", "sgd", out=out, epochs=2, trials=1, verbose=False)
+    >>> runs = load_runs(out)
+    >>> [(r.workload, r.rule, r.status, len(r.column("train_loss"))) for r in runs]
+    [('iris-softmax', 'sgd', 'finished', 3)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from theorylr.lab._files import read_csv, read_json
+
+__all__ = ["Run", "group_runs", "load_runs"]
+
+
+@dataclass
+class Run:
+    """One run directory.
+
+    Attributes:
+        directory: where it is.
+        config: ``config.json``.
+        meta: ``meta.json`` (empty when missing).
+        rows: ``metrics.csv`` rows (numbers as floats, missing as ``None``).
+    """
+
+    directory: Path
+    config: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def workload(self) -> str:
+        """The workload's name."""
+        return str(self.config["workload"]["name"])
+
+    @property
+    def rule(self) -> str:
+        """The rule's name."""
+        return str(self.config["rule"]["name"])
+
+    @property
+    def kind(self) -> str:
+        """The rule's kind."""
+        return str(self.config["rule"]["kind"])
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the rule was tuned over a grid."""
+        return self.config["rule"].get("search") is not None
+
+    @property
+    def trial(self) -> int:
+        """The trial index."""
+        return int(self.config["trial"])
+
+    @property
+    def seed(self) -> int:
+        """The seed."""
+        return int(self.config["seed"])
+
+    @property
+    def lr(self) -> float:
+        """The trial's lr (or the rule's fixed lr / multiplier)."""
+        return float(self.config["lr"])
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``diverged``, ``failed``, ``running``, ``interrupted`` or ``missing``."""
+        return str(self.meta.get("status", "missing"))
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds of set-up and training (evaluations excluded)."""
+        value = self.meta.get("wall_time")
+        if value is None and self.rows:
+            value = self.rows[-1].get("wall_time")
+        return float(value) if value is not None else math.nan
+
+    def columns(self) -> list[str]:
+        """The metric columns, in file order."""
+        out: list[str] = []
+        for row in self.rows:
+            for key in row:
+                if key not in out:
+                    out.append(key)
+        return out
+
+    def column(self, name: str) -> np.ndarray:
+        """A metric column as float64 (NaN where missing)."""
+        values = [row.get(name) for row in self.rows]
+        return np.array([math.nan if not isinstance(v, float) else v for v in values], dtype=np.float64)
+
+    def final(self, name: str) -> float:
+        """The last row's value of ``name`` (NaN when there is none; a diverged run's metric is its last finite
+        evaluation)."""
+        column = self.column(name)
+        return float(column[-1]) if column.size else math.nan
+
+
+def load_runs(root: str | os.PathLike[str]) -> list[Run]:
+    """Every run under ``root`` (any depth), sorted by workload, rule, trial and seed.
+
+    A directory counts as a run when it holds ``config.json``; a missing or unreadable ``metrics.csv`` or
+    ``meta.json`` gives an empty one (the run shows as missing or failed in the report).
+    """
+    runs = []
+    for config_path in sorted(Path(root).rglob("config.json")):
+        directory = config_path.parent
+        try:
+            config = read_json(config_path)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(config, dict) or "rule" not in config or "workload" not in config:
+            continue
+        meta: dict[str, Any] = {}
+        rows: list[dict[str, Any]] = []
+        with contextlib.suppress(OSError, ValueError):
+            meta = read_json(directory / "meta.json")
+        with contextlib.suppress(OSError, ValueError):
+            rows = read_csv(directory / "metrics.csv")
+        runs.append(Run(directory, config, meta, rows))
+    runs.sort(key=lambda r: (r.workload, r.rule, r.trial, r.seed))
+    return runs
+
+
+def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, dict[int, list[Run]]]]:
+    """``{workload: {rule: {trial: [runs over seeds]}}}`` in sorted order."""
+    out: dict[str, dict[str, dict[int, list[Run]]]] = {}
+    for run in runs:
+        out.setdefault(run.workload, {}).setdefault(run.rule, {}).setdefault(run.trial, []).append(run)
+    return out

@@ -1,0 +1,811 @@
+"""The runner: every (rule, trial, seed) cell of a comparison, resumable, one directory per run.
+
+Layout of a results directory (``compare(..., out=DIR)``)::
+
+    DIR/<workload>/compare.json                       the invocations that wrote here, and skipped rules
+    DIR/<workload>/<rule>/trial-<k>/seed-<s>/
+        config.json      the cell: workload and rule definitions, trial, lr, seed, epochs (never changes)
+        meta.json        versions, git commit, CPU/GPU, start/end, set-up info, status and its details
+        metrics.csv      one row per epoch (epoch 0 = before training)
+        checkpoint.pt    the last epoch's state while the run is unfinished (removed when it ends)
+
+Every file is written atomically (:mod:`theorylr.lab._files`). ``status`` in ``meta.json`` is ``running`` while a
+cell runs, then ``finished``, ``diverged`` (a non-finite loss; the epoch and step are recorded) or ``failed`` (the
+error and traceback are recorded); ``interrupted`` when the process was stopped with Ctrl-C.
+
+Resuming: finished and diverged cells are skipped; any other cell restarts from its checkpoint (model, optimizer,
+scheduler, averagers, torch's global RNG and the shuffling generator, the metrics rows so far and the elapsed
+time) and produces the same metrics as an uninterrupted run, wall times aside. A directory whose ``config.json``
+differs from the requested cell is an error, never silently mixed.
+
+``metrics.csv`` columns: ``epoch``, ``step`` (optimizer steps so far), ``wall_time`` (seconds of set-up and
+training so far, evaluation excluded), ``train_loss``, ``train_accuracy``, ``grad_norm`` (the full-batch gradient
+norm of the training loss, measured on the evaluated model), ``test_loss``, ``test_accuracy``, ``lr`` (the first
+parameter group's lr after the epoch), and the rule's own quantities (``effective_lr``, ``trust_ratio/<layer>``,
+``K_hat``, ``L``, ``K_z``, ...). Evaluations run in eval mode on the whole training and test sets.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from theorylr._validation import check_int
+from theorylr.lab._files import load_checkpoint, read_json, save_checkpoint, write_csv, write_json
+from theorylr.lab.environment import environment, now
+from theorylr.lab.losses import LossSpec
+from theorylr.lab.rules import DEFAULT_RULES, Rule, RuleContext, resolve_rule
+from theorylr.lab.workloads import DEFAULT_WORKLOAD, Workload, get_workload
+
+__all__ = [
+    "Cell",
+    "CellResult",
+    "CompareResult",
+    "ConfigMismatchError",
+    "compare",
+    "evaluate",
+    "parse_seeds",
+    "plan_cells",
+    "run_cell",
+]
+
+TERMINAL = ("finished", "diverged")
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory holds results of a different configuration than the one requested."""
+
+
+@dataclass
+class _RunState:
+    """What a run has produced so far (survives an exception in the middle of training)."""
+
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    elapsed: float = 0.0
+
+
+class _DivergedError(Exception):
+    def __init__(self, epoch: int, step: int, loss: float, where: str) -> None:
+        super().__init__(f"non-finite {where} ({loss}) at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.loss, self.where = epoch, step, loss, where
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a rule's trial on a workload with one seed."""
+
+    workload: Workload
+    rule: Rule
+    trial: int
+    lr: float
+    seed: int
+    epochs: int
+
+    @property
+    def label(self) -> str:
+        """``adam trial 2 (lr=0.001) seed 0``."""
+        trial = f" trial {self.trial} (lr={self.lr:g})" if self.rule.tuned else ""
+        return f"{self.rule.name}{trial} seed {self.seed}"
+
+    def directory(self, root: str | os.PathLike[str]) -> Path:
+        """``root/<workload>/<rule>/trial-<kk>/seed-<s>``."""
+        return Path(root) / self.workload.name / self.rule.name / f"trial-{self.trial:02d}" / f"seed-{self.seed}"
+
+    def config(self) -> dict[str, Any]:
+        """What ``config.json`` holds (JSON-normalised)."""
+        raw = {
+            "workload": self.workload.to_dict(),
+            "rule": self.rule.to_dict(),
+            "trial": self.trial,
+            "lr": self.lr,
+            "seed": self.seed,
+            "epochs": self.epochs,
+        }
+        normalised: dict[str, Any] = json.loads(json.dumps(raw, default=list))
+        return normalised
+
+
+@dataclass
+class CellResult:
+    """The outcome of :func:`run_cell` (plain data, so it crosses process boundaries)."""
+
+    workload: str
+    rule: str
+    trial: int
+    lr: float
+    seed: int
+    status: str
+    directory: str
+    tuned: bool = False
+    skipped: bool = False
+    epochs_done: int = 0
+    wall_time: float = math.nan
+    final: dict[str, float] = dataclasses.field(default_factory=dict)
+    message: str = ""
+
+    def line(self) -> str:
+        """One line for the progress log."""
+        trial = f" trial {self.trial} (lr={self.lr:.3g})" if self.tuned else ""
+        head = f"{self.workload}/{self.rule}{trial} seed {self.seed}: {self.status}"
+        if self.skipped:
+            return head + " (already done, skipped)"
+        parts = [f"{self.epochs_done} epochs", f"{self.wall_time:.1f} s"]
+        for key in ("train_loss", "test_accuracy"):
+            value = self.final.get(key)
+            if value is not None and math.isfinite(value):
+                parts.append(f"{key} {value:.4g}")
+        if self.message:
+            parts.append(self.message)
+        return head + ", " + ", ".join(parts)
+
+
+def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
+    """Seeds from ``3`` (= 0, 1, 2), ``"3"``, ``"0,5,7"`` or a list."""
+    if isinstance(seeds, str):
+        text = seeds.strip()
+        if "," in text:
+            try:
+                values = [int(s) for s in text.split(",") if s.strip()]
+            except ValueError:
+                raise ValueError(
+                    f"seeds must be a count or a comma-separated list of integers (got {seeds!r})"
+                ) from None
+        else:
+            try:
+                count = int(text)
+            except ValueError:
+                raise ValueError(
+                    f"seeds must be a count or a comma-separated list of integers (got {seeds!r})"
+                ) from None
+            check_int("seeds", count, min_value=1)
+            values = list(range(count))
+    elif isinstance(seeds, bool):
+        raise ValueError(f"seeds must be a count or a list of integers (got {seeds!r})")
+    elif isinstance(seeds, int):
+        check_int("seeds", seeds, min_value=1)
+        values = list(range(seeds))
+    else:
+        values = [int(s) for s in seeds]
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise ValueError(f"seeds must be distinct non-negative integers (got {seeds!r})")
+    return values
+
+
+def plan_cells(workload: Workload, rules: Sequence[Rule], seeds: Sequence[int], epochs: int, trials: int) -> list[Cell]:
+    """Every (rule, trial, seed) cell: ``trials`` grid points for tuned rules, one trial for the others."""
+    cells = []
+    for rule in rules:
+        lrs = rule.trial_lrs(trials) if rule.tuned else [_fixed_lr(workload, rule)]
+        for trial, lr in enumerate(lrs):
+            for seed in seeds:
+                cells.append(Cell(workload, rule, trial, lr, seed, epochs))
+    return cells
+
+
+def _fixed_lr(workload: Workload, rule: Rule) -> float:
+    return float(workload.options_for(rule.name).get("lr", rule.defaults["lr"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data, batches, evaluation
+
+_DATA_CACHE: dict[tuple[str, str, str | None], Any] = {}
+
+
+def _load_data(workload: Workload, data_dir: str | None) -> Any:
+    key = (workload.dataset, json.dumps(dict(workload.dataset_options), sort_keys=True, default=str), data_dir)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = workload.load_data(data_dir)
+    return _DATA_CACHE[key]
+
+
+def _batches(
+    x: Tensor, y: Tensor, batch_size: int | None, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    n = x.shape[0]
+    if batch_size is None or batch_size >= n:
+        yield x, y
+        return
+    order = (
+        torch.randperm(n, generator=generator).to(x.device)
+        if generator is not None
+        else torch.arange(n, device=x.device)
+    )
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        yield x[index], y[index]
+
+
+def evaluate(
+    model: nn.Module,
+    loss: LossSpec,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 4096,
+    gradient: bool = False,
+    grad_samples: int | None = None,
+) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode, and optionally the gradient norm.
+
+    The gradient is that of the mean loss over the first ``grad_samples`` examples (all by default), computed with
+    :func:`torch.autograd.grad` so that no ``.grad`` is touched. The model's train/eval mode is restored.
+
+    Returns:
+        ``{"loss", "accuracy"}`` (accuracy only for classification losses) and ``"grad_norm"`` when asked.
+    """
+    was_training = model.training
+    model.eval()
+    n = x.shape[0]
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.float64, device=x.device)
+    grads: list[Tensor] | None = None
+    limit = n if grad_samples is None else min(grad_samples, n)
+    try:
+        for start in range(0, n, batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            need_grad = gradient and start < limit
+            with torch.set_grad_enabled(need_grad):
+                out = model(xb)
+                value = loss(out, yb)
+            total += value.detach().double() * xb.shape[0]
+            if loss.classification:
+                correct += loss.correct(out.detach(), yb).double()
+            if need_grad:
+                stop = min(start + batch_size, limit)
+                part = value if stop == start + xb.shape[0] else loss(out[: stop - start], yb[: stop - start])
+                weight = (stop - start) / limit
+                chunk = torch.autograd.grad(part * weight, params, allow_unused=True)
+                chunk_list = [torch.zeros_like(p) if g is None else g for g, p in zip(chunk, params)]
+                grads = chunk_list if grads is None else [a + b for a, b in zip(grads, chunk_list)]
+    finally:
+        model.train(was_training)
+    result = {"loss": float(total / n)}
+    if loss.classification:
+        result["accuracy"] = float(correct / n)
+    if gradient:
+        result["grad_norm"] = (
+            float(torch.linalg.vector_norm(torch.stack([g.double().norm() for g in grads]))) if grads else 0.0
+        )
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one cell
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["batches"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_WARM = False
+
+
+def _warm_up() -> None:
+    """Pay torch's one-off costs before anything is timed.
+
+    The first optimizer built in a process imports parts of ``torch._dynamo`` (seconds); without this, whichever
+    run came first in a process would carry that cost in its set-up time.
+    """
+    global _WARM
+    if _WARM:
+        return
+    with torch.random.fork_rng(devices=[]):  # leaves torch's global generator as it was
+        layer = nn.Linear(2, 1)
+        for optimizer in (torch.optim.SGD(layer.parameters(), lr=0.0), torch.optim.Adam(layer.parameters(), lr=0.0)):
+            optimizer.zero_grad()
+            layer(torch.ones(1, 2)).sum().backward()
+            optimizer.step()
+    _WARM = True
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_config(directory: Path, config: dict[str, Any]) -> None:
+    path = directory / "config.json"
+    if not path.exists():
+        write_json(path, config)
+        return
+    existing = read_json(path)
+    if existing != json.loads(json.dumps(config)):
+        changed = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+        raise ConfigMismatchError(
+            f"{directory} holds a run with a different configuration ({', '.join(changed)} differ); "
+            "rerun with the same arguments to resume, or choose another --out"
+        )
+
+
+def _status(directory: Path) -> str | None:
+    path = directory / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        return str(read_json(path).get("status"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_cell(
+    cell: Cell,
+    root: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    keep_checkpoint: bool = False,
+    epoch_callback: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CellResult:
+    """Run (or resume, or skip) one cell and write its directory.
+
+    Args:
+        cell: the cell.
+        root: the results directory.
+        data_dir: where the workload's data files are (MNIST, CIFAR-10).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``, ...
+        keep_checkpoint: keep ``checkpoint.pt`` after the run ends (default: removed).
+        epoch_callback: called with the epoch number after each epoch's files are written (tests use it to
+            simulate a kill).
+        progress: called with the epoch number after each epoch (a progress bar's update).
+
+    Returns:
+        a :class:`CellResult`; a failure inside the run is recorded (status ``failed``), not raised. Raises only on
+        a configuration mismatch and on ``KeyboardInterrupt`` (after recording ``interrupted``).
+    """
+    directory = cell.directory(root)
+    directory.mkdir(parents=True, exist_ok=True)
+    _check_config(directory, cell.config())
+    base = CellResult(
+        cell.workload.name, cell.rule.name, cell.trial, cell.lr, cell.seed, "running", str(directory), cell.rule.tuned
+    )
+    status = _status(directory)
+    if status in TERMINAL:
+        done = read_json(directory / "meta.json")
+        base.status, base.skipped = str(status), True
+        base.wall_time = float(done.get("wall_time") or math.nan)
+        return base
+
+    meta_path = directory / "meta.json"
+    meta: dict[str, Any] = read_json(meta_path) if meta_path.exists() else {}
+    dev = _resolve_device(device)
+    started = now()
+    meta.update(environment(dev))
+    meta.setdefault("started", started)
+    if "status" in meta:
+        meta.setdefault("resumed", []).append(started)
+    for key in ("ended", "error", "traceback", "diverged"):
+        meta.pop(key, None)
+    meta["status"] = "running"
+    write_json(meta_path, meta)
+
+    state = _RunState()
+    try:
+        _train(cell, directory, meta, dev, data_dir, state, epoch_callback, progress)
+        meta["status"] = "finished"
+    except _DivergedError as exc:
+        meta["status"] = "diverged"
+        meta["diverged"] = {"epoch": exc.epoch, "step": exc.step, "loss": repr(exc.loss), "where": exc.where}
+        base.message = str(exc)
+    except Exception as exc:  # recorded, never a crash of the whole comparison
+        meta["status"] = "failed"
+        meta["error"] = f"{type(exc).__name__}: {exc}"
+        meta["traceback"] = traceback.format_exc()
+        base.message = meta["error"]
+    except BaseException:  # Ctrl-C, SystemExit: record and let it through
+        meta["status"] = "interrupted"
+        meta["ended"] = now()
+        write_json(meta_path, meta)
+        raise
+    rows, elapsed = state.rows, state.elapsed
+    meta["ended"] = now()
+    meta["wall_time"] = elapsed
+    meta["epochs_done"] = int(rows[-1]["epoch"]) if rows else 0
+    write_json(meta_path, meta)
+    checkpoint = directory / "checkpoint.pt"
+    if meta["status"] in TERMINAL and checkpoint.exists() and not keep_checkpoint:
+        checkpoint.unlink()
+    base.status = meta["status"]
+    base.epochs_done = meta["epochs_done"]
+    base.wall_time = elapsed
+    if rows:
+        base.final = {k: float(v) for k, v in rows[-1].items() if isinstance(v, (int, float))}
+    return base
+
+
+def _train(
+    cell: Cell,
+    directory: Path,
+    meta: dict[str, Any],
+    device: torch.device,
+    data_dir: str | None,
+    state: _RunState,
+    epoch_callback: Callable[[int], None] | None,
+    progress: Callable[[int], None] | None,
+) -> None:
+    workload, rule = cell.workload, cell.rule
+    loss = workload.loss_spec
+    data = _load_data(workload, data_dir)
+    dtype = workload.torch_dtype
+    x_train = data.x_train.to(device=device, dtype=dtype)
+    x_test = data.x_test.to(device=device, dtype=dtype)
+    y_train = loss.prepare_targets(data.y_train, dtype).to(device)
+    y_test = loss.prepare_targets(data.y_test, dtype).to(device)
+    num_classes = getattr(data, "num_classes", None)
+
+    _warm_up()
+    torch.manual_seed(cell.seed)
+    init_generator = torch.Generator(device="cpu").manual_seed(cell.seed)
+    model = workload.build_model(data, generator=init_generator).to(device)
+    model.train()
+    batch_size = workload.batch_size
+    steps_per_epoch = 1 if batch_size is None else math.ceil(x_train.shape[0] / batch_size)
+
+    options = {**dict(rule.defaults), **workload.options_for(rule.name), "lr": cell.lr}
+    context = RuleContext(
+        model=model,
+        loss=loss,
+        workload=workload,
+        x_train=x_train,
+        y_train=y_train,
+        batches=lambda g: _batches(x_train, y_train, batch_size, g),
+        epochs=cell.epochs,
+        steps_per_epoch=steps_per_epoch,
+        num_classes=num_classes,
+        options=options,
+        seed=cell.seed,
+    )
+    if rule.requires is not None:
+        importlib.import_module(rule.requires)  # import time is not the rule's cost
+    begin = time.perf_counter()
+    setup = rule.factory(context)
+    setup_time = time.perf_counter() - begin
+    meta["setup_time"] = setup_time
+    meta["setup"] = setup.info
+    optimizer, scheduler = setup.optimizer, setup.scheduler
+    eval_model = setup.eval_model or (lambda: _yield(model))
+    batch_generator = torch.Generator(device="cpu").manual_seed(cell.seed)
+    checkpoint_path = directory / "checkpoint.pt"
+
+    def measure(epoch: int, step: int, wall: float) -> dict[str, Any]:
+        with eval_model() as evaluated:
+            train = evaluate(
+                evaluated,
+                loss,
+                x_train,
+                y_train,
+                batch_size=workload.eval_batch_size,
+                gradient=True,
+                grad_samples=workload.grad_norm_samples,
+            )
+            test = evaluate(evaluated, loss, x_test, y_test, batch_size=workload.eval_batch_size)
+        row: dict[str, Any] = {"epoch": epoch, "step": step, "wall_time": wall, "train_loss": train["loss"]}
+        if "accuracy" in train:
+            row["train_accuracy"] = train["accuracy"]
+        row["grad_norm"] = train["grad_norm"]
+        row["test_loss"] = test["loss"]
+        if "accuracy" in test:
+            row["test_accuracy"] = test["accuracy"]
+        row.update(setup.probe() if setup.probe else {"lr": float(optimizer.param_groups[0]["lr"])})
+        return row
+
+    def save(epoch: int, step: int, elapsed: float, rows: list[dict[str, Any]]) -> None:
+        write_csv(directory / "metrics.csv", rows)
+        payload: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "elapsed": elapsed,
+            "rows": rows,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "stateful": {name: obj.state_dict() for name, obj in setup.stateful.items()},
+            "rng": _rng_state(batch_generator),
+        }
+        save_checkpoint(checkpoint_path, payload)
+
+    try:
+        if checkpoint_path.exists():
+            saved = load_checkpoint(checkpoint_path)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None and saved["scheduler"] is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            for name, obj in setup.stateful.items():
+                obj.load_state_dict(saved["stateful"][name])
+            _set_rng_state(saved["rng"], batch_generator)
+            state.rows = [dict(r) for r in saved["rows"]]
+            start_epoch, step, state.elapsed = int(saved["epoch"]), int(saved["step"]), float(saved["elapsed"])
+            meta["resumed_from_epoch"] = start_epoch
+        else:
+            start_epoch, step, state.elapsed = 0, 0, setup_time
+            row = measure(0, 0, setup_time)
+            _check_finite(row, 0, 0)
+            state.rows = [row]
+            save(0, 0, state.elapsed, state.rows)
+
+        for epoch in range(start_epoch + 1, cell.epochs + 1):
+            tick = time.perf_counter()
+            model.train()
+            for xb, yb in _batches(x_train, y_train, batch_size, batch_generator):
+                optimizer.zero_grad(set_to_none=True)
+                value = loss(model(xb), yb)
+                if setup.observe_targets is not None:
+                    setup.observe_targets(yb)
+                value.backward()
+                if not math.isfinite(float(value.detach())):
+                    state.elapsed += time.perf_counter() - tick
+                    raise _DivergedError(epoch, step + 1, float(value.detach()), "training loss")
+                optimizer.step()
+                step += 1
+                if setup.after_step is not None:
+                    setup.after_step()
+                if scheduler is not None and setup.scheduler_interval == "step":
+                    scheduler.step()
+            if scheduler is not None and setup.scheduler_interval == "epoch":
+                scheduler.step()
+            state.elapsed += time.perf_counter() - tick
+            row = measure(epoch, step, state.elapsed)
+            _check_finite(row, epoch, step)
+            state.rows.append(row)
+            save(epoch, step, state.elapsed, state.rows)
+            if progress is not None:
+                progress(epoch)
+            if epoch_callback is not None:
+                epoch_callback(epoch)
+    finally:
+        if setup.close is not None:
+            setup.close()
+
+
+def _check_finite(row: dict[str, Any], epoch: int, step: int) -> None:
+    for key in ("train_loss", "grad_norm"):
+        value = row.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _DivergedError(epoch, step, value, f"full-batch {key}")
+
+
+class _yield:  # noqa: N801 - a tiny context manager that yields its argument
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a comparison
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` did.
+
+    Attributes:
+        out: the results directory.
+        workload: the workload's name.
+        results: one :class:`CellResult` per cell, in plan order.
+        skipped_rules: ``(rule, message)`` for each rule skipped because its package is missing.
+    """
+
+    out: Path
+    workload: str
+    results: list[CellResult]
+    skipped_rules: list[tuple[str, str]]
+
+    def counts(self) -> dict[str, int]:
+        """How many cells ended in each status."""
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.status] = out.get(r.status, 0) + 1
+        return out
+
+
+def _default_start_method() -> str:
+    if sys.platform.startswith("linux") and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_cell_job(cell: Cell, root: str, data_dir: str | None, device: str) -> CellResult:
+    return run_cell(cell, root, data_dir=data_dir, device=device)
+
+
+def compare(
+    workload: str | Workload = DEFAULT_WORKLOAD,
+    rules: Sequence[str | Rule] | str | None = None,
+    *,
+    out: str | os.PathLike[str],
+    seeds: int | str | Sequence[int] = 1,
+    epochs: int | None = None,
+    trials: int = 5,
+    jobs: int = 1,
+    data_dir: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    progress: bool | None = None,
+    verbose: bool = True,
+    start_method: str | None = None,
+    threads: int | None = None,
+) -> CompareResult:
+    """Run rules side by side on a workload and write one directory per (rule, trial, seed).
+
+    Args:
+        workload: a registered name or a :class:`Workload` (default ``digits-mlp``).
+        rules: names or ``name@lr`` specs, a comma-separated string, or :class:`Rule` objects (default
+            :data:`~theorylr.lab.rules.DEFAULT_RULES`). Rules whose peer package is missing, or that do not apply
+            to the workload (:meth:`Rule.unsuitable`), are skipped with a message.
+        out: the results directory (created; existing results are resumed).
+        seeds: a count (``3`` = seeds 0, 1, 2) or a list.
+        epochs: the budget (default: the workload's).
+        trials: the tuning budget ``k`` of tuned rules (log-grid points).
+        jobs: worker processes (1 = run in this process).
+        data_dir: where MNIST/CIFAR-10 files are.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        progress: show progress bars (default: when stderr is a terminal).
+        verbose: print one line per finished run.
+        threads: torch threads per run (default: torch's setting with ``jobs=1``, ``cpu_count // jobs`` with
+            workers). On a shared or small machine, 1 is often fastest for the small workloads.
+        start_method: how worker processes start (``"fork"``, ``"spawn"``, ``"forkserver"``); default ``"fork"``
+            on Linux while CUDA is not initialised (workers inherit the imported modules: no start-up cost), else
+            ``"spawn"``.
+
+    Returns:
+        a :class:`CompareResult`.
+
+    Example:
+        >>> import tempfile
+        >>> result = compare("iris-softmax", "adam,sgd", out=tempfile.mkdtemp(), epochs=2, trials=2, verbose=False)
+        >>> result.counts()
+        {'finished': 4}
+    """
+    w = get_workload(workload) if isinstance(workload, str) else workload
+    if isinstance(rules, str):
+        rules = [r for r in rules.split(",") if r.strip()]
+    specs: Sequence[str | Rule] = DEFAULT_RULES if rules is None else rules
+    resolved = [resolve_rule(r) if isinstance(r, str) else r for r in specs]
+    if len({r.name for r in resolved}) != len(resolved):
+        raise ValueError(f"rules must not repeat (got {', '.join(r.name for r in resolved)})")
+    check_int("trials", trials, min_value=1)
+    check_int("jobs", jobs, min_value=1)
+    if threads is not None:
+        check_int("threads", threads, min_value=1)
+    n_epochs = w.epochs if epochs is None else epochs
+    check_int("epochs", n_epochs, min_value=1)
+    seed_list = parse_seeds(seeds)
+    data_path = None if data_dir is None else str(data_dir)
+    if w.needs_data_dir and data_path is None:
+        w.load_data(None)  # raises the clear "needs --data-dir" error
+    root = Path(out)
+    show = _print if verbose else None
+
+    skipped: list[tuple[str, str]] = []
+    runnable = []
+    for rule in resolved:
+        reason = rule.missing_message() if not rule.available() else rule.unsuitable(w)
+        if reason is None:
+            runnable.append(rule)
+        else:
+            skipped.append((rule.name, reason))
+            if show:
+                show(reason)
+    cells = plan_cells(w, runnable, seed_list, n_epochs, trials)
+    _record_invocation(root, w, resolved, skipped, seed_list, n_epochs, trials, jobs)
+
+    bars = sys.stderr.isatty() if progress is None else progress
+    results: list[CellResult | None] = [None] * len(cells)
+    from tqdm.auto import tqdm
+
+    overall = tqdm(total=len(cells), desc=f"{w.name}", unit="run", disable=not bars, dynamic_ncols=True)
+
+    finished = [0]
+
+    def report(index: int, result: CellResult) -> None:
+        results[index] = result
+        overall.update(1)
+        finished[0] += 1
+        if show:
+            line = f"[{finished[0]:>{len(str(len(cells)))}}/{len(cells)}] {result.line()}"
+            (overall.write if bars else show)(line)
+
+    previous_threads = torch.get_num_threads()
+    try:
+        if jobs == 1:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            for i, cell in enumerate(cells):
+                bar = tqdm(total=cell.epochs, desc=cell.label, leave=False, disable=not bars, unit="ep")
+
+                def tick(_epoch: int, bar: Any = bar) -> None:
+                    bar.update(1)
+
+                try:
+                    res = run_cell(cell, root, data_dir=data_path, device=device, progress=tick)
+                finally:
+                    bar.close()
+                report(i, res)
+        else:
+            per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // jobs)
+            context = multiprocessing.get_context(start_method or _default_start_method())
+            with concurrent.futures.ProcessPoolExecutor(
+                max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(per_worker,)
+            ) as pool:
+                futures = {
+                    pool.submit(_run_cell_job, cell, str(root), data_path, str(device)): i
+                    for i, cell in enumerate(cells)
+                }
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        report(futures[future], future.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        overall.close()
+        torch.set_num_threads(previous_threads)
+    done = [r for r in results if r is not None]
+    return CompareResult(root, w.name, done, skipped)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def _record_invocation(
+    root: Path,
+    workload: Workload,
+    rules: Sequence[Rule],
+    skipped: list[tuple[str, str]],
+    seeds: list[int],
+    epochs: int,
+    trials: int,
+    jobs: int,
+) -> None:
+    path = root / workload.name / "compare.json"
+    record: dict[str, Any] = read_json(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
+    record["invocations"].append(
+        {
+            "time": now(),
+            "rules": [r.name for r in rules],
+            "skipped": [{"rule": name, "reason": msg} for name, msg in skipped],
+            "seeds": seeds,
+            "epochs": epochs,
+            "trials": trials,
+            "jobs": jobs,
+        }
+    )
+    write_json(path, record)

@@ -1,0 +1,116 @@
+"""Atomic writes, exact CSV round trips and safe checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from theorylr.lab import _files
+from theorylr.lab._files import (
+    atomic_write_bytes,
+    load_checkpoint,
+    read_csv,
+    read_json,
+    save_checkpoint,
+    write_csv,
+    write_json,
+    write_text,
+)
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("fail_at", ["write", "fsync", "replace"])
+def test_crash_mid_write_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str) -> None:
+    path = tmp_path / "metrics.csv"
+    write_text(path, "old content\n")
+
+    class Crash(BaseException):  # not an Exception: like a kill, nothing may swallow it
+        pass
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise Crash
+
+    if fail_at == "write":
+        real_fdopen = os.fdopen
+
+        class HalfWriter:
+            def __init__(self, handle: object) -> None:
+                self.handle = handle
+
+            def __enter__(self) -> HalfWriter:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.handle.close()  # type: ignore[attr-defined]
+
+            def write(self, data: bytes) -> None:
+                self.handle.write(data[:3])  # type: ignore[attr-defined]
+                self.handle.flush()  # type: ignore[attr-defined]
+                raise Crash
+
+        monkeypatch.setattr(_files.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    elif fail_at == "fsync":
+        monkeypatch.setattr(_files.os, "fsync", boom)
+    else:
+        monkeypatch.setattr(_files.os, "replace", boom)
+    with pytest.raises(Crash):
+        write_text(path, "new content that must never be seen half-written\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old content\n"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_creates_parents_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "file.bin"
+    atomic_write_bytes(path, b"1")
+    atomic_write_bytes(path, b"22")
+    assert path.read_bytes() == b"22"
+    assert _leftovers(path.parent) == []
+
+
+def test_csv_round_trip_is_exact(tmp_path: Path) -> None:
+    values = [0.1, 1 / 3, 2.0**-60, 1e300, -0.0, math.pi]
+    rows = [{"epoch": i, "x": v} for i, v in enumerate(values)]
+    rows.append({"epoch": 6, "x": math.nan, "extra": math.inf})
+    write_csv(tmp_path / "m.csv", rows)
+    back = read_csv(tmp_path / "m.csv")
+    assert [r["x"] for r in back[:-1]] == values  # bit-exact (repr round-trips)
+    assert math.isnan(back[-1]["x"]) and back[-1]["extra"] == math.inf
+    assert back[0]["extra"] is None  # a column missing from a row is empty, read as None
+    assert list(back[0]) == ["epoch", "x", "extra"]
+
+
+def test_json_writes_non_finite_as_null(tmp_path: Path) -> None:
+    write_json(tmp_path / "x.json", {"a": math.nan, "b": [1.0, math.inf], "c": (1, 2), "t": torch.tensor(2.5)})
+    assert read_json(tmp_path / "x.json") == {"a": None, "b": [1.0, None], "c": [1, 2], "t": 2.5}
+
+
+def test_checkpoint_round_trip_and_refuses_arbitrary_objects(tmp_path: Path) -> None:
+    state = {
+        "model": {"w": torch.randn(3, 2)},
+        "rng": torch.get_rng_state(),
+        "rows": [{"epoch": 0, "loss": 1.5}],
+        "history": [{"lr": [0.1], "source": "epoch", "k_z": None}],
+    }
+    save_checkpoint(tmp_path / "c.pt", state)
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert torch.equal(back["model"]["w"], state["model"]["w"])
+    assert torch.equal(back["rng"], state["rng"])
+    assert back["rows"] == state["rows"] and back["history"] == state["history"]
+
+    # A file holding a pickled arbitrary object must not be unpickled.
+    torch.save({"evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+class _Payload:
+    pass

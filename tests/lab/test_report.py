@@ -1,0 +1,186 @@
+"""The report is drawn from files only: tables against hand computations from the same files, figures, redraw."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from tests.lab.conftest import TINY, TINY_BINARY
+from theorylr.lab import compare, get_workload, load_runs, performance_profile, report, summarize
+from theorylr.lab._files import read_csv, read_json
+from theorylr.lab.results import Run
+from theorylr.lab.scores import best_trial, time_to_target
+from theorylr.lab.workloads import Target
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    kwargs = {"out": out, "seeds": 2, "trials": 2, "verbose": False}
+    compare(dataclasses.replace(TINY, epochs=3), "adam,momentum-cosine,lipschitz-sgd,lars,exact-adam", **kwargs)
+    compare(TINY_BINARY, "adam,lipschitz-sgd-rigorous", **kwargs)
+    diabetes = dataclasses.replace(get_workload("diabetes-leastsq"), epochs=3)
+    compare(diabetes, "sgd@1e10,adam", **kwargs)
+    return out
+
+
+def _hand_median_final(directory: Path, rule: str, trial: int, column: str) -> float:
+    values = []
+    for seed_dir in sorted((directory / rule / f"trial-{trial:02d}").iterdir()):
+        values.append(read_csv(seed_dir / "metrics.csv")[-1][column])
+    return statistics.median(values)
+
+
+def test_report_files_and_links(results: Path) -> None:
+    paths = report(results, figures=False)
+    markdown = paths.markdown.read_text()
+    html = paths.html.read_text()
+    assert paths.markdown == results / "report.md" and paths.html == results / "report.html"
+    for workload in ("tiny-wine-mlp", "tiny-cancer-logreg", "diabetes-leastsq"):
+        assert f"## Workload {workload}" in markdown and f"Workload {workload}</h2>" in html
+    for rule in ("adam", "momentum-cosine", "lipschitz-sgd", "lars", "exact-adam", "lipschitz-sgd-rigorous"):
+        assert f"| {rule} |" in markdown and f"<td>{rule}</td>" in html
+    assert "performance profile" in markdown and "<img " not in html
+
+
+def test_report_figures(results: Path, tmp_path: Path) -> None:
+    shutil.copytree(results / "tiny-wine-mlp", tmp_path / "tiny-wine-mlp")  # one workload: fewer figures to draw
+    paths = report(tmp_path)
+    markdown = paths.markdown.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert links and len(links) == len(paths.figures) == paths.html.read_text().count("<img ")
+    for link in links:
+        assert (tmp_path / link).read_bytes().startswith(PNG)
+    names = {p.name for p in paths.figures}
+    assert names == {
+        "curves_epoch.png",
+        "curves_time.png",
+        "lr.png",
+        "trust_ratios.png",
+        "estimates.png",
+        "tuning.png",
+        "profile.png",
+    }
+
+
+def test_best_trial_and_costs_match_a_hand_computation(results: Path) -> None:
+    directory = results / "tiny-wine-mlp"
+    scores = [_hand_median_final(directory, "adam", t, "train_loss") for t in (0, 1)]
+    best = scores.index(min(scores))
+    rows = {s.rule: s for s in summarize(load_runs(results))["tiny-wine-mlp"]}
+    adam = rows["adam"]
+    assert adam.best_trial == best and adam.tuned and adam.trials == 2 and adam.seeds == 2
+    assert adam.final_train_loss == pytest.approx(scores[best], rel=1e-15)
+
+    # time to target (train_accuracy >= 0.6) and its cost-inclusive version, per seed, by hand from the files
+    plain, inclusive = [], []
+    for seed in (0, 1):
+        rows_best = read_csv(directory / "adam" / f"trial-{best:02d}" / f"seed-{seed}" / "metrics.csv")
+        hit = next((r for r in rows_best if r["train_accuracy"] >= 0.6), None)
+        t = math.inf if hit is None else hit["wall_time"]
+        other = read_json(directory / "adam" / f"trial-{1 - best:02d}" / f"seed-{seed}" / "meta.json")["wall_time"]
+        plain.append(t)
+        inclusive.append(t + other)
+    assert adam.time_to_target == pytest.approx(statistics.median(plain))
+    assert adam.time_to_target_cost_inclusive == pytest.approx(statistics.median(inclusive))
+    total = sum(read_json(p)["wall_time"] for p in (directory / "adam").rglob("meta.json"))
+    assert adam.total_compute == pytest.approx(total)
+    # untuned rules: one trial, no tuning charge
+    lipschitz = rows["lipschitz-sgd"]
+    assert lipschitz.trials == 1 and lipschitz.time_to_target_cost_inclusive == lipschitz.time_to_target
+
+
+def test_divergence_shows_in_the_report(results: Path) -> None:
+    rows = {s.rule: s for s in summarize(load_runs(results))["diabetes-leastsq"]}
+    assert rows["sgd@1e+10"].diverged == 2 and math.isinf(rows["sgd@1e+10"].final_train_loss)
+    markdown = report(results, figures=False).markdown.read_text()
+    meta = read_json(results / "diabetes-leastsq" / "sgd@1e+10" / "trial-00" / "seed-0" / "meta.json")["diverged"]
+    assert meta["loss"] in ("nan", "inf") and meta["step"] >= 1
+    line = (
+        f"sgd@1e+10 trial 1 seed 0: diverged ({meta['where']} = {meta['loss']}) at epoch {meta['epoch']}, "
+        f"step {meta['step']}"
+    )
+    assert line in markdown
+    assert "| sgd@1e+10 | baseline |" in markdown and "| diverged |" in markdown
+
+
+def test_report_redraws_from_files_only(results: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(results, copy)
+    for extra in ("report.md", "report.html", "figures"):
+        target = copy / extra
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    first = report(copy, figures=False).markdown.read_text()
+    second = report(copy, figures=False).markdown.read_text()
+
+    def strip(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if not line.startswith("Drawn "))
+
+    assert strip(first) == strip(second)
+    assert strip(first) == strip(report(results, figures=False).markdown.read_text())
+
+
+def test_unfinished_runs_are_listed(results: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(results / "tiny-cancer-logreg", copy / "tiny-cancer-logreg")
+    meta_path = copy / "tiny-cancer-logreg" / "adam" / "trial-00" / "seed-1" / "meta.json"
+    meta_path.write_text(meta_path.read_text().replace('"finished"', '"running"'))
+    markdown = report(copy, figures=False).markdown.read_text()
+    assert "adam trial 1 seed 1: running (rerun the same compare command to resume it)" in markdown
+
+
+def test_report_of_an_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no runs"):
+        report(tmp_path)
+
+
+def _run(rows: list[dict], status: str = "finished", trial: int = 0, seed: int = 0) -> Run:
+    config = {
+        "workload": {"name": "w", "tuning_metric": "train_loss", "target": {"metric": "test_accuracy", "value": 0.9}},
+        "rule": {"name": "r", "kind": "tuned", "search": {"low": 0.1, "high": 1.0}},
+        "trial": trial,
+        "seed": seed,
+        "lr": 0.1 * (trial + 1),
+        "epochs": len(rows) - 1,
+    }
+    return Run(Path("."), config, {"status": status}, rows)
+
+
+def test_time_to_target_and_best_trial_by_hand() -> None:
+    rows = [
+        {"epoch": 0.0, "step": 0.0, "wall_time": 0.5, "test_accuracy": 0.5, "train_loss": 2.0},
+        {"epoch": 1.0, "step": 10.0, "wall_time": 1.5, "test_accuracy": 0.89, "train_loss": 1.0},
+        {"epoch": 2.0, "step": 20.0, "wall_time": 2.5, "test_accuracy": 0.91, "train_loss": 0.5},
+    ]
+    assert time_to_target(_run(rows), Target("test_accuracy", 0.9)) == (20.0, 2.5)
+    assert time_to_target(_run(rows), Target("test_accuracy", 0.95)) == (math.inf, math.inf)
+    assert time_to_target(_run(rows), Target("train_loss", 1.0)) == (10.0, 1.5)
+    good = [_run(rows, trial=1, seed=s) for s in (0, 1)]
+    lower = [dict(r, train_loss=r["train_loss"] / 2) for r in rows]
+    better_but_diverged = [_run(lower, trial=0, seed=0), _run(lower, "diverged", trial=0, seed=1)]
+    better = [_run(lower, trial=2, seed=s) for s in (0, 1, 2)]
+    assert best_trial({0: better_but_diverged, 1: good}, "train_loss") == 1  # median of (0.25, inf) = inf
+    assert best_trial({0: better_but_diverged, 1: good, 2: better}, "train_loss") == 2
+    assert best_trial({0: good, 1: better}, "test_accuracy") == 0  # equal accuracy: the lower index
+
+
+def test_performance_profile_by_hand() -> None:
+    times = {
+        "w1": {"a": 1.0, "b": 2.0, "c": math.inf},
+        "w2": {"a": 6.0, "b": 3.0},  # c did not run here
+        "w3": {"a": math.inf, "b": math.inf},  # nobody reached: left out
+    }
+    profile = performance_profile(times, [1.0, 2.0, 4.0])
+    assert profile == {"a": [0.5, 1.0, 1.0], "b": [0.5, 1.0, 1.0], "c": [0.0, 0.0, 0.0]}
+    assert math.isnan(performance_profile({"w": {"a": math.inf}}, [1.0])["a"][0])  # no usable workload

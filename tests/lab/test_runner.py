@@ -1,0 +1,264 @@
+"""The runner: results as files, statuses, resuming after a kill, evaluation against a dense reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tests.lab.conftest import TINY, TINY_DROPOUT
+from theorylr.lab import (
+    Cell,
+    ConfigMismatchError,
+    LogGrid,
+    Rule,
+    RuleSetup,
+    compare,
+    evaluate,
+    get_loss,
+    get_rule,
+    get_workload,
+    parse_seeds,
+    plan_cells,
+    resolve_rule,
+    run_cell,
+)
+from theorylr.lab._files import read_csv, read_json
+
+
+def _cell(workload, spec: str, *, trial: int = 0, seed: int = 0, epochs: int | None = None) -> Cell:
+    rule = resolve_rule(spec)
+    lr = (
+        rule.trial_lrs(3)[trial]
+        if rule.tuned
+        else float(workload.options_for(rule.name).get("lr", rule.defaults["lr"]))
+    )
+    return Cell(workload, rule, trial, lr, seed, epochs or workload.epochs)
+
+
+def _metrics_without_time(directory: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(directory / "metrics.csv")]
+
+
+class _Kill(BaseException):
+    """A stand-in for Ctrl-C / kill: a BaseException the runner must not swallow."""
+
+
+def _kill_at(epoch: int):
+    def callback(e: int) -> None:
+        if e == epoch:
+            raise _Kill
+
+    return callback
+
+
+def test_files_of_a_finished_run(tmp_path: Path) -> None:
+    cell = _cell(TINY, "momentum-cosine", trial=1)
+    result = run_cell(cell, tmp_path)
+    directory = tmp_path / "tiny-wine-mlp" / "momentum-cosine" / "trial-01" / "seed-0"
+    assert result.status == "finished" and Path(result.directory) == directory
+    config = read_json(directory / "config.json")
+    assert config["lr"] == cell.lr == LogGrid(1e-3, 1.0).points(3)[1]
+    assert config["rule"]["name"] == "momentum-cosine" and config["workload"]["name"] == "tiny-wine-mlp"
+    meta = read_json(directory / "meta.json")
+    assert meta["status"] == "finished" and meta["torch"] == torch.__version__
+    assert {"started", "ended", "git_commit", "cpu", "gpu", "theorylr", "setup_time"} <= set(meta)
+    rows = read_csv(directory / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [0.0, 1.0, 2.0]
+    assert [r["step"] for r in rows] == [0.0, 3.0, 6.0]  # 134 examples, batch 48: 3 steps per epoch
+    assert all(rows[i]["wall_time"] <= rows[i + 1]["wall_time"] for i in range(2))
+    for key in ("train_loss", "train_accuracy", "grad_norm", "test_loss", "test_accuracy", "lr"):
+        assert all(isinstance(r[key], float) and math.isfinite(r[key]) for r in rows), key
+    # the cosine schedule stepped 6 times over T = 6 steps: lr reaches 0 at the end
+    assert rows[0]["lr"] == pytest.approx(cell.lr) and rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert not (directory / "checkpoint.pt").exists()
+    # a second run of the same cell is skipped
+    again = run_cell(cell, tmp_path)
+    assert again.skipped and again.status == "finished"
+
+
+@pytest.mark.parametrize(
+    ("workload", "spec"),
+    [
+        (TINY_DROPOUT, "adam-cosine"),  # dropout (global RNG), shuffling (batch RNG), per-step scheduler
+        (TINY_DROPOUT, "momentum-onecycle"),  # momentum buffers, OneCycleLR state
+        (TINY, "lipschitz-sgd"),  # epoch scheduler with hooks and history
+        (TINY, "auto-adam"),  # Lipschitz-adaptive optimizer state
+        (TINY, "dog"),  # an averaged model outside the optimizer
+        (TINY, "schedulefree-adamw"),  # train/eval switching
+        (TINY, "lars-decay"),  # trust ratios in optimizer state, per-step LinearLR
+        (TINY, "exact-adam"),  # the estimate is redone at resume (seeded) and must give the same step
+        (TINY, "prodigy"),  # d and its sums in the param groups
+    ],
+)
+def test_resume_after_a_kill_gives_identical_metrics(tmp_path: Path, workload, spec: str) -> None:
+    rule = resolve_rule(spec)
+    if not rule.available():
+        pytest.skip(rule.missing_message())
+    epochs = 4
+    cell = _cell(workload, spec, trial=1, epochs=epochs)
+    straight = run_cell(cell, tmp_path / "straight")
+    assert straight.status == "finished", straight.message
+    with pytest.raises(_Kill):
+        run_cell(cell, tmp_path / "killed", epoch_callback=_kill_at(2))
+    killed_dir = Path(straight.directory.replace("straight", "killed"))
+    assert read_json(killed_dir / "meta.json")["status"] == "interrupted"
+    assert (killed_dir / "checkpoint.pt").exists()
+    assert len(read_csv(killed_dir / "metrics.csv")) == 3  # epochs 0, 1, 2 kept
+    resumed = run_cell(cell, tmp_path / "killed")
+    assert resumed.status == "finished" and not resumed.skipped
+    meta = read_json(killed_dir / "meta.json")
+    assert meta["resumed_from_epoch"] == 2 and len(meta["resumed"]) == 1
+    assert _metrics_without_time(killed_dir) == _metrics_without_time(Path(straight.directory))
+
+
+def _die_at_epoch_2(epoch: int) -> None:
+    if epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_and_die(root: str) -> None:
+    run_cell(_cell(TINY_DROPOUT, "adam", trial=2), root, epoch_callback=_die_at_epoch_2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses fork and SIGKILL")
+def test_resume_after_kill_9_of_the_process(tmp_path: Path) -> None:
+    """A real SIGKILL of a (forked) process after epoch 2, then the same cell again: identical metrics."""
+    child = multiprocessing.get_context("fork").Process(target=_run_and_die, args=(str(tmp_path / "killed"),))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == -signal.SIGKILL
+    cell = _cell(TINY_DROPOUT, "adam", trial=2)
+    directory = cell.directory(tmp_path / "killed")
+    assert read_json(directory / "meta.json")["status"] == "running"  # what a kill -9 leaves behind
+    assert len(read_csv(directory / "metrics.csv")) == 3
+    assert run_cell(cell, tmp_path / "killed").status == "finished"
+    straight = run_cell(cell, tmp_path / "straight")
+    assert _metrics_without_time(directory) == _metrics_without_time(Path(straight.directory))
+
+
+def test_divergence_is_recorded_with_its_step(tmp_path: Path) -> None:
+    workload = dataclasses.replace(get_workload("diabetes-leastsq"), epochs=6)  # least squares: overflows fast
+    cell = _cell(workload, "sgd@1e10")
+    result = run_cell(cell, tmp_path)
+    assert result.status == "diverged"
+    meta = read_json(Path(result.directory) / "meta.json")
+    assert meta["status"] == "diverged"
+    assert meta["diverged"]["epoch"] >= 1 and meta["diverged"]["step"] >= 1
+    assert meta["diverged"]["loss"] in ("nan", "inf")
+    rows = read_csv(Path(result.directory) / "metrics.csv")
+    assert len(rows) == meta["diverged"]["epoch"]  # every epoch before the one that diverged
+    assert run_cell(cell, tmp_path).skipped  # diverged is final: not rerun
+
+
+def _broken_factory(ctx) -> RuleSetup:
+    raise RuntimeError("factory exploded")
+
+
+def test_failure_is_recorded_and_retried(tmp_path: Path) -> None:
+    rule = Rule("broken", "baseline", "always fails", _broken_factory, defaults={"lr": 0.1})
+    cell = Cell(TINY, rule, 0, 0.1, 0, 2)
+    result = run_cell(cell, tmp_path)
+    assert result.status == "failed" and "factory exploded" in result.message
+    meta = read_json(Path(result.directory) / "meta.json")
+    assert meta["error"] == "RuntimeError: factory exploded" and "Traceback" in meta["traceback"]
+    again = run_cell(cell, tmp_path)
+    assert not again.skipped and again.status == "failed"
+
+
+def test_changed_configuration_is_refused(tmp_path: Path) -> None:
+    run_cell(_cell(TINY, "adam", epochs=1), tmp_path)
+    with pytest.raises(ConfigMismatchError, match="epochs"):
+        run_cell(_cell(TINY, "adam", epochs=2), tmp_path)
+
+
+def test_plan_cells_and_seeds() -> None:
+    rules = [get_rule("adam"), get_rule("lipschitz-sgd"), resolve_rule("sgd@0.5")]
+    cells = plan_cells(TINY, rules, [0, 1], 3, trials=4)
+    assert len(cells) == 4 * 2 + 2 + 2
+    assert [c.lr for c in cells if c.rule.name == "adam" and c.seed == 0] == LogGrid(1e-4, 1e-1).points(4)
+    assert {c.lr for c in cells if c.rule.name == "sgd@0.5"} == {0.5}
+    assert parse_seeds(3) == [0, 1, 2] and parse_seeds("2") == [0, 1] and parse_seeds("4,1") == [4, 1]
+    for bad in (0, "x", "1,1", [-1]):
+        with pytest.raises(ValueError, match="seeds"):
+            parse_seeds(bad)
+
+
+def test_evaluate_matches_a_dense_reference() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Dropout(0.5), nn.Linear(7, 3)).double()
+    model.train()
+    x, y = torch.randn(50, 5, dtype=torch.float64), torch.randint(0, 3, (50,))
+    loss = get_loss("cross_entropy")
+    got = evaluate(model, loss, x, y, batch_size=8, gradient=True)
+    assert model.training  # mode restored
+    model.eval()
+    out = model(x)
+    reference = nn.functional.cross_entropy(out, y)
+    grads = torch.autograd.grad(reference, list(model.parameters()))
+    assert got["loss"] == pytest.approx(float(reference.detach()), rel=1e-12)
+    assert got["accuracy"] == pytest.approx(float((out.argmax(1) == y).double().mean()))
+    assert got["grad_norm"] == pytest.approx(float(torch.cat([g.flatten() for g in grads]).norm()), rel=1e-10)
+    assert all(p.grad is None for p in model.parameters())  # no .grad touched
+    # the gradient over the first 20 examples only, with chunks that straddle the limit
+    sub = torch.autograd.grad(nn.functional.cross_entropy(model(x[:20]), y[:20]), list(model.parameters()))
+    partial = evaluate(model, loss, x, y, batch_size=8, gradient=True, grad_samples=20)
+    assert partial["grad_norm"] == pytest.approx(float(torch.cat([g.flatten() for g in sub]).norm()), rel=1e-10)
+
+
+def test_compare_runs_every_cell_and_skips_missing_peers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prodigyopt" else real(name, *a))
+    result = compare(TINY, "adam,prodigy,sgd@0.1", out=tmp_path, seeds=2, epochs=1, trials=2)
+    assert result.counts() == {"finished": 2 * 2 + 2}
+    assert [name for name, _ in result.skipped_rules] == ["prodigy"]
+    out = capsys.readouterr().out
+    assert "skipping rule 'prodigy'" in out and "pip install prodigyopt" in out
+    assert not (tmp_path / "tiny-wine-mlp" / "prodigy").exists()
+    record = read_json(tmp_path / "tiny-wine-mlp" / "compare.json")
+    assert record["invocations"][-1]["skipped"][0]["rule"] == "prodigy"
+    # the same command again: everything is skipped as done
+    again = compare(TINY, "adam,prodigy,sgd@0.1", out=tmp_path, seeds=2, epochs=1, trials=2, verbose=False)
+    assert all(r.skipped for r in again.results)
+
+
+def test_rules_that_do_not_apply_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    svm = dataclasses.replace(get_workload("separable-svm"), epochs=1)  # hinge loss: no closed-form Lipschitz constant
+    result = compare(svm, "lipschitz-sgd,adamo,sgd@0.1", out=tmp_path, trials=1)
+    assert [name for name, _ in result.skipped_rules] == ["lipschitz-sgd", "adamo"]
+    assert "no closed-form Lipschitz constant" in capsys.readouterr().out
+    assert result.counts() == {"finished": 1}
+
+
+def test_compare_in_worker_processes_matches_in_process(tmp_path: Path) -> None:
+    kwargs = {"seeds": 1, "epochs": 2, "trials": 2, "verbose": False}
+    serial = compare(TINY_DROPOUT, "adam,momentum", out=tmp_path / "serial", jobs=1, **kwargs)
+    parallel = compare(TINY_DROPOUT, "adam,momentum", out=tmp_path / "parallel", jobs=2, **kwargs)
+    assert parallel.counts() == {"finished": 4}
+    for a, b in zip(serial.results, parallel.results):
+        assert _metrics_without_time(Path(a.directory)) == _metrics_without_time(Path(b.directory))
+
+
+def test_compare_rejects_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rule must be one of"):
+        compare(TINY, "no-such-rule", out=tmp_path)
+    with pytest.raises(ValueError, match="must not repeat"):
+        compare(TINY, "adam,adam", out=tmp_path)
+    with pytest.raises(ValueError, match="trials"):
+        compare(TINY, "adam", out=tmp_path, trials=0)
+    with pytest.raises(ValueError, match="data-dir"):
+        compare("mnist-lenet", "adam", out=tmp_path)
+    with pytest.raises(ValueError, match="workload must be one of"):
+        compare("nope", "adam", out=tmp_path)
