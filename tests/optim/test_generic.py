@@ -63,7 +63,7 @@ def _train(opt: Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s
         loss = _loss(model, x, y)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 

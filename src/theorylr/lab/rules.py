@@ -741,7 +741,7 @@ def _register_defaults() -> None:
         Rule(
             name="exact-adam",
             kind="theory",
-            description="Adam with the exact constant step sqrt(2 L(w0) / (K_hat T)), K_hat by power iteration",
+            description="Adam with the exact constant step sqrt(2 L(w0) / (K_hat T)), K_hat via Lanczos HVPs",
             factory=build_exact_adam,
             defaults={"lr": 1.0, "num_samples": 10},
             reference="exact-step Adam paper, Remark 2 and Algorithm 2",

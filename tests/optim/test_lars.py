@@ -1,0 +1,518 @@
+"""LARS / PercentDelta specific references (the generic suite in test_generic.py covers the structural checks).
+
+Expected values come from plain-Python arithmetic on the entries (a second, independent implementation of the
+update rule), from torch.optim.SGD where LARS must reduce to it, and from hand computations.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from theorylr.optim.lars import LARS, PercentDelta, lars, local_norms
+from theorylr.optim.param_groups import lars_param_groups
+
+W0 = [0.5, -1.5, 2.0, 0.25]
+G0 = [0.3, 0.1, -0.4, 0.2]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# An independent reference of one step without momentum, on Python floats
+# ----------------------------------------------------------------------------------------------------------------
+def _norm(xs: list[float], norm: str) -> float:
+    if norm == "l2":
+        return math.sqrt(sum(x * x for x in xs))
+    if norm == "l1":
+        return sum(abs(x) for x in xs)
+    return max(abs(x) for x in xs)
+
+
+def _reference_ratio(
+    w: list[float],
+    g: list[float],
+    *,
+    norm: str,
+    denominator: str,
+    wd: float,
+    tc: float,
+    eps: float,
+    min_norm: float,
+    clip: bool,
+) -> float:
+    d = [gi + wd * wi for gi, wi in zip(g, w)]
+    if norm == "mean_ratio":
+        u = d if denominator == "decayed" else g
+        den = sum(abs(ui) / (abs(wi) + eps) for ui, wi in zip(u, w)) / len(w)
+        if denominator == "sum":
+            den += wd
+        w_norm = _norm(w, "l1")
+        raw = tc / den if den else math.inf
+    else:
+        w_norm = _norm(w, norm)
+        den = _norm(d, norm) if denominator == "decayed" else _norm(g, norm) + wd * w_norm
+        raw = tc * w_norm / (den + eps) if den + eps else math.inf
+    ratio = 1.0 if (w_norm < min_norm or w_norm == 0 or den == 0) else raw
+    return min(ratio, 1.0) if clip else ratio
+
+
+def _one_step(w: list[float], g: list[float], *, foreach: bool, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    p = nn.Parameter(torch.tensor(w, dtype=torch.float64).reshape(2, 2))
+    p.grad = torch.tensor(g, dtype=torch.float64).reshape(2, 2)
+    opt = LARS([p], foreach=foreach, **kwargs)
+    opt.step()
+    return p.detach().flatten(), opt.state[p]["trust_ratio"]
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("tc", [0.7, 0.05])
+@pytest.mark.parametrize(
+    ("norm", "denominator", "clip"),
+    list(itertools.product(["l2", "l1", "linf", "mean_ratio"], ["decayed", "sum"], [False, True])),
+)
+def test_one_step_matches_the_hand_computed_rule(
+    norm: str, denominator: str, clip: bool, tc: float, foreach: bool
+) -> None:
+    kw = {"norm": norm, "denominator": denominator, "wd": 0.1, "tc": tc, "eps": 1e-3, "min_norm": 0.01, "clip": clip}
+    ratio = _reference_ratio(W0, G0, **kw)  # type: ignore[arg-type]
+    expected = [wi - 0.1 * ratio * (gi + 0.1 * wi) for wi, gi in zip(W0, G0)]
+    got, trust = _one_step(
+        W0,
+        G0,
+        foreach=foreach,
+        lr=0.1,
+        weight_decay=0.1,
+        trust_coefficient=tc,
+        eps=1e-3,
+        norm=norm,
+        denominator=denominator,
+        trust_clip=clip,
+    )
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-14, atol=1e-15)
+    assert trust.shape == () and trust.dtype == torch.float64
+    assert float(trust) == pytest.approx(ratio, rel=1e-14)
+    if clip:
+        assert float(trust) <= 1.0
+
+
+def test_hand_computed_l2_step() -> None:
+    """w = (3, 4), g = (0, 10): ||w|| = 5, ||g|| = 10, ratio 1/2, w -= 0.1 * 0.5 * g."""
+    for foreach in (False, True):
+        got, trust = _one_step([3.0, 4.0, 0.0, 0.0], [0.0, 10.0, 0.0, 0.0], foreach=foreach, lr=0.1, eps=0.0)
+        torch.testing.assert_close(got, torch.tensor([3.0, 3.5, 0.0, 0.0], dtype=torch.float64), rtol=0, atol=0)
+        assert float(trust) == 0.5
+
+
+def test_mean_ratio_is_the_mean_elementwise_ratio_and_l1_the_aggregate_one() -> None:
+    """The two PercentDelta readings: mean_i |dw_i| / |w_i| = lr (mean_ratio) versus ||dw||_1 / ||w||_1 = lr (l1)."""
+    w = torch.tensor([0.5, -2.0, 4.0, 1.0], dtype=torch.float64)
+    g = torch.tensor([0.2, 0.3, -0.1, 0.05], dtype=torch.float64)
+    lr = 0.05
+    for norm, measure in (
+        ("mean_ratio", lambda dw: (dw.abs() / w.abs()).mean()),
+        ("l1", lambda dw: dw.abs().sum() / w.abs().sum()),
+    ):
+        p = nn.Parameter(w.clone())
+        p.grad = g.clone()
+        PercentDelta([p], lr=lr, eps=0.0, norm=norm).step()
+        assert float(measure(p.detach() - w)) == pytest.approx(lr, rel=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reductions to torch.optim.SGD
+# ----------------------------------------------------------------------------------------------------------------
+SGD_CASES = [
+    {"momentum": 0.0},
+    {"momentum": 0.9},
+    {"momentum": 0.9, "dampening": 0.3},
+    {"momentum": 0.8, "nesterov": True},
+    {"momentum": 0.9, "weight_decay": 0.05},
+    {"momentum": 0.9, "weight_decay": 0.05, "maximize": True},
+    {"momentum": 0.0, "weight_decay": 0.05, "maximize": True},
+]
+
+
+def _twin_runs(make_a: Any, make_b: Any, steps: int = 5, scale: float = 1.0) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2)).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    twin = copy.deepcopy(model)
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    opt_a, opt_b = make_a(model.parameters()), make_b(twin.parameters())
+    for _ in range(steps):
+        for opt, net in ((opt_a, model), (opt_b, twin)):
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            opt.step()
+    return model, twin
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("case", SGD_CASES, ids=[str(c) for c in SGD_CASES])
+def test_adapt_false_is_torch_sgd(case: dict[str, Any], foreach: bool) -> None:
+    a, b = _twin_runs(
+        lambda ps: LARS(ps, lr=0.05, adapt=False, foreach=foreach, **case),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, foreach=foreach, **case),
+    )
+    tol = {"rtol": 0.0, "atol": 0.0} if not foreach else {"rtol": 1e-15, "atol": 1e-16}
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, **tol)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("case", SGD_CASES[:5], ids=[str(c) for c in SGD_CASES[:5]])
+def test_below_min_norm_is_torch_sgd(case: dict[str, Any], foreach: bool) -> None:
+    """Weights of norm below min_norm get ratio 1: the paper's SGD fallback near the origin (§3.2, §6.1)."""
+    a, b = _twin_runs(
+        lambda ps: LARS(ps, lr=0.05, min_norm=1e3, foreach=foreach, **case),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, foreach=foreach, **case),
+    )
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-15, atol=1e-16)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_first_momentum_step_buffer_is_the_first_update(foreach: bool) -> None:
+    """As torch.optim.SGD: buffer = first update (no dampening on step 1), here ratio * d."""
+    p = nn.Parameter(torch.tensor(W0, dtype=torch.float64))
+    p.grad = torch.tensor(G0, dtype=torch.float64)
+    opt = LARS([p], lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1, eps=0.0, foreach=foreach)
+    opt.step()
+    w, g = torch.tensor(W0, dtype=torch.float64), torch.tensor(G0, dtype=torch.float64)
+    d = g + 0.1 * w
+    ratio = w.norm() / d.norm()
+    torch.testing.assert_close(opt.state[p]["momentum_buffer"], ratio * d, rtol=1e-15, atol=0)
+    torch.testing.assert_close(p.detach(), w - 0.1 * (ratio * d), rtol=1e-14, atol=0)
+    # Second step: buf = 0.9 * buf + (1 - 0.5) * ratio2 * d2
+    w1, buf1 = p.detach().clone(), (ratio * d).clone()
+    p.grad = torch.tensor(G0[::-1], dtype=torch.float64)
+    opt.step()
+    d2 = p.grad + 0.1 * w1
+    buf2 = 0.9 * buf1 + 0.5 * (w1.norm() / d2.norm()) * d2
+    torch.testing.assert_close(opt.state[p]["momentum_buffer"], buf2, rtol=1e-14, atol=1e-16)
+    torch.testing.assert_close(p.detach(), w1 - 0.1 * buf2, rtol=1e-14, atol=1e-16)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_nesterov_two_steps_by_hand(foreach: bool) -> None:
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    opt = LARS([p], lr=0.1, momentum=0.5, nesterov=True, eps=0.0, foreach=foreach)
+    p.grad = torch.tensor([0.0, 10.0], dtype=torch.float64)
+    opt.step()  # u = 0.5 * g = (0, 5); buf = u; w -= 0.1 * (u + 0.5 buf) = 0.1 * (0, 7.5)
+    torch.testing.assert_close(p.detach(), torch.tensor([3.0, 3.25], dtype=torch.float64), rtol=1e-15, atol=0)
+    p.grad = torch.tensor([6.0, 8.0], dtype=torch.float64)
+    opt.step()
+    # ||w|| = sqrt(9 + 10.5625) = 4.4230..., ||g|| = 10: u = 0.44230 * g; buf = 0.5 * (0, 5) + u; w -= 0.1 (u + 0.5 buf)
+    r = math.sqrt(9 + 3.25**2) / 10
+    u = [r * 6.0, r * 8.0]
+    buf = [0.5 * 0.0 + u[0], 0.5 * 5.0 + u[1]]
+    expected = [3.0 - 0.1 * (u[0] + 0.5 * buf[0]), 3.25 - 0.1 * (u[1] + 0.5 * buf[1])]
+    torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-14, atol=0)
+    torch.testing.assert_close(
+        opt.state[p]["momentum_buffer"], torch.tensor(buf, dtype=torch.float64), rtol=1e-14, atol=0
+    )
+
+
+def test_maximize_ascends_with_the_same_ratio() -> None:
+    for foreach in (False, True):
+        p = nn.Parameter(torch.tensor(W0, dtype=torch.float64))
+        p.grad = torch.tensor(G0, dtype=torch.float64)
+        LARS([p], lr=0.1, maximize=True, eps=0.0, foreach=foreach).step()
+        w, g = torch.tensor(W0, dtype=torch.float64), torch.tensor(G0, dtype=torch.float64)
+        torch.testing.assert_close(p.detach(), w + 0.1 * w.norm() / g.norm() * g, rtol=1e-15, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Telemetry, degenerate tensors, hooks
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("foreach", [False, True])
+def test_trust_ratio_telemetry(foreach: bool) -> None:
+    big = nn.Parameter(torch.tensor([[3.0, 4.0]], dtype=torch.float64))
+    tiny = nn.Parameter(torch.tensor([1e-3, 0.0], dtype=torch.float64))  # ||w|| < min_norm
+    zero_w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    zero_g = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    frozen = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    params = [big, tiny, zero_w, zero_g]
+    opt = LARS([{"params": params}, {"params": [frozen], "adapt": False}], lr=0.1, eps=0.0, foreach=foreach)
+    big.grad = torch.tensor([[0.0, 2.0]], dtype=torch.float64)
+    tiny.grad = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    zero_w.grad = torch.ones(3, dtype=torch.float64)
+    zero_g.grad = torch.zeros(2, dtype=torch.float64)
+    frozen.grad = torch.full((2,), 7.0, dtype=torch.float64)
+    opt.step()
+    ratios = torch.stack([opt.state[p]["trust_ratio"] for p in [*params, frozen]])
+    torch.testing.assert_close(ratios, torch.tensor([2.5, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64), rtol=0, atol=0)
+    for p in [*params, frozen]:
+        assert opt.state[p]["trust_ratio"].shape == ()
+        assert "momentum_buffer" not in opt.state[p]
+        assert torch.isfinite(p).all()
+    # The ratio follows the weights: after the step ||big|| changed, so does the next ratio.
+    w = big.detach().clone()
+    opt.step()
+    assert float(opt.state[big]["trust_ratio"]) == pytest.approx(float(w.norm()) / 2.0, rel=1e-15)
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1", "linf", "mean_ratio"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_zero_weight_entries_and_zero_gradients_never_give_nan_even_with_eps_zero(norm: str, foreach: bool) -> None:
+    p = nn.Parameter(torch.tensor([0.0, 2.0, -1.0], dtype=torch.float64))
+    q = nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
+    r = nn.Parameter(torch.zeros(0, dtype=torch.float64))
+    opt = LARS([p, q, r], lr=0.1, momentum=0.9, eps=0.0, norm=norm, min_norm=0.0, foreach=foreach)
+    for grad in ([1.0, 0.0, 0.5], [0.0, 0.0, 0.0]):
+        p.grad = torch.tensor(grad, dtype=torch.float64)
+        q.grad = torch.zeros(2, 2, dtype=torch.float64)
+        r.grad = torch.zeros(0, dtype=torch.float64)
+        opt.step()
+        for t in (p, q, *(opt.state[x]["trust_ratio"] for x in (p, q, r))):
+            assert torch.isfinite(t).all()
+    assert float(opt.state[q]["trust_ratio"]) == 1.0
+
+
+class _CountingNorms:
+    def __init__(self, factor: float = 1.0) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.factor = factor
+
+    def __call__(self, tensors: list[Tensor], norm: str) -> list[Tensor]:
+        self.calls.append((len(tensors), norm))
+        out = local_norms(tensors, norm)
+        n = len(tensors) // 2
+        return [v * self.factor for v in out[:n]] + out[n:]  # scale the weight norms only
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_norm_fn_is_called_once_per_step_and_its_norms_are_used(foreach: bool) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).double()
+    twin = copy.deepcopy(model)
+    hook = _CountingNorms(factor=2.0)
+    groups = lars_param_groups(model)
+    opt = LARS(groups, lr=0.05, momentum=0.9, norm_fn=hook, foreach=foreach)
+    ref = LARS(lars_param_groups(twin), lr=0.05, momentum=0.9, trust_coefficient=2.0, foreach=foreach)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    for step in range(3):
+        for o, net in ((opt, model), (ref, twin)):
+            o.zero_grad()
+            net(x).square().mean().backward()
+            o.step()
+        # one call per step (the adapt=False group of biases needs no norms), with the 2 weights and 2 directions
+        assert hook.calls == [(4, "l2")] * (step + 1)
+    # Doubling ||w|| in the hook is the same as trust_coefficient=2: the hook's norms are what the step uses.
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+
+
+def test_norm_fn_asks_for_l1_in_mean_ratio_mode_and_is_checked() -> None:
+    p = nn.Parameter(torch.tensor(W0, dtype=torch.float64))
+    p.grad = torch.tensor(G0, dtype=torch.float64)
+    hook = _CountingNorms()
+    LARS([p], lr=0.1, norm="mean_ratio", norm_fn=hook).step()
+    assert hook.calls == [(2, "l1")]
+    bad = LARS([p], lr=0.1, norm_fn=lambda tensors, norm: [tensors[0].norm()])
+    with pytest.raises(RuntimeError, match="norm_fn returned 1 norms for 2 tensors"):
+        bad.step()
+    with pytest.raises(ValueError, match="norm_fn"):
+        LARS([p], lr=0.1, norm_fn="l2")  # type: ignore[arg-type]
+
+
+def test_loss_scale_leaves_the_adapted_update_unchanged() -> None:
+    """The AMP note: with wd = 0 and eps << s ||g||, gradients times s give the same step and ratio / s."""
+    s = 1024.0
+    for foreach in (False, True):
+        a = nn.Parameter(torch.tensor(W0, dtype=torch.float64))
+        b = nn.Parameter(torch.tensor(W0, dtype=torch.float64))
+        opt_a = LARS([a], lr=0.1, momentum=0.9, eps=1e-16, foreach=foreach)
+        opt_b = LARS([b], lr=0.1, momentum=0.9, eps=1e-16, foreach=foreach)
+        for grad in (G0, G0[::-1]):
+            a.grad = torch.tensor(grad, dtype=torch.float64)
+            b.grad = s * a.grad
+            opt_a.step()
+            opt_b.step()
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+        assert float(opt_b.state[b]["trust_ratio"]) * s == pytest.approx(
+            float(opt_a.state[a]["trust_ratio"]), rel=1e-12
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Construction, PercentDelta, functional form, mixed dtypes
+# ----------------------------------------------------------------------------------------------------------------
+def test_percent_delta_is_lars_with_l1_by_default() -> None:
+    p = nn.Parameter(torch.ones(2))
+    assert PercentDelta([p]).defaults["norm"] == "l1"
+    assert PercentDelta([p], norm="mean_ratio").defaults["norm"] == "mean_ratio"
+    assert PercentDelta([p], 0.5, 0.9).defaults["momentum"] == 0.9
+    a, b = _twin_runs(
+        lambda ps: PercentDelta(ps, lr=0.02, momentum=0.9), lambda ps: LARS(ps, lr=0.02, momentum=0.9, norm="l1")
+    )
+    for x, y in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("group", "name"),
+    [
+        ({"norm": "l3"}, "norm"),
+        ({"denominator": "max"}, "denominator"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"dampening": 0.5, "nesterov": True, "momentum": 0.9}, "nesterov"),
+        ({"adapt": "yes"}, "adapt"),
+        ({"trust_clip": 1}, "trust_clip"),
+        ({"foreach": "auto"}, "foreach"),
+        ({"min_norm": math.nan}, "min_norm"),
+    ],
+)
+def test_param_group_overrides_are_validated(group: dict[str, Any], name: str) -> None:
+    p, q = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(2))
+    opt = LARS([p], lr=0.1)
+    with pytest.raises(ValueError, match=name):
+        opt.add_param_group({"params": [q], **group})
+    assert len(opt.param_groups) == 1
+    with pytest.raises(ValueError, match=name):
+        LARS([{"params": [q], **group}], lr=0.1)
+
+
+def test_local_norms_foreach_equals_loop_with_empty_tensors_and_mixed_dtypes() -> None:
+    ts = [torch.randn(3, 4), torch.zeros(0), torch.randn(5, dtype=torch.float64), torch.tensor([-7.0, 2.0])]
+    expected = {"l1": ts[0].abs().sum(), "l2": ts[0].square().sum().sqrt(), "linf": ts[0].abs().max()}
+    for norm in ("l1", "l2", "linf"):
+        fast, slow = local_norms(ts, norm, foreach=True), local_norms(ts, norm)
+        for a, b, t in zip(fast, slow, ts):
+            assert a.shape == b.shape == () and a.dtype == b.dtype == t.dtype
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+        assert float(fast[0]) == pytest.approx(float(expected[norm]), rel=1e-6)
+        assert float(fast[1]) == 0.0
+    assert float(local_norms(ts, "linf", foreach=True)[3]) == 7.0
+    assert float(local_norms(ts, "l1", foreach=True)[3]) == 9.0
+    with pytest.raises(ValueError, match="norm"):
+        local_norms(ts, "mean_ratio")
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1", "linf", "mean_ratio"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_float16_norms_do_not_overflow(norm: str, foreach: bool) -> None:
+    """||w||_1 of 90,000 float16 entries of size ~0.8 is ~72,000 > 65,504: norms are taken in float32."""
+    torch.manual_seed(0)
+    w64, g64 = torch.randn(300, 300, dtype=torch.float64), torch.randn(300, 300, dtype=torch.float64)
+    p = nn.Parameter(w64.half())
+    p.grad = g64.half()
+    LARS([p], lr=0.1, eps=0.0, norm=norm, foreach=foreach).step()
+    w, g = w64.half().double(), g64.half().double()  # the float16 values, in float64
+    ref = nn.Parameter(w.clone())
+    ref.grad = g.clone()
+    ref_opt = LARS([ref], lr=0.1, eps=0.0, norm=norm, foreach=foreach)
+    ref_opt.step()
+    assert torch.isfinite(p).all()
+    torch.testing.assert_close(p.detach().double(), ref.detach(), rtol=1e-2, atol=1e-2)  # a few float16 ulps
+
+
+def test_functional_form_without_state() -> None:
+    w, g = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 10.0])
+    bufs: list[Tensor | None] = [None]
+    lars([w], [g], bufs, lr=0.1, momentum=0.9, eps=0.0, foreach=False)
+    torch.testing.assert_close(w, torch.tensor([3.0, 3.5]))
+    assert bufs[0] is not None
+    torch.testing.assert_close(bufs[0], torch.tensor([0.0, 5.0]))
+    lars([], [], [], lr=0.1)  # nothing to do
+
+
+def test_mixed_dtypes_in_one_group_foreach_equals_loop() -> None:
+    torch.manual_seed(3)
+    ps = [torch.randn(3, 4), torch.randn(5, dtype=torch.float64), torch.randn(2, 2)]
+    gs = [torch.randn_like(p) for p in ps]
+
+    def run(foreach: bool) -> list[Tensor]:
+        params = [nn.Parameter(p.clone()) for p in ps]
+        opt = LARS(params, lr=0.1, momentum=0.9, weight_decay=0.01, foreach=foreach)
+        for _ in range(3):
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            opt.step()
+        return [p.detach() for p in params] + [opt.state[p]["trust_ratio"] for p in params]
+
+    for a, b in zip(run(True), run(False)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# lars_param_groups
+# ----------------------------------------------------------------------------------------------------------------
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.bn = nn.BatchNorm2d(3)
+        self.embed = nn.Embedding(5, 4)
+        self.head = nn.Linear(4, 2)
+        self.tied = self.head  # a shared module: its parameters appear once in named_parameters()
+
+
+def _holds(group: dict[str, Any], tensor: Tensor) -> bool:
+    return any(p is tensor for p in group["params"])
+
+
+def test_param_groups_split_1d_tensors_out_by_default() -> None:
+    block = _Block()
+    groups = lars_param_groups(block, momentum=0.9)
+    assert [len(g["params"]) for g in groups] == [3, 4]
+    adapted, plain = groups
+    assert {id(p) for p in adapted["params"]} == {id(block.conv.weight), id(block.embed.weight), id(block.head.weight)}
+    assert plain["adapt"] is False and plain["weight_decay"] == 0.0
+    assert adapted["momentum"] == plain["momentum"] == 0.9
+    assert "adapt" not in adapted and "weight_decay" not in adapted
+    n_params = sum(1 for _ in block.parameters())
+    assert sum(len(g["params"]) for g in groups) == n_params
+
+
+def test_param_groups_exclude_patterns_callables_and_flags() -> None:
+    block = _Block()
+    by_glob = lars_param_groups(block, exclude=("embed.*",))
+    assert _holds(by_glob[1], block.embed.weight)
+    by_str = lars_param_groups(block, exclude="embed.*")
+    assert [len(g["params"]) for g in by_str] == [len(g["params"]) for g in by_glob]
+    by_callable = lars_param_groups(block, exclude=lambda name, p: p.ndim == 4)
+    assert _holds(by_callable[1], block.conv.weight)
+    keep_1d = lars_param_groups(block, exclude_1d=False, exclude_weight_decay=False)
+    assert len(keep_1d) == 1 and len(keep_1d[0]["params"]) == 7
+    pairs = lars_param_groups([("w", block.head.weight), ("again", block.head.weight), ("b", block.head.bias)])
+    assert [len(g["params"]) for g in pairs] == [1, 1]
+    assert lars_param_groups([]) == []
+    with pytest.raises(ValueError, match="exclude"):
+        lars_param_groups(block, exclude=[1, 2])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="exclude_1d"):
+        lars_param_groups(block, exclude_1d="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="params"):
+        lars_param_groups(block, params=[])
+
+
+def test_param_groups_make_biases_plain_sgd_in_lars() -> None:
+    """Through the helper, 1-D tensors move exactly as torch SGD (no weight decay) would move them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 1)).double()
+    twin = copy.deepcopy(model)
+    opt = LARS(lars_param_groups(model, momentum=0.9), lr=0.05, weight_decay=0.01)
+    plain = [p for p in twin.parameters() if p.ndim <= 1]
+    sgd = torch.optim.SGD(plain, lr=0.05, momentum=0.9)
+    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
+    for _ in range(4):
+        for o, net in ((opt, model), (sgd, twin)):
+            o.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+        opt.step()
+        sgd.step()
+        with torch.no_grad():  # the twin's matrices follow the model's, so both see the same gradients
+            for p, q in zip(model.parameters(), twin.parameters()):
+                if p.ndim > 1:
+                    q.copy_(p)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        if p.ndim <= 1:
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+            assert float(opt.state[p]["trust_ratio"]) == 1.0
