@@ -179,7 +179,7 @@ def test_closure_is_called_and_its_loss_returned(row: OptimInfo) -> None:
         return loss
 
     for _ in range(3):
-        expected = float(_loss(model, x, y))
+        expected = _loss(model, x, y).item()
         returned = opt.step(closure)
         assert returned is not None and float(returned) == pytest.approx(expected, rel=1e-12)
     assert len(calls) == 3
