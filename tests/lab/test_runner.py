@@ -159,6 +159,21 @@ def test_divergence_is_recorded_with_its_step(tmp_path: Path) -> None:
     assert run_cell(cell, tmp_path).skipped  # diverged is final: not rerun
 
 
+def test_a_degenerate_lipschitz_constant_is_recorded_as_diverged(tmp_path: Path) -> None:
+    """LipschitzLR's L = 0 (every penultimate ReLU killed by a too-large step) ends the run as diverged, not failed."""
+    from theorylr.lipschitz.scheduler import DegenerateLipschitzError
+
+    def collapse(epoch: int) -> None:
+        if epoch == 2:
+            raise DegenerateLipschitzError("LipschitzLR: the epoch's activations gave L = 0.0")
+
+    result = run_cell(_cell(TINY, "sgd@0.1", epochs=4), tmp_path, epoch_callback=collapse)
+    assert result.status == "diverged"
+    meta = read_json(Path(result.directory) / "meta.json")
+    assert meta["status"] == "diverged" and "L = 0.0" in meta["diverged"]["where"]
+    assert meta["diverged"]["epoch"] == len(read_csv(Path(result.directory) / "metrics.csv"))
+
+
 def _broken_factory(ctx) -> RuleSetup:
     raise RuntimeError("factory exploded")
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, ExponentialLR, SequentialLR
 
 from theorylr.lipschitz.bounds import gradient_norm_bound
-from theorylr.lipschitz.scheduler import LipschitzLR
+from theorylr.lipschitz.scheduler import DegenerateLipschitzError, LipschitzLR
 
 F64 = torch.float64
 K = 4  # classes
@@ -193,8 +193,22 @@ def test_least_squares_needs_targets_and_rejects_the_papers_negative_constant() 
         for xb, yb in batches:
             model(xb)
             sched.observe_targets(yb + 100.0)  # ||y|| > K K_z: the paper's form is negative (nan)
-        with pytest.raises(RuntimeError, match="rigorous=True"):
+        with pytest.raises(DegenerateLipschitzError, match="rigorous=True"):  # also a RuntimeError
             sched.step()
+
+
+def test_all_zero_activations_give_a_degenerate_constant() -> None:
+    """Dead ReLUs (K_z = 0) make L = 0: a DegenerateLipschitzError, which the lab records as a divergence."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)  # every hidden unit is dead
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    with LipschitzLR(opt, model, initial_lr=0.1) as sched:
+        model(torch.randn(8, 4, dtype=torch.float64))
+        with pytest.raises(DegenerateLipschitzError, match="L = 0"):
+            sched.step()
+    assert issubclass(DegenerateLipschitzError, RuntimeError)
+    assert issubclass(DegenerateLipschitzError, FloatingPointError)
 
 
 @pytest.mark.parametrize(

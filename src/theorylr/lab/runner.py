@@ -415,6 +415,11 @@ def run_cell(
         meta["status"] = "diverged"
         meta["diverged"] = {"epoch": exc.epoch, "step": exc.step, "loss": repr(exc.loss), "where": exc.where}
         base.message = str(exc)
+    except FloatingPointError as exc:  # e.g. LipschitzLR's L = 0 after a step killed every ReLU: a divergence
+        meta["status"] = "diverged"
+        epoch = int(state.rows[-1]["epoch"]) + 1 if state.rows else 0
+        meta["diverged"] = {"epoch": epoch, "step": None, "loss": None, "where": f"{type(exc).__name__}: {exc}"}
+        base.message = f"diverged: {exc}"
     except Exception as exc:  # recorded, never a crash of the whole comparison
         meta["status"] = "failed"
         meta["error"] = f"{type(exc).__name__}: {exc}"

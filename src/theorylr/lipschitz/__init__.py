@@ -32,12 +32,13 @@ from theorylr.lipschitz.closed_form import (
     tikhonov_term,
     weight_bound_estimate,
 )
-from theorylr.lipschitz.scheduler import LipschitzLR
+from theorylr.lipschitz.scheduler import DegenerateLipschitzError, LipschitzLR
 from theorylr.lipschitz.tracker import ActivationTracker, EpochStats, find_last_linear
 
 __all__ = [
     "ACTIVATION_NORMS",
     "ActivationTracker",
+    "DegenerateLipschitzError",
     "EpochStats",
     "LipschitzLR",
     "activation_norm",

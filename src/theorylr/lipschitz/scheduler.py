@@ -19,7 +19,17 @@ from torch.optim.lr_scheduler import LRScheduler
 from theorylr._validation import check_number
 from theorylr.lipschitz.tracker import ActivationTracker, EpochStats
 
-__all__ = ["LipschitzLR"]
+__all__ = ["DegenerateLipschitzError", "LipschitzLR"]
+
+
+class DegenerateLipschitzError(FloatingPointError, RuntimeError):
+    """``L`` came out 0, negative or non-finite, so ``lr = multiplier / L`` is undefined.
+
+    In training this is a form of divergence (e.g. a step so large that every penultimate ReLU died, giving
+    ``K_z = 0``); the lab records such a run as ``diverged``. It is a ``RuntimeError`` as well, for callers that
+    catch that.
+    """
+
 
 # Attributes that are objects, not state: never in state_dict.
 _NOT_STATE = ("optimizer", "model", "tracker", "_finalizer", "_first_step_handle")
@@ -77,6 +87,9 @@ class LipschitzLR(LRScheduler):
         weight_decay: the L2 coefficient ``lambda`` added as ``lambda K`` (default 0.0; pass the optimizer's).
         initial_lr: the learning rate of the first epoch (default ``None``: from the first batch, see above).
         rigorous: use the true bound :func:`~theorylr.lipschitz.bounds.gradient_norm_bound` (default ``False``).
+        tracker: a tracker already built on ``model`` with the same ``loss`` (default ``None``: build one from the
+            arguments above, which are then ignored), e.g. a
+            :class:`~theorylr.distributed.DistributedActivationTracker` under DDP. The scheduler closes it.
 
     Attributes:
         tracker: the :class:`~theorylr.lipschitz.tracker.ActivationTracker` (its statistics are readable).
@@ -131,6 +144,7 @@ class LipschitzLR(LRScheduler):
         weight_decay: float = 0.0,
         initial_lr: float | None = None,
         rigorous: bool = False,
+        tracker: ActivationTracker | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer (got {type(optimizer).__name__})")
@@ -141,15 +155,23 @@ class LipschitzLR(LRScheduler):
             if isinstance(group["lr"], Tensor):
                 raise ValueError(f"LipschitzLR needs float learning rates (param_groups[{i}]['lr'] is a tensor)")
         self.model = model
-        self.tracker = ActivationTracker(
-            model,
-            loss,
-            num_classes=num_classes,
-            penultimate=penultimate,
-            activation_norm=activation_norm,
-            weight_bound=weight_bound,
-            rigorous=rigorous,
-        )
+        if tracker is not None:  # e.g. theorylr.distributed.DistributedActivationTracker: its own settings apply
+            if not isinstance(tracker, ActivationTracker) or tracker.model is not model or tracker.loss != loss:
+                raise ValueError(
+                    "tracker must be an ActivationTracker built on this model with the same loss (got "
+                    f"{type(tracker).__name__})"
+                )
+            self.tracker = tracker
+        else:
+            self.tracker = ActivationTracker(
+                model,
+                loss,
+                num_classes=num_classes,
+                penultimate=penultimate,
+                activation_norm=activation_norm,
+                weight_bound=weight_bound,
+                rigorous=rigorous,
+            )
         self.weight_decay = float(weight_decay)
         self.initial_lr = None if initial_lr is None else float(initial_lr)
         self.history: list[dict[str, Any]] = []
@@ -202,7 +224,7 @@ class LipschitzLR(LRScheduler):
     @staticmethod
     def _checked(value: float, what: str) -> float:
         if not (math.isfinite(value) and value > 0):
-            raise RuntimeError(
+            raise DegenerateLipschitzError(
                 f"LipschitzLR: {what} gave L = {value!r}, which cannot set lr = multiplier / L. L = 0 means all-zero "
                 "penultimate activations (e.g. ReLUs killed by a diverging step: lower the multiplier); nan comes "
                 "from the paper's least-squares form when K K_z <= ||y|| (it subtracts norms; use rigorous=True) or "
