@@ -36,6 +36,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The papers' claims at CI size (a few minutes); the full form is `theorylr reproduce all --out DIR` (see README).
+reproduce: $(STAMP)
+	$(PY) -m theorylr.cli reproduce all --quick --out results/reproduce
+
 bench: $(STAMP)
 	-$(PIPC) -e '.[bench,peers]'
 	$(PY) -m benchmarks.run

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import math
@@ -457,6 +458,13 @@ class _InverseDecay:
         return 1.0 / (1.0 + step)
 
 
+def init_sampler(scheme: str, model: nn.Module, generator: torch.Generator) -> None:
+    """A ``smoothness`` sampler that re-draws ``model`` with :func:`theorylr.models.init_weights` under ``scheme``."""
+    from theorylr.models import init_weights
+
+    init_weights(model, scheme, generator)
+
+
 def build_exact_adam(ctx: RuleContext) -> RuleSetup:
     """Adam with the exact constant step ``alpha = sqrt(2 L(w0) / (K_hat T))`` (exact-step Adam paper, §4.2,
     Algorithm 2), from :func:`theorylr.optim.exact_adam.exact_step_adam`.
@@ -466,9 +474,18 @@ def build_exact_adam(ctx: RuleContext) -> RuleSetup:
     part of the run's set-up time. ``T`` is the run's number of optimizer steps. Options: ``num_samples`` (N of
     Algorithm 2, default 10), ``lr`` (a multiplier on alpha; 1 = the paper) and any keyword of
     ``exact_step_adam``. Logs ``alpha``, ``K_hat`` and ``L0``.
+
+    Algorithm 2 samples ``w_j`` from the initialisation distribution: when the workload names an ``init`` scheme
+    (e.g. Kaiming-uniform, as the paper), the samples are drawn with :func:`theorylr.models.init_weights` under that
+    scheme, so ``K_hat`` describes the distribution training starts from; otherwise with each module's
+    ``reset_parameters()`` (torch's default scheme).
     """
     exact_step_adam = _load("theorylr.optim.exact_adam:exact_step_adam", "exact-adam")
     opts = dict(ctx.options)
+    if ctx.workload.init is not None:
+        estimate = dict(opts.get("estimate_kwargs") or {})
+        estimate.setdefault("sampler", functools.partial(init_sampler, ctx.workload.init))
+        opts["estimate_kwargs"] = estimate
     multiplier = float(opts.pop("lr"))
     num_samples = int(opts.pop("num_samples", 10))
     if ctx.steps_per_epoch == 1:

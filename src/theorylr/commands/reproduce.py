@@ -1,0 +1,71 @@
+"""``theorylr reproduce``: run the papers' experiments and write a claims table with a verdict per claim.
+
+A thin wrapper over :func:`theorylr.lab.reproduce.reproduce`. Results are resumable: run the same command again
+and finished runs are skipped. ``--quick`` is the CI-sized form (a few minutes on two CPU cores for ``all``); without
+it the experiments are paper-sized (point ``--data-dir`` at MNIST/CIFAR-10 files and use a GPU for those).
+
+Example::
+
+    theorylr reproduce all --quick --out runs/reproduce
+    theorylr reproduce exact-adam --data-dir ~/data --device cuda --out runs/reproduce
+    theorylr reproduce all --quick --out /tmp/repro --page-out docs --figures-subdir reproduction
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+_TARGETS = ("lars", "exact-adam", "lipschitz", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``theorylr reproduce``."""
+    parser.add_argument("target", choices=_TARGETS, help="which paper's claims to check (all: the three)")
+    parser.add_argument("--quick", action="store_true", help="the CI-sized form (small networks, few epochs)")
+    parser.add_argument("--out", required=True, help="results directory (created; existing results are resumed)")
+    parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files (optional)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the training runs (default 1)")
+    parser.add_argument("--page-out", default=None, help="write REPRODUCTION.md/.html here instead of --out")
+    parser.add_argument(
+        "--figures-subdir", default=None, help="with --page-out: copy the figures to PAGE_OUT/SUBDIR/<paper>/"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the reproduction; print the verdict counts and the page's path. Returns 0, 2 on bad arguments, 130 on
+    Ctrl-C."""
+    from theorylr.lab.reproduce import reproduce
+
+    command = "theorylr reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    try:
+        result = reproduce(
+            args.target,
+            args.out,
+            scale="quick" if args.quick else "full",
+            data_dir=args.data_dir,
+            device=args.device,
+            jobs=args.jobs,
+            verbose=not args.quiet,
+            page_out=args.page_out,
+            figures_subdir=args.figures_subdir,
+            command=command,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume (results in {args.out})")
+        return 130
+    except ValueError as exc:
+        print(f"theorylr reproduce: error: {exc}")
+        return 2
+    for paper in result.results:
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(paper.counts().items()))
+        print(f"{paper.paper}: {len(paper.claims)} claims ({counts}) in {paper.wall_time:.1f} s")
+    print(f"page: {result.markdown}")
+    print(f"      {result.html}")
+    print(f"wall time: {result.wall_time:.1f} s")
+    return 0
