@@ -31,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) peers
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n 2 tests
 
 test: lint typecheck unit

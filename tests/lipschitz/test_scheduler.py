@@ -205,6 +205,7 @@ def test_all_zero_activations_give_a_degenerate_constant() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     with LipschitzLR(opt, model, initial_lr=0.1) as sched:
         model(torch.randn(8, 4, dtype=torch.float64))
+        opt.step()  # no gradients: a no-op, but the scheduler then follows an optimizer step as torch expects
         with pytest.raises(DegenerateLipschitzError, match="L = 0"):
             sched.step()
     assert issubclass(DegenerateLipschitzError, RuntimeError)

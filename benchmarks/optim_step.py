@@ -1,0 +1,201 @@
+"""Optimizer-step speed on a ResNet-18-shaped parameter set, as ratios to torch's SGD measured in the same run.
+
+Run with ``python -m benchmarks.optim_step`` (``--help`` for the options). Every row times ``opt.step()`` alone on
+the same 62 tensors (11,689,512 parameters, the shapes of torchvision's ResNet-18 written out by hand) with fixed
+random gradients. Rows are measured in interleaved rounds so that a slow spell on a shared machine hits all of
+them; the table gives the median over rounds of each round's median, and the ratio range over rounds.
+
+"effective GB/s" counts the bytes a momentum step must move at least once (read w, g, buf; write w, buf: 5 x N x
+element size) over the step's time, next to the machine's ``copy_`` bandwidth (read + write, 2 x N x element size)
+measured on the same tensors: a step at 100% of it would move its data as fast as a plain copy does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from benchmarks._timing import machine_description, median_ms, sync
+
+__all__ = ["main", "resnet18_shapes"]
+
+
+def resnet18_shapes(num_classes: int = 1000) -> list[tuple[int, ...]]:
+    """The parameter shapes of a ResNet-18 (torchvision layout, BatchNorm gains and shifts included)."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+    in_ch = 64
+    for stage, width in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            first = block == 0
+            cin = in_ch if first else width
+            shapes += [(width, cin, 3, 3), (width,), (width,), (width, width, 3, 3), (width,), (width,)]
+            if first and stage > 0:  # 1x1 downsampling shortcut
+                shapes += [(width, in_ch, 1, 1), (width,), (width,)]
+        in_ch = width
+    shapes += [(num_classes, 512), (num_classes,)]
+    return shapes
+
+
+def _params(shapes: Sequence[tuple[int, ...]], device: torch.device, dtype: torch.dtype) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for shape in shapes:
+        p = torch.nn.Parameter((0.05 * torch.randn(shape, generator=gen, dtype=dtype)).to(device))
+        p.grad = (1e-3 * torch.randn(shape, generator=gen, dtype=dtype)).to(device)
+        out.append(p)
+    return out
+
+
+class _SGDPlusNorms:
+    """torch's SGD step preceded by one ``_foreach_norm`` over weights and gradients: the floor for any LARS made
+    of foreach kernels (SGD's sweeps plus the two norm reads the trust ratio needs)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], **kwargs: Any) -> None:
+        self.sgd = torch.optim.SGD(params, foreach=True, **kwargs)
+        self.param_groups = self.sgd.param_groups
+        self.tensors = [*params, *(p.grad for p in params if p.grad is not None)]
+
+    def step(self) -> None:
+        torch._foreach_norm(self.tensors)
+        self.sgd.step()
+
+
+class _Compiled:
+    """An optimizer whose ``step`` is ``torch.compile(opt.step, fullgraph=True)`` (inductor), compiled after one eager
+    step so that the state exists and one graph serves every timed step."""
+
+    def __init__(self, opt: Any) -> None:
+        opt.step()
+        self.opt = opt
+        self.param_groups = opt.param_groups
+        self.step = torch.compile(opt.step, fullgraph=True)
+
+
+def _factories(
+    momentum: float, weight_decay: float, compile: bool = False
+) -> dict[str, Callable[[list[torch.nn.Parameter]], Any]]:
+    from theorylr.optim.lars import LARS
+
+    rows: dict[str, Callable[[list[torch.nn.Parameter]], Any]] = {
+        "torch SGD foreach (baseline)": lambda ps: torch.optim.SGD(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True
+        ),
+        "floor: SGD + _foreach_norm(w, g)": lambda ps: _SGDPlusNorms(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay
+        ),
+        "theorylr LARS foreach": lambda ps: LARS(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True
+        ),
+        "theorylr LARS loop": lambda ps: LARS(ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=False),
+        "theorylr PercentDelta (l1) foreach": lambda ps: LARS(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, norm="l1", foreach=True
+        ),
+        "torch SGD loop": lambda ps: torch.optim.SGD(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=False
+        ),
+    }
+    if compile:
+        rows["theorylr LARS compiled (inductor)"] = lambda ps: _Compiled(
+            LARS(ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True)
+        )
+    try:
+        from pytorch_optimizer import LARS as PEER_LARS
+    except ImportError:  # an optional peer (the "bench" extra)
+        return rows
+    rows["pytorch_optimizer LARS (peer)"] = lambda ps: PEER_LARS(
+        ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, trust_coefficient=1.0, foreach=True
+    )
+    return rows
+
+
+def _copy_gbps(params: Sequence[torch.Tensor], repeats: int, warmup: int, device: torch.device) -> float:
+    src = [p.detach() for p in params]
+    dst = [torch.empty_like(t) for t in src]
+    ms = median_ms(lambda: torch._foreach_copy_(dst, src), repeats=repeats, warmup=warmup, device=device)
+    nbytes = 2 * sum(t.numel() * t.element_size() for t in src)
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Time every row, print the table, and return the figures as a dict (JSON-ready)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.optim_step", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per row and round (default 10)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=True, help="add a torch.compile'd LARS row"
+    )
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    shapes = resnet18_shapes()
+    n_params = sum(torch.Size(s).numel() for s in shapes)
+    factories = _factories(args.momentum, args.weight_decay, args.compile)
+    setups = {}
+    for name, make in factories.items():
+        params = _params(shapes, device, dtype)
+        opt = make(params)
+        opt.step()  # state (momentum buffers) exists before timing
+        setups[name] = opt
+    sync(device)
+
+    per_round: dict[str, list[float]] = {name: [] for name in setups}
+    copy_rates = []
+    for _ in range(args.rounds):
+        for name, opt in setups.items():
+            per_round[name].append(median_ms(opt.step, repeats=args.repeats, warmup=args.warmup, device=device))
+        copy_rates.append(_copy_gbps(next(iter(setups.values())).param_groups[0]["params"], 10, 2, device))
+
+    base_name = next(iter(setups))
+    base = per_round[base_name]
+    copy_rate = statistics.median(copy_rates)
+    step_bytes = 5 * n_params * torch.empty((), dtype=dtype).element_size()
+    rows: list[dict[str, Any]] = []
+    for name, times in per_round.items():
+        ratios = [t / b for t, b in zip(times, base)]
+        ms = statistics.median(times)
+        rows.append(
+            {
+                "name": name,
+                "median_ms": ms,
+                "min_ms": min(times),
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "effective_gbps": step_bytes / (ms * 1e-3) / 1e9,
+            }
+        )
+    print(f"optimizer step on {len(shapes)} ResNet-18 tensors ({n_params:,} params, {args.dtype}, {device}),")
+    print(f"momentum {args.momentum}, weight decay {args.weight_decay}; {args.rounds} rounds x {args.repeats} steps;")
+    print(f"machine: {machine_description()}; copy_ bandwidth {copy_rate:.1f} GB/s (read + write)")
+    print(f"{'row':<36} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
+    for r in rows:
+        print(
+            f"{r['name']:<36} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
+            f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {r['effective_gbps']:>9.1f} "
+            f"{100 * r['effective_gbps'] / copy_rate:>5.0f}%"
+        )
+    return {
+        "benchmark": "optim_step",
+        "config": vars(args),
+        "n_params": n_params,
+        "n_tensors": len(shapes),
+        "machine": machine_description(),
+        "copy_gbps": copy_rate,
+        "baseline": base_name,
+        "rows": rows,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,551 @@
+"""The three rules under ``torch.distributed``: reducing norms, Lipschitz statistics and curvature across ranks.
+
+What each rule needs when the data (DDP) or the parameters (FSDP-style sharding) are split across processes:
+
+- **LARS / PercentDelta under DDP** need nothing: after DDP's gradient all-reduce every rank holds the same
+  parameters and the same averaged gradient, so every per-layer norm, ratio and step is the one a single process
+  computes on the concatenated batch. **With sharded parameters** the local norms are norms of shards:
+  :func:`sharded_norm_fn` is a ready ``norm_fn`` for :class:`~theorylr.optim.lars.LARS` that reduces the partial
+  norms in one collective per step.
+- **LipschitzLR** reads ``K_z`` from the penultimate activations of a batch, which under DDP each rank sees only a
+  part of. :class:`DistributedActivationTracker` combines the ranks' statistics into those of the global batch
+  (``m`` = the global batch size), so every rank computes the same constant, equal to a single process's on the
+  union of the data; :func:`distributed_lipschitz_lr` builds a :class:`~theorylr.lipschitz.scheduler.LipschitzLR`
+  on it. The adaptive optimizers (:class:`~theorylr.optim.adaptive.AdaMo` and friends) take it as ``tracker=``.
+- **Smoothness** (:func:`~theorylr.estimate.hessian_spectral_norm`, :func:`~theorylr.estimate.smoothness`)
+  averages Hessian-vector products through its ``reduce`` hook: :func:`mean_reduce` is that hook, weighted by each
+  rank's sample count when the shards are unequal.
+
+Every function here issues collectives on ``process_group`` (``None``: the default group), so every rank of the
+group must make the same calls in the same order, as with any collective. Launch with ``torchrun`` (see
+``examples/ddp_lars.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from theorylr._validation import check_bool, check_choice, check_int, check_number
+from theorylr.lipschitz.closed_form import binary_cross_entropy, l2_term, least_squares_nn, softmax_cross_entropy
+from theorylr.lipschitz.scheduler import LipschitzLR
+from theorylr.lipschitz.tracker import ActivationTracker, EpochStats
+from theorylr.optim._base import resolve_foreach
+from theorylr.optim.lars import NormFn, local_norms
+
+__all__ = [
+    "DISTRIBUTED_ACTIVATION_NORMS",
+    "DistributedActivationTracker",
+    "distributed_lipschitz_lr",
+    "mean_reduce",
+    "sharded_norm_fn",
+]
+
+#: The ``activation_norm`` values whose ``K_z`` of a stacked batch follows from the ranks' own: the Frobenius norm
+#: (square root of the sum of squares) and the largest row norm (the maximum).
+DISTRIBUTED_ACTIVATION_NORMS: tuple[str, ...] = ("fro", "max_row")
+
+# Pending per-batch rows are packed into one tensor every this many batches (bounded Python overhead per epoch).
+_PACK_EVERY = 256
+
+
+def _require_initialized(what: str) -> None:
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            f"{what} needs an initialised torch.distributed process group (call torch.distributed.init_process_group, "
+            "e.g. under torchrun)"
+        )
+
+
+def _reduce_dtype(device: torch.device, dtypes: Sequence[torch.dtype]) -> torch.dtype:
+    """float64 for the tiny reduction buffers (no squared-norm underflow), except where a device has none."""
+    if device.type == "mps":
+        return torch.float32
+    return torch.float64 if device.type in ("cpu", "cuda", "xpu") else torch.promote_types(torch.float32, dtypes[0])
+
+
+def _collective_device(process_group: Any) -> torch.device:
+    """Where a buffer for a collective on ``process_group`` must live: the current CUDA device for NCCL, else CPU."""
+    backend = str(dist.get_backend(process_group))
+    if "nccl" in backend and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LARS with sharded parameters
+# ----------------------------------------------------------------------------------------------------------------
+def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -> NormFn:
+    r"""A LARS ``norm_fn`` for parameters sharded across the ranks of ``process_group``: one all-reduce per step.
+
+    Each rank holds a shard :math:`x_r` of every logical tensor :math:`x` (FSDP's flat shards, a tensor-parallel
+    split, or any partition of the elements, empty shards included). The norms of the whole tensors follow from the
+    shards':
+
+    .. code-block:: text
+
+        ||x||_2   = sqrt(sum_r ||x_r||_2^2)
+        ||x||_1   =      sum_r ||x_r||_1
+        ||x||_inf =      max_r ||x_r||_inf
+
+    The returned hook computes the local norms of all ``2 n`` tensors LARS passes it (weights and denominators)
+    with :func:`~theorylr.optim.lars.local_norms`, packs them into one float64 buffer (squared for ``"l2"``) and
+    reduces it with a single ``all_reduce`` (``SUM``, or ``MAX`` for ``"linf"``): one collective per param group
+    and step, whatever the number of tensors, and no value read on the host.
+
+    Args:
+        process_group: the group the parameters are sharded over (default ``None``: the default group).
+        foreach: compute the local norms with ``torch._foreach_norm`` (default ``None``: when the tensors allow it).
+
+    Returns:
+        ``norm_fn(tensors, norm) -> list of 0-dim tensors`` for :class:`~theorylr.optim.lars.LARS` (``norm_fn=``).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> from theorylr.optim.lars import LARS
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> shard = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # this rank's part of a sharded weight
+        >>> opt = LARS([shard], lr=0.1, norm_fn=sharded_norm_fn())
+        >>> [float(n) for n in opt.norm_fn([shard.detach(), torch.tensor([0.0, 10.0])], "l2")]
+        [5.0, 10.0]
+        >>> dist.destroy_process_group()
+
+    Reference: Gitman et al., *Convergence Analysis of Gradient Descent Algorithms with Proportional Updates*,
+    eq. (1): the ratio takes norms of whole layers, which is what this restores under sharding.
+
+    .. note::
+        Every rank must pass the same list (the same logical tensors in the same order), as FSDP does; a rank
+        with no gradient for a tensor another rank has would issue a collective of another size. A flat FSDP
+        parameter that concatenates several layers gets one ratio for all of them. With ``norm="mean_ratio"``
+        LARS divides by the *local* element count, so the reduced value is not the global mean element-wise
+        ratio; use ``"l1"``, ``"l2"`` or ``"linf"`` with sharded parameters. Parameters that are ``DTensor`` s
+        (FSDP2) are not supported by LARS's update (it mixes them with plain ratio tensors).
+    """
+    if foreach is not None:
+        check_bool("foreach", foreach)
+
+    def norm_fn(tensors: list[Tensor], norm: str) -> list[Tensor]:
+        check_choice("norm", norm, ("l1", "l2", "linf"))
+        if not tensors:
+            return []
+        _require_initialized("sharded_norm_fn")
+        device = tensors[0].device
+        if any(t.device != device for t in tensors):
+            raise ValueError("sharded_norm_fn needs all tensors of a param group on one device")
+        use_foreach = resolve_foreach(foreach, tensors)
+        dtype = _reduce_dtype(device, [t.dtype for t in tensors])
+        parts = torch.stack([n.to(dtype) for n in local_norms(tensors, norm, foreach=use_foreach)])
+        if norm == "l2":
+            parts = parts.square()
+        dist.all_reduce(parts, op=dist.ReduceOp.MAX if norm == "linf" else dist.ReduceOp.SUM, group=process_group)
+        if norm == "l2":
+            parts = parts.sqrt()
+        return list(parts.unbind(0))
+
+    return norm_fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Smoothness: the reduce hook of the curvature estimators
+# ----------------------------------------------------------------------------------------------------------------
+def mean_reduce(process_group: Any = None, *, num_samples: int | None = None) -> Callable[[Tensor], Tensor]:
+    r"""The ``reduce`` hook of :mod:`theorylr.estimate` for data-parallel estimation: the average over ranks.
+
+    Rank ``r`` holds ``n_r`` samples and computes the mean loss and the Hessian-vector products of its own shard;
+    the full data's are the sample-weighted average
+
+    .. math:: \bar t = \sum_r \frac{n_r}{N}\, t_r, \qquad N = \sum_r n_r,
+
+    which the hook returns on every rank with one ``all_reduce`` per call (``n_r / N`` is computed once, here, with
+    one more collective). Without ``num_samples`` the weights are ``1 / world_size`` (equal shards). Since every
+    rank then sees the same operator, the power or Lanczos iteration runs identically everywhere and the
+    estimate equals the single-process estimate on the union of the data.
+
+    Args:
+        process_group: the data-parallel group (default ``None``: the default group).
+        num_samples: this rank's number of samples ``n_r`` (default ``None``: equal shards).
+
+    Returns:
+        ``reduce(t) -> Tensor``: a new tensor (the input is not modified).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> reduce = mean_reduce(num_samples=12)
+        >>> reduce(torch.tensor([2.0, 4.0]))
+        tensor([2., 4.])
+        >>> dist.destroy_process_group()
+
+    Use: ``hessian_spectral_norm(model, loss_fn, local_data, reduce=mean_reduce(num_samples=len(local_data)))``.
+
+    Reference: the Hessian of the mean loss is the sample-weighted mean of the shards' Hessians; the estimator is
+    the paper's Algorithm 2 (*A Theoretical and Empirical Study on the Convergence of Adam with an "Exact" Constant
+    Step Size*), unchanged.
+    """
+    _require_initialized("mean_reduce")
+    world = dist.get_world_size(process_group)
+    if num_samples is None:
+        weight = 1.0 / world
+    else:
+        check_int("num_samples", num_samples, min_value=0)
+        total = torch.tensor([float(num_samples)], dtype=torch.float64, device=_collective_device(process_group))
+        dist.all_reduce(total, group=process_group)
+        count = float(total[0])
+        if count <= 0:
+            raise ValueError("mean_reduce: num_samples is 0 on every rank (no data to average)")
+        weight = num_samples / count
+
+    def reduce(t: Tensor) -> Tensor:
+        out = t.mul(weight)
+        dist.all_reduce(out, group=process_group)
+        return out
+
+    return reduce
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LipschitzLR: K_z and m of the global batch
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Row:
+    """One local batch: its ``K_z`` share (``K_z^2`` for "fro", ``K_z`` for "max_row"), ``m``, and for least
+    squares the weight bound at the forward pass and ``||y||^2`` once the targets are given."""
+
+    share: Tensor
+    m: int
+    bound: Tensor | None = None
+    y_sq: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class _Global:
+    k_z: Tensor  # (n,) K_z of each global batch
+    m: Tensor  # (n,) global batch sizes (float)
+    y_norm: Tensor | None  # (n,) ||y|| of each global batch (least squares)
+    bound: Tensor | None  # (n,) the weight bound at each forward pass (least squares; replicated)
+
+
+class DistributedActivationTracker(ActivationTracker):
+    r"""An :class:`~theorylr.lipschitz.tracker.ActivationTracker` whose statistics are those of the global batch.
+
+    Under data parallelism the global batch ``b`` is the union of the ranks' local batches ``b_r`` (the ``i``-th
+    training forward pass of every rank), and its penultimate activation matrix is the row-stack of theirs. Its
+    statistics follow from the local ones:
+
+    .. code-block:: text
+
+        K_z(b) = sqrt(sum_r K_z(b_r)^2)    (activation_norm="fro")
+        K_z(b) = max_r K_z(b_r)            (activation_norm="max_row")
+        m(b)   = sum_r m(b_r)              ||y_b|| = sqrt(sum_r ||y_{b_r}||^2)   (least squares)
+
+    and the closed form is applied to them (eq. 23, 18 or 9 of the paper, as in the parent class). So every rank
+    gets the same ``L_b``, the one a single process computes on the concatenated batch.
+
+    **Collectives.** The forward hook stays local (one norm per batch, no communication). The ranks' rows are
+    combined when read: :meth:`epoch_stats` with one ``all_reduce`` for the whole epoch, and :meth:`batch_lipschitz`,
+    :meth:`batch_k_z` and :attr:`batch_size` with one ``all_reduce`` per batch (cached: repeated reads of the same
+    batch communicate once). The per-step readers (the adaptive optimizers in ``"closed_form"`` mode) therefore
+    add one tiny collective per step; :class:`~theorylr.lipschitz.scheduler.LipschitzLR` adds one per epoch (and one
+    for the first batch without ``initial_lr``). Tensor reads stay on the device except :attr:`batch_size` (a Python
+    int) and the ``examples`` count of :meth:`epoch_stats` (one host read per call).
+
+    Args:
+        model: the local model (or its DDP wrapper).
+        loss: ``"softmax"`` (default), ``"bce"`` or ``"least_squares"``.
+        process_group: the data-parallel group (default ``None``: the default group).
+        num_classes, penultimate, weight_bound: as for :class:`~theorylr.lipschitz.tracker.ActivationTracker`.
+        activation_norm: ``"fro"`` (default) or ``"max_row"`` (see :data:`DISTRIBUTED_ACTIVATION_NORMS`).
+        rigorous: must be ``False`` (see the note).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> tracker = DistributedActivationTracker(model, "softmax")
+        >>> _ = model(torch.randn(16, 4))
+        >>> bool(torch.isclose(tracker.batch_lipschitz(), 2 / 3 * tracker.batch_k_z() / 16))
+        True
+        >>> tracker.close(); dist.destroy_process_group()
+
+    Reference: Yedida & Saha, *LipschitzLR*, §4.2-§5.3 (closed forms in ``K_z`` and ``m``), §7.4 (``m`` the batch
+    size), §8 (hooks).
+
+    .. note::
+        Every rank must make the same number of training-mode forward passes through the hooked module (as DDP
+        requires of its backward passes anyway): batch ``i`` of one rank is combined with batch ``i`` of the
+        others. A training-mode pass on one rank only (a probe) must run under :meth:`paused`. The weight bound
+        ``K`` is read locally: under DDP the parameters are replicated, so it is the global one.
+
+        Not supported here: ``activation_norm="spectral"`` (the spectral norm of a row-stack is not a function of
+        the blocks' spectral norms; it needs the summed Gram matrices) and ``rigorous=True`` (the bound of
+        :func:`~theorylr.lipschitz.bounds.gradient_norm_bound` takes a minimum over the whole batch that does not
+        decompose across ranks). Both raise ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "softmax",
+        *,
+        process_group: Any = None,
+        num_classes: int | None = None,
+        penultimate: str | nn.Module | None = None,
+        activation_norm: str = "fro",
+        weight_bound: float | None = None,
+        rigorous: bool = False,
+    ) -> None:
+        if activation_norm == "spectral":
+            raise ValueError(
+                "activation_norm must be one of 'fro', 'max_row' for a DistributedActivationTracker (got 'spectral': "
+                "the spectral norm of the global batch does not follow from the ranks' spectral norms)"
+            )
+        check_choice("activation_norm", activation_norm, DISTRIBUTED_ACTIVATION_NORMS)
+        check_bool("rigorous", rigorous)
+        if rigorous:
+            raise ValueError(
+                "rigorous must be False for a DistributedActivationTracker (the rigorous bound of the global batch "
+                "does not follow from the ranks' bounds); use the paper's forms, or a single-process tracker"
+            )
+        # Set before the parent's constructor, which calls reset_epoch().
+        self.process_group = process_group
+        self._rows: list[_Row] = []  # this epoch's unpacked rows
+        self._packed: list[Tensor] = []  # this epoch's packed rows, (n, columns) each
+        self._last: _Row | None = None  # the latest batch (stays readable across reset_epoch)
+        self._recorded = 0  # batches recorded since construction: the key of the latest-batch cache
+        self._latest: tuple[int, _Global] | None = None
+        super().__init__(
+            model,
+            loss,
+            num_classes=num_classes,
+            penultimate=penultimate,
+            activation_norm=activation_norm,
+            weight_bound=weight_bound,
+            rigorous=False,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Recording (local, no communication)
+    # ------------------------------------------------------------------------------------------------------------
+    def record(self, activations: Tensor) -> None:
+        """Record one local batch (the parent's bookkeeping, plus this rank's row for the global combination)."""
+        super().record(activations)
+        k_z = ActivationTracker.batch_k_z(self)
+        m = super().batch_size
+        assert m is not None
+        share = k_z.square() if self.activation_norm == "fro" else k_z
+        bound = self.weight_bound() if self.needs_targets else None
+        row = _Row(share, m, bound)
+        self._last = row
+        self._rows.append(row)
+        self._recorded += 1
+        if len(self._rows) > _PACK_EVERY:  # keep the latest unpacked: its targets may still come
+            self._packed.append(self._pack(self._rows[:-1]))
+            self._rows = self._rows[-1:]
+
+    def observe_targets(self, targets: Tensor) -> None:
+        """Attach the latest local batch's targets (least squares: their squared norm joins the batch's row)."""
+        super().observe_targets(targets)
+        if not self.needs_targets:
+            return
+        assert self._last is not None
+        if self._latest is not None and self._latest[0] == self._recorded:
+            raise RuntimeError(
+                "observe_targets: the latest batch's constant was already used; give the targets right after the "
+                "forward pass, before the optimizer step"
+            )
+        dtype = self._last.share.dtype
+        self._last.y_sq = torch.linalg.vector_norm(targets.detach().to(dtype)).square()
+
+    def reset_epoch(self) -> None:
+        """Start a new epoch (the latest batch stays readable)."""
+        super().reset_epoch()
+        self._rows = []
+        self._packed = []
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Combination across ranks
+    # ------------------------------------------------------------------------------------------------------------
+    def _pack(self, rows: list[_Row]) -> Tensor:
+        """Rows as one ``(n, columns)`` tensor: share, m, and for least squares ||y||^2 and the bound."""
+        out = []
+        for row in rows:
+            cols = [row.share, row.share.new_full((), float(row.m))]
+            if self.needs_targets:
+                if row.y_sq is None:
+                    raise RuntimeError(
+                        "loss='least_squares' needs the targets of every batch: call observe_targets(y) after each "
+                        "training forward pass"
+                    )
+                assert row.bound is not None
+                cols += [row.y_sq, row.bound.to(row.share)]
+            out.append(torch.stack(cols))
+        return torch.stack(out)
+
+    def _table(self) -> Tensor:
+        parts = [*self._packed]
+        if self._rows:
+            parts.append(self._pack(self._rows))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def _combine(self, table: Tensor) -> _Global:
+        """One collective: the global batches' statistics from every rank's rows (same count on every rank)."""
+        _require_initialized("DistributedActivationTracker")
+        group = self.process_group
+        shared = 3 if self.needs_targets else 2  # the bound (column 3) is replicated: not communicated
+        local = table[:, :shared]
+        if self.activation_norm == "fro":  # every column is a sum
+            total = local.clone()
+            dist.all_reduce(total, group=group)
+            k_z, m = total[:, 0].sqrt(), total[:, 1]
+            y_sq = total[:, 2] if self.needs_targets else None
+        else:  # max of the shares, sum of the rest: gather every rank's rows with one SUM over a zeroed buffer
+            world, rank = dist.get_world_size(group), dist.get_rank(group)
+            gathered = local.new_zeros((world, *local.shape))
+            gathered[rank] = local
+            dist.all_reduce(gathered, group=group)
+            k_z, m = gathered[:, :, 0].amax(0), gathered[:, :, 1].sum(0)
+            y_sq = gathered[:, :, 2].sum(0) if self.needs_targets else None
+        bound = table[:, 3] if self.needs_targets else None
+        return _Global(k_z, m, None if y_sq is None else y_sq.sqrt(), bound)
+
+    def _constants(self, g: _Global) -> Tensor:
+        """The paper-form ``L_b`` of each global batch (vectorised over batches)."""
+        if self.loss == "softmax":
+            assert self.num_classes is not None
+            return softmax_cross_entropy(g.k_z, g.m, self.num_classes)
+        if self.loss == "bce":
+            return binary_cross_entropy(g.k_z, g.m)
+        assert g.bound is not None and g.y_norm is not None
+        return least_squares_nn(g.bound * g.k_z, g.y_norm, g.k_z, g.m)
+
+    def _latest_global(self) -> _Global:
+        if self._last is None:
+            ActivationTracker.batch_k_z(self)  # raises the parent's "no training forward pass" error
+        assert self._last is not None
+        if self._latest is None or self._latest[0] != self._recorded:
+            self._latest = (self._recorded, self._combine(self._pack([self._last])))
+        return self._latest[1]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Reading (global values, identical on every rank)
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int | None:
+        """``m`` of the latest global batch, the sum of the ranks' (``None`` before the first; a host read)."""
+        if self._last is None:
+            return None
+        return int(self._latest_global().m[0])
+
+    def batch_k_z(self) -> Tensor:
+        """``K_z`` of the latest global batch (0-dim tensor)."""
+        return self._latest_global().k_z[0]
+
+    def batch_lipschitz(self, *, weight_decay: float = 0.0) -> Tensor:
+        """The latest global batch's constant ``L_b`` plus ``l2_term(weight_decay, K)`` (0-dim tensor)."""
+        check_number("weight_decay", weight_decay, min_value=0.0)
+        value = self._constants(self._latest_global())[0]
+        if weight_decay != 0.0:
+            value = value + l2_term(weight_decay, self.weight_bound().to(value.dtype))
+        return value
+
+    def epoch_stats(self, *, weight_decay: float = 0.0) -> EpochStats | None:
+        """The epoch's statistics over global batches (one ``all_reduce``; ``None`` if no batch was recorded)."""
+        check_number("weight_decay", weight_decay, min_value=0.0)
+        if not self._rows and not self._packed:
+            return None
+        g = self._combine(self._table())
+        values = self._constants(g)
+        best = values.argmax()
+        data = values[best]
+        bound = self.weight_bound().to(device=data.device, dtype=data.dtype)
+        total = data + l2_term(weight_decay, bound) if weight_decay != 0.0 else data
+        return EpochStats(
+            lipschitz=total,
+            data_lipschitz=data,
+            k_z=g.k_z[best],
+            batch_size=g.m[best],
+            max_k_z=g.k_z.amax(),
+            weight_bound=bound,
+            batches=int(g.m.shape[0]),
+            examples=int(g.m.sum()),
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The parent's state plus this rank's rows of the epoch (a least-squares batch awaiting targets excluded)."""
+        state = super().state_dict()
+        rows = self._rows
+        if rows and self.needs_targets and rows[-1].y_sq is None:
+            rows = rows[:-1]
+        parts = [*self._packed, *([self._pack(rows)] if rows else [])]
+        state["local_rows"] = torch.cat(parts).clone() if parts else None
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        super().load_state_dict(state)
+        table = state.get("local_rows")
+        self._packed = [] if table is None else [table.clone()]
+
+
+def distributed_lipschitz_lr(
+    optimizer: Optimizer,
+    model: nn.Module,
+    loss: str = "softmax",
+    *,
+    process_group: Any = None,
+    num_classes: int | None = None,
+    penultimate: str | nn.Module | None = None,
+    activation_norm: str = "fro",
+    weight_bound: float | None = None,
+    weight_decay: float = 0.0,
+    initial_lr: float | None = None,
+) -> LipschitzLR:
+    r"""A :class:`~theorylr.lipschitz.scheduler.LipschitzLR` whose ``L`` is that of the global batches under DDP.
+
+    The same schedule as :class:`~theorylr.lipschitz.scheduler.LipschitzLR` (``lr_e = multiplier / L_{e-1}``,
+    ``L = max_b L_b + weight_decay * K``) with ``K_z`` and ``m`` of each global batch combined across the ranks by a
+    :class:`DistributedActivationTracker`: every rank sets the same learning rate, the one a single process gets on
+    the union of the data. Arguments as for :class:`~theorylr.lipschitz.scheduler.LipschitzLR`, plus
+    ``process_group`` (default ``None``: the default group).
+
+    Example (on every rank, after ``init_process_group``)::
+
+        model = DistributedDataParallel(net)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)           # lr 1.0: the paper's multiplier
+        sched = distributed_lipschitz_lr(opt, model, "softmax")
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            for x, y in loader:                                      # a DistributedSampler's shard
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+            sched.step()                                             # one all_reduce, the same lr on every rank
+
+    Reference: Yedida & Saha, *LipschitzLR*, §3.1, §5, §7.4 (``m`` = the batch size: here the global one).
+    """
+    tracker = DistributedActivationTracker(
+        model,
+        loss,
+        process_group=process_group,
+        num_classes=num_classes,
+        penultimate=penultimate,
+        activation_norm=activation_norm,
+        weight_bound=weight_bound,
+    )
+    return LipschitzLR(
+        optimizer,
+        model,
+        loss,
+        tracker=tracker,
+        weight_decay=weight_decay,
+        initial_lr=initial_lr,
+    )

@@ -1,0 +1,110 @@
+"""Fast paths: ``step()`` under ``torch.compile(fullgraph=True)``, and the foreach path as the default.
+
+Every registered optimizer (``theorylr.optim.registry``) is compiled with a counting backend that runs the captured
+graph eagerly (so no inductor/C++ toolchain is needed on CI): ``fullgraph=True`` turns any graph break into an
+error, the count shows how many graphs were compiled (the first step, which creates the state, and the steady
+state: no recompilation after that), and the compiled steps are compared with eager steps on a twin model.
+The adaptive optimizers are also compiled in their closed-form mode, where ``step()`` reads the tracker.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+from torch.optim import Optimizer
+
+from theorylr.optim.registry import OPTIMIZERS, OptimInfo
+
+ROWS = list(OPTIMIZERS.values())
+STEPS = 4
+
+
+class _CountingBackend:
+    """A ``torch.compile`` backend that counts the graphs it is given and runs each as captured (eagerly)."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        self.graphs += 1
+        return gm.forward
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(100 + step)
+    return torch.randn(12, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (12,), generator=gen)
+
+
+def _cases() -> list[tuple[OptimInfo, Mapping[str, Any], str]]:
+    """For each row, the configuration that turns on the most switches (default ``foreach``), and for rows with a
+    Lipschitz mode also the closed-form mode with a model (one compile costs ~1 s: the full matrix would be slow)."""
+    cases = []
+    for row in ROWS:
+        richest = max(row.configurations(), key=len)
+        cases.append((row, richest, f"{row.name}-{'-'.join(sorted(k for k in richest if k != 'lr'))}"))
+        if "lipschitz" in row.descent_kwargs:
+            closed = {k: v for k, v in row.descent_kwargs.items() if k != "lipschitz"}
+            cases.append((row, {**closed, "lipschitz": "closed_form", "model": None}, f"{row.name}-closed_form"))
+    return cases
+
+
+CASES = _cases()
+
+
+def _build(row: OptimInfo, model: nn.Module, kwargs: Mapping[str, Any]) -> Optimizer:
+    kwargs = dict(kwargs)
+    if "model" in kwargs:
+        kwargs.update(model=model, loss="softmax")
+    return row.load()(model.parameters(), **kwargs)
+
+
+@pytest.mark.parametrize(("row", "kwargs"), [(r, k) for r, k, _ in CASES], ids=[i for _, _, i in CASES])
+def test_step_compiles_without_graph_breaks_and_matches_eager(row: OptimInfo, kwargs: Mapping[str, Any]) -> None:
+    torch._dynamo.reset()
+    model, twin = _model(), _model()
+    compiled_opt, eager_opt = _build(row, model, kwargs), _build(row, twin, kwargs)
+    backend = _CountingBackend()
+    compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=backend)
+    graphs = []
+    for step in range(STEPS):
+        x, y = _batch(step)
+        for opt, net in ((compiled_opt, model), (eager_opt, twin)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+        compiled_step()
+        eager_opt.step()
+        graphs.append(backend.graphs)
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    for p, q in zip(model.parameters(), copy.deepcopy(_model()).parameters()):
+        assert not torch.equal(p, q)  # the steps moved every tensor
+    assert graphs[0] >= 1
+    assert graphs[-1] <= 2, f"{graphs[-1]} graphs for {STEPS} steps"
+    assert graphs[1] == graphs[-1], f"recompiled after the second step: {graphs}"
+    for closer in (getattr(compiled_opt, "close", None), getattr(eager_opt, "close", None)):
+        if closer is not None:
+            closer()
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r.supports_foreach], ids=lambda r: r.name)
+def test_foreach_is_the_default_on_cpu(row: OptimInfo) -> None:
+    model = _model()
+    opt = row.load()(model.parameters(), **row.descent_kwargs)
+    x, y = _batch(0)
+    nn.functional.cross_entropy(model(x), y).backward()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    names = {event.name for event in prof.events()}
+    assert any(name.startswith("aten::_foreach_") for name in names)
+    assert "aten::add_" not in names or any(name == "aten::_foreach_add_" for name in names)
