@@ -181,7 +181,7 @@ def test_closure_is_called_and_its_loss_returned(row: OptimInfo) -> None:
     for _ in range(3):
         expected = _loss(model, x, y).item()
         returned = opt.step(closure)
-        assert returned is not None and float(returned) == pytest.approx(expected, rel=1e-12)
+        assert returned is not None and returned.item() == pytest.approx(expected, rel=1e-12)
     assert len(calls) == 3
     _train(ref, twin, x, y, 3)
     for p, q in zip(model.parameters(), twin.parameters()):
