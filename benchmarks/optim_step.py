@@ -2,8 +2,9 @@
 
 Run with ``python -m benchmarks.optim_step`` (``--help`` for the options). Every row times ``opt.step()`` alone on
 the same 62 tensors (11,689,512 parameters, the shapes of torchvision's ResNet-18 written out by hand) with fixed
-random gradients. Rows are measured in interleaved rounds so that a slow spell on a shared machine hits all of
-them; the table gives the median over rounds of each round's median, and the ratio range over rounds.
+random gradients. Rows are measured interleaved step by step (each pass steps every row once, in a new random
+order) so that a slow spell on a shared machine hits all of them; the table gives the median over rounds of each
+round's median, and the ratio range over rounds.
 
 "effective GB/s" counts the bytes a momentum step must move at least once (read w, g, buf; write w, buf: 5 x N x
 element size) over the step's time, next to the machine's ``copy_`` bandwidth (read + write, 2 x N x element size)
@@ -13,7 +14,9 @@ measured on the same tensors: a step at 100% of it would move its data as fast a
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,8 +54,9 @@ def _params(shapes: Sequence[tuple[int, ...]], device: torch.device, dtype: torc
 
 
 class _SGDPlusNorms:
-    """torch's SGD step preceded by one ``_foreach_norm`` over weights and gradients: the floor for any LARS made
-    of foreach kernels (SGD's sweeps plus the two norm reads the trust ratio needs)."""
+    """torch's SGD step preceded by the norms LARS takes (``local_norms(w + g, "l2", foreach=True)``, the same
+    kernels): what a LARS written as SGD's sweeps plus the trust ratio's two reads would cost. theorylr's LARS
+    makes one sweep fewer than SGD (its factored momentum buffer), so it can run below this row."""
 
     def __init__(self, params: list[torch.nn.Parameter], **kwargs: Any) -> None:
         self.sgd = torch.optim.SGD(params, foreach=True, **kwargs)
@@ -60,7 +64,9 @@ class _SGDPlusNorms:
         self.tensors = [*params, *(p.grad for p in params if p.grad is not None)]
 
     def step(self) -> None:
-        torch._foreach_norm(self.tensors)
+        from theorylr.optim.lars import local_norms
+
+        local_norms(self.tensors, "l2", foreach=True)
         self.sgd.step()
 
 
@@ -84,7 +90,7 @@ def _factories(
         "torch SGD foreach (baseline)": lambda ps: torch.optim.SGD(
             ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True
         ),
-        "floor: SGD + _foreach_norm(w, g)": lambda ps: _SGDPlusNorms(
+        "SGD foreach + LARS's norms": lambda ps: _SGDPlusNorms(
             ps, lr=0.1, momentum=momentum, weight_decay=weight_decay
         ),
         "theorylr LARS foreach": lambda ps: LARS(
@@ -151,9 +157,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     per_round: dict[str, list[float]] = {name: [] for name in setups}
     copy_rates = []
+    order = list(setups)
+    rng = random.Random(0)
+    for opt in setups.values():  # warm-up
+        for _ in range(args.warmup):
+            opt.step()
     for _ in range(args.rounds):
-        for name, opt in setups.items():
-            per_round[name].append(median_ms(opt.step, repeats=args.repeats, warmup=args.warmup, device=device))
+        # Interleaved step by step: every pass steps each row once, in a new random order, so that a slow spell
+        # on a shared machine hits all rows alike.
+        times: dict[str, list[float]] = {name: [] for name in setups}
+        for _ in range(args.repeats):
+            rng.shuffle(order)
+            for name in order:
+                sync(device)
+                start = time.perf_counter()
+                setups[name].step()
+                sync(device)
+                times[name].append((time.perf_counter() - start) * 1e3)
+        for name in setups:
+            per_round[name].append(statistics.median(times[name]))
         copy_rates.append(_copy_gbps(next(iter(setups.values())).param_groups[0]["params"], 10, 2, device))
 
     base_name = next(iter(setups))

@@ -26,6 +26,7 @@ from tests.estimate._reference import (
     state_snapshot,
 )
 from theorylr.estimate import BACKENDS, HessianOperator, default_backend, hessian_spectral_norm, hvp
+from theorylr.estimate.hvp import default_graph_budget
 
 Problem = tuple[nn.Module, Callable[[Any, Any], Tensor], tuple[Tensor, Tensor]]
 
@@ -107,6 +108,194 @@ def test_mini_batches_weighted_by_size(backend: str, cache_graph: bool) -> None:
         torch.testing.assert_close(op(v), h @ v, rtol=1e-10, atol=1e-12)
         assert op.loss == pytest.approx(float(loss_fn(model(x), y).detach()), rel=1e-12)
         assert op.cache_graph == (cache_graph and backend == "double_backward")
+
+
+def _batches(x: Tensor, y: Tensor, sizes: list[int]) -> list[tuple[Tensor, Tensor]]:
+    return list(zip(x.split(sizes), y.split(sizes)))
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu", "mse-tanh", "cnn", "logistic"])
+def test_kept_and_rebuilt_graphs_agree_with_dense(name: str) -> None:
+    model, loss_fn, (x, y) = _problem(name)
+    n = x.shape[0]
+    sizes = [n // 4, n // 2, n - n // 4 - n // 2]  # uneven
+    batches = _batches(x, y, sizes)
+    h = dense_hessian(model, loss_fn, batches)
+    ops = {c: HessianOperator(model, loss_fn, batches, cache_graph=c) for c in (True, False, None)}
+    for seed in range(3):
+        v = _random_vector(h.shape[0], seed)
+        got = {c: op(v) for c, op in ops.items()}
+        for c in ops:
+            torch.testing.assert_close(got[c], h @ v, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got[True], got[False], rtol=1e-12, atol=1e-14)
+    assert ops[None].cache_graph is True  # a few KB: well within the default budget
+    loss = float(loss_fn(model(x), y).detach())
+    for op in ops.values():
+        assert op.loss == pytest.approx(loss, rel=1e-12)
+        assert op.matvecs == 3
+        op.close()
+
+
+def _count_forwards(model: nn.Module) -> list[int]:
+    calls: list[int] = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_automatic_choice_follows_the_graph_budget() -> None:
+    model, loss_fn, (x, y) = _problem("tanh")
+    batches = _batches(x, y, [8, 8, 8])
+    h = dense_hessian(model, loss_fn, batches)
+    v = _random_vector(h.shape[0])
+    forwards = _count_forwards(model)
+
+    with HessianOperator(model, loss_fn, (x, y)) as op:  # one batch: kept, decided at construction
+        assert op.cache_graph is True and op.graph_bytes is None
+    with HessianOperator(model, loss_fn, batches, cache_graph=True) as op:  # explicit: nothing measured
+        op(v)
+        assert op.cache_graph is True and op.graph_bytes is None
+
+    with HessianOperator(model, loss_fn, batches) as op:
+        assert op.cache_graph is None and op.graph_bytes is None  # chosen at the first matvec
+        forwards.clear()
+        for _ in range(3):
+            torch.testing.assert_close(op(v), h @ v, rtol=1e-10, atol=1e-12)
+        assert op.cache_graph is True
+        assert len(forwards) == 3  # one forward per batch in all: the graphs were kept
+        measured = op.graph_bytes
+    assert measured is not None
+    # Saved at least: the two tanh outputs (8 wide) of all 24 samples, in float64.
+    assert measured >= 2 * 24 * 8 * 8
+
+    with HessianOperator(model, loss_fn, batches, graph_budget=measured) as op:  # fits exactly: kept
+        op(v)
+        assert op.cache_graph is True and op.graph_bytes == measured
+
+    with HessianOperator(model, loss_fn, batches, graph_budget=measured - 1) as op:  # does not fit: rebuilt
+        forwards.clear()
+        results = [op(v) for _ in range(3)]
+        assert op.cache_graph is False and op.graph_bytes == measured
+        assert len(forwards) == 9  # every matvec runs every batch's forward, the first one included
+        assert op._grads is None
+        assert op.loss == pytest.approx(float(loss_fn(model(x), y).detach()), rel=1e-12)
+    for r in results:
+        torch.testing.assert_close(r, h @ v, rtol=1e-10, atol=1e-12)
+
+    # The estimate scales with the data: twice the samples, about twice the bytes.
+    doubled = _batches(torch.cat([x, x]), torch.cat([y, y]), [16, 16, 16])
+    with HessianOperator(model, loss_fn, doubled) as op:
+        op(v)
+        assert op.graph_bytes is not None
+        assert 1.5 * measured <= op.graph_bytes <= 2.5 * measured
+
+
+def test_default_graph_budget() -> None:
+    assert default_graph_budget("cpu") > 0
+    assert default_graph_budget(torch.device("meta")) == 2**30  # free memory unknown: 1 GiB
+
+
+def test_close_frees_the_kept_graphs_of_every_batch() -> None:
+    model, loss_fn, (x, y) = _problem("tanh")
+    batches = _batches(x, y, [8, 8, 8])
+    refs: list[weakref.ref[Tensor]] = []
+    model[1].register_forward_hook(lambda _m, _i, out: refs.append(weakref.ref(out)))  # tanh saves its output
+    v = _random_vector(sum(p.numel() for p in model.parameters()))
+    op = HessianOperator(model, loss_fn, batches)
+    first = op(v)
+    op(v)
+    gc.collect()
+    assert len(refs) == 3 and all(r() is not None for r in refs)  # the three batches' graphs are held
+    op.close()
+    gc.collect()
+    assert all(r() is None for r in refs)
+    again = op(v)  # still usable: the graphs are rebuilt
+    assert len(refs) == 6
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    with op:
+        pass
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def _dropout_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 3)).to(F64)
+
+
+@pytest.mark.parametrize("make", [_dropout_model, lambda: _bn_dropout_model()], ids=["dropout", "batchnorm"])
+def test_train_mode_several_batches_same_function_on_every_path(make: Callable[[], nn.Module]) -> None:
+    model = make()
+    x, y = classification_data()
+    batches = _batches(x, y, [10, 6, 8])
+    before = state_snapshot(model)
+    loss_fn = nn.CrossEntropyLoss()
+    n = sum(p.numel() for p in model.parameters())
+    v, u = _random_vector(n, 1), _random_vector(n, 2)
+    results: dict[Any, tuple[Tensor, Tensor, Tensor]] = {}
+    losses: dict[Any, float] = {}
+    for cache in (True, False, None):
+        with HessianOperator(model, loss_fn, batches, mode="train", seed=4, cache_graph=cache) as op:
+            results[cache] = (op(v), op(u), op(v))
+            losses[cache] = op.loss
+    if not any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+        with HessianOperator(model, loss_fn, batches, mode="train", seed=4, backend="forward_over_reverse") as op:
+            results["fwd"] = (op(v), op(u), op(v))
+            losses["fwd"] = op.loss
+    assert_same_state(model, before)
+    for key, (hv, hu, hv_again) in results.items():
+        torch.testing.assert_close(hv_again, hv, rtol=0 if key is True else 1e-12, atol=0 if key is True else 1e-14)
+        torch.testing.assert_close(hv, results[False][0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(hu, results[False][1], rtol=1e-10, atol=1e-12)
+        assert losses[key] == pytest.approx(losses[False], rel=1e-12)
+    # Reference: batch i's forward with the global RNG seeded with 4 + i first (per-batch masks), batch statistics.
+    model.train()
+    forwards = iter(range(len(batches)))
+    handle = model.register_forward_pre_hook(lambda *_: torch.manual_seed(4 + next(forwards)) and None)
+    try:
+        h = dense_hessian(model, loss_fn, batches)
+    finally:
+        handle.remove()
+        model.eval()
+    torch.testing.assert_close(results[None][0], h @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_reduce_hook_with_kept_graphs_of_several_batches() -> None:
+    model, loss_fn, (x, y) = _problem("tanh")
+    batches = _batches(x, y, [8, 8, 8])
+    calls: list[tuple[int, ...]] = []
+
+    def double(t: Tensor) -> Tensor:
+        calls.append(tuple(t.shape))
+        return 2 * t
+
+    v = _random_vector(sum(p.numel() for p in model.parameters()))
+    plain = hvp(model, loss_fn, batches, v)
+    with HessianOperator(model, loss_fn, batches, reduce=double) as op:
+        got = [op(v) for _ in range(3)]
+        assert op.cache_graph is True
+    assert isinstance(plain, Tensor)
+    for g in got:
+        torch.testing.assert_close(g, 2 * plain, rtol=1e-12, atol=1e-14)
+    assert calls.count((op.dim,)) == 3 and calls.count(()) == 1
+
+
+def test_hvp_function_keeps_no_graph() -> None:
+    model, loss_fn, (x, y) = _problem("tanh")
+    batches = _batches(x, y, [8, 8, 8])
+    alive: list[int] = []
+    refs: list[weakref.ref[Tensor]] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+        alive.append(sum(r() is not None for r in refs))  # earlier batches' activations still held
+        refs.append(weakref.ref(out))
+
+    model[1].register_forward_hook(hook)  # tanh saves its output for backward
+    gc.disable()
+    try:
+        hvp(model, loss_fn, batches, _random_vector(sum(p.numel() for p in model.parameters())))
+    finally:
+        gc.enable()
+    assert alive == [0, 0, 0]
 
 
 def test_generator_data_is_read_once() -> None:
@@ -280,6 +469,8 @@ def test_default_backend_is_double_backward() -> None:
         ({"backend": "jvp"}, "backend"),
         ({"mode": "training"}, "mode"),
         ({"cache_graph": 1}, "cache_graph"),
+        ({"graph_budget": -1}, "graph_budget"),
+        ({"graph_budget": 1.5}, "graph_budget"),
         ({"seed": -1}, "seed"),
         ({"reduce": 3}, "reduce"),
         ({"params": [torch.zeros(2)]}, "params"),

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from theorylr.lipschitz.bounds import gradient_norm_bound
+from theorylr.lipschitz.closed_form import activation_norm, softmax_cross_entropy
 from theorylr.lipschitz.tracker import ActivationTracker, find_last_linear
 
 F64 = torch.float64
@@ -349,3 +350,36 @@ def test_rigorous_least_squares_bound_holds_with_a_large_bias() -> None:
     loss = 0.5 * (out - y).square().sum(1).mean()
     gw, gb = torch.autograd.grad(loss, [model[2].weight, model[2].bias])
     assert float(torch.cat([gw.flatten(), gb]).norm()) <= float(bound)
+
+
+@pytest.mark.parametrize(
+    ("mode", "shape", "dtype"),
+    [
+        ("input", (6, 5), torch.float32),
+        ("input", (3, 4, 5), torch.float64),
+        ("input", (5,), torch.float32),
+        ("input", (6, 5), torch.bfloat16),
+        ("output", (4, 2, 3, 3), torch.float32),
+        ("output", (7,), torch.float16),
+    ],
+)
+def test_fro_fast_path_equals_the_matrix_definition(mode: str, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """record()'s per-batch fast path (paper forms, "fro") gives the K_z and m of the (m, features) matrix."""
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(5, 5), nn.Linear(5, 3))
+    penultimate = None if mode == "input" else "0"
+    a = torch.randn(shape).to(dtype)
+    fast = ActivationTracker(model, "softmax", penultimate=penultimate)
+    slow = ActivationTracker(model, "softmax", penultimate=penultimate, activation_norm="max_row")
+    assert fast._fro_only and not slow._fro_only
+    fast.record(a)
+    slow.record(a)
+    matrix = a.float().reshape(-1, shape[-1]) if mode == "input" else a.float().reshape(shape[0], -1)
+    assert fast.batch_size == slow.batch_size == matrix.shape[0]
+    assert fast.batch_k_z().dtype == torch.promote_types(dtype, torch.float32)
+    torch.testing.assert_close(fast.batch_k_z().float(), activation_norm(matrix), rtol=1e-6, atol=0)
+    stats = fast.epoch_stats()
+    assert stats is not None and int(stats.batch_size) == matrix.shape[0]
+    torch.testing.assert_close(
+        stats.data_lipschitz.float(), softmax_cross_entropy(activation_norm(matrix), matrix.shape[0], 3)
+    )

@@ -161,7 +161,10 @@ def test_adapt_false_is_torch_sgd(case: dict[str, Any], foreach: bool) -> None:
         lambda ps: LARS(ps, lr=0.05, adapt=False, foreach=foreach, **case),
         lambda ps: torch.optim.SGD(ps, lr=0.05, foreach=foreach, **case),
     )
-    tol = {"rtol": 0.0, "atol": 0.0} if not foreach else {"rtol": 1e-15, "atol": 1e-16}
+    # Without momentum the loop is torch's SGD bit for bit; with momentum LARS keeps its buffer factored (buf = k v,
+    # one lerp_ per step), which rounds differently from torch's buf.mul_(m).add_(d) by an ulp or so.
+    exact = not foreach and not case.get("momentum")
+    tol = {"rtol": 0.0, "atol": 0.0} if exact else {"rtol": 1e-14, "atol": 1e-16}
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, **tol)
 
@@ -188,7 +191,7 @@ def test_first_momentum_step_buffer_is_the_first_update(foreach: bool) -> None:
     w, g = torch.tensor(W0, dtype=torch.float64), torch.tensor(G0, dtype=torch.float64)
     d = g + 0.1 * w
     ratio = w.norm() / d.norm()
-    torch.testing.assert_close(opt.state[p]["momentum_buffer"], ratio * d, rtol=1e-15, atol=0)
+    torch.testing.assert_close(opt.momentum_buffer(p), ratio * d, rtol=1e-15, atol=0)
     torch.testing.assert_close(p.detach(), w - 0.1 * (ratio * d), rtol=1e-14, atol=0)
     # Second step: buf = 0.9 * buf + (1 - 0.5) * ratio2 * d2
     w1, buf1 = p.detach().clone(), (ratio * d).clone()
@@ -196,7 +199,7 @@ def test_first_momentum_step_buffer_is_the_first_update(foreach: bool) -> None:
     opt.step()
     d2 = p.grad + 0.1 * w1
     buf2 = 0.9 * buf1 + 0.5 * (w1.norm() / d2.norm()) * d2
-    torch.testing.assert_close(opt.state[p]["momentum_buffer"], buf2, rtol=1e-14, atol=1e-16)
+    torch.testing.assert_close(opt.momentum_buffer(p), buf2, rtol=1e-14, atol=1e-16)
     torch.testing.assert_close(p.detach(), w1 - 0.1 * buf2, rtol=1e-14, atol=1e-16)
 
 
@@ -215,9 +218,7 @@ def test_nesterov_two_steps_by_hand(foreach: bool) -> None:
     buf = [0.5 * 0.0 + u[0], 0.5 * 5.0 + u[1]]
     expected = [3.0 - 0.1 * (u[0] + 0.5 * buf[0]), 3.25 - 0.1 * (u[1] + 0.5 * buf[1])]
     torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-14, atol=0)
-    torch.testing.assert_close(
-        opt.state[p]["momentum_buffer"], torch.tensor(buf, dtype=torch.float64), rtol=1e-14, atol=0
-    )
+    torch.testing.assert_close(opt.momentum_buffer(p), torch.tensor(buf, dtype=torch.float64), rtol=1e-14, atol=0)
 
 
 def test_maximize_ascends_with_the_same_ratio() -> None:
@@ -514,5 +515,189 @@ def test_param_groups_make_biases_plain_sgd_in_lars() -> None:
                     q.copy_(p)
     for p, q in zip(model.parameters(), twin.parameters()):
         if p.ndim <= 1:
-            torch.testing.assert_close(p, q, rtol=0, atol=0)
+            torch.testing.assert_close(p, q, rtol=1e-14, atol=1e-16)  # an ulp: the factored momentum buffer
             assert float(opt.state[p]["trust_ratio"]) == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The factored momentum buffer (buf = momentum_scale * momentum_buffer) against the plain heavy-ball recursion
+# ----------------------------------------------------------------------------------------------------------------
+def _plain_lars_momentum(
+    ws: list[Tensor],
+    grads_per_step: list[list[Tensor]],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    maximize_per_step: list[bool],
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The textbook recursion with an explicit buffer (L2 norms, eps = 0, no fallback): the reference."""
+    ws = [w.clone() for w in ws]
+    bufs: list[Tensor | None] = [None] * len(ws)
+    for grads, maximize in zip(grads_per_step, maximize_per_step):
+        for i, (w, g) in enumerate(zip(ws, grads)):
+            d = (-g if maximize else g) + weight_decay * w
+            u = (w.norm() / d.norm()) * d
+            prev = bufs[i]
+            buf = u.clone() if prev is None else momentum * prev + (1 - dampening) * u
+            bufs[i] = buf
+            ws[i] = w - lr * (u + momentum * buf if nesterov else buf)
+    return ws, [b for b in bufs if b is not None]
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"momentum": 0.9},
+        {"momentum": 0.5, "dampening": 0.3, "weight_decay": 0.1},
+        {"momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
+        {"momentum": 0.9, "dampening": 1.0},
+        {"momentum": 0.9, "weight_decay": 0.1, "maximize": [False, True, True, False, True, False]},
+    ],
+    ids=str,
+)
+def test_factored_momentum_equals_the_plain_recursion(case: dict[str, Any], foreach: bool) -> None:
+    torch.manual_seed(5)
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    steps = 6
+    grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in range(steps)]
+    case = dict(case)
+    maximize = case.pop("maximize", [False] * steps)
+    hyper = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0, **case}
+    ref_w, ref_bufs = _plain_lars_momentum(w0, grads, lr=0.05, maximize_per_step=maximize, **hyper)
+    params = [nn.Parameter(w.clone()) for w in w0]
+    opt = LARS(params, lr=0.05, eps=0.0, min_norm=0.0, foreach=foreach, **case)
+    for gs, mx in zip(grads, maximize):
+        opt.param_groups[0]["maximize"] = mx
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+    for p, w, b in zip(params, ref_w, ref_bufs):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(opt.momentum_buffer(p), b, rtol=1e-12, atol=1e-14)
+        assert opt.state[p]["momentum_buffer"].shape == p.shape and opt.state[p]["momentum_scale"].shape == ()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_functional_form_keeps_plain_buffers_without_scales(foreach: bool) -> None:
+    """Without ``momentum_scale_list`` the caller's buffers are the heavy-ball buffers after every call."""
+    torch.manual_seed(6)
+    w0, g1, g2 = (torch.randn(4, dtype=torch.float64) for _ in range(3))
+    ref_w, ref_bufs = _plain_lars_momentum(
+        [w0],
+        [[g1], [g2]],
+        lr=0.1,
+        momentum=0.9,
+        dampening=0.2,
+        nesterov=False,
+        weight_decay=0.0,
+        maximize_per_step=[False, False],
+    )
+    w = w0.clone()
+    bufs: list[Tensor | None] = [None]
+    lars([w], [g1], bufs, lr=0.1, momentum=0.9, dampening=0.2, eps=0.0, min_norm=0.0, foreach=foreach)
+    lars([w], [g2], bufs, lr=0.1, momentum=0.9, dampening=0.2, eps=0.0, min_norm=0.0, foreach=foreach)
+    torch.testing.assert_close(w, ref_w[0], rtol=1e-14, atol=0)
+    torch.testing.assert_close(bufs[0], ref_bufs[0], rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_state_without_momentum_scale_reads_the_buffer_as_plain(foreach: bool) -> None:
+    """A state dict holding only ``momentum_buffer`` (no scale) continues as if the buffer were the plain one."""
+    torch.manual_seed(7)
+    w0, g1, g2 = (torch.randn(5, dtype=torch.float64) for _ in range(3))
+    kwargs = {"lr": 0.1, "momentum": 0.9, "eps": 0.0, "min_norm": 0.0, "foreach": foreach}
+    a = nn.Parameter(w0.clone())
+    opt = LARS([a], **kwargs)  # type: ignore[arg-type]
+    a.grad = g1.clone()
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())  # state_dict() shares the state's tensors
+    plain = opt.momentum_buffer(a)
+    assert plain is not None
+    sd["state"][0]["momentum_buffer"] = plain.clone()
+    del sd["state"][0]["momentum_scale"]
+    b = nn.Parameter(a.detach().clone())
+    twin = LARS([b], **kwargs)  # type: ignore[arg-type]
+    twin.load_state_dict(sd)
+    a.grad, b.grad = g2.clone(), g2.clone()
+    opt.step()
+    twin.step()
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(twin.momentum_buffer(b), opt.momentum_buffer(a), rtol=1e-14, atol=0)
+
+
+def test_zero_ratio_gives_a_zero_scale_and_finite_steps() -> None:
+    """A ratio that underflows to 0 makes k = 0: no 0/0 in the lerp weight, and the next step is exact."""
+    for foreach in (False, True):
+        p = nn.Parameter(torch.tensor([1e-200, 2e-200], dtype=torch.float64))
+        opt = LARS([p], lr=0.1, momentum=0.9, eps=0.0, min_norm=0.0, norm="l1", foreach=foreach)
+        for _ in range(2):
+            p.grad = torch.tensor([1e200, 1e200], dtype=torch.float64)  # ||w||_1 / ||g||_1 = 0 in float64
+            opt.step()
+            assert float(opt.state[p]["trust_ratio"]) == 0.0
+            assert float(opt.state[p]["momentum_scale"]) == 0.0
+            assert torch.isfinite(opt.state[p]["momentum_buffer"]).all()
+        torch.testing.assert_close(p.detach(), torch.tensor([1e-200, 2e-200], dtype=torch.float64), rtol=0, atol=0)
+        w = p.detach().clone()
+        g = torch.tensor([3e-200, 4e-200], dtype=torch.float64)
+        p.grad = g.clone()
+        opt.step()  # buf = 0.9 * 0 + ratio * g
+        torch.testing.assert_close(p.detach(), w - 0.1 * (w.abs().sum() / g.abs().sum()) * g, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multithreaded_cpu_l2_norms_use_dot_and_match_vector_norm(dtype: torch.dtype) -> None:
+    """With several CPU threads the foreach L2 norms are sqrt(dot(t, t)); they agree with vector_norm."""
+    torch.manual_seed(8)
+    tensors = [torch.randn(s, dtype=dtype) for s in [(64, 3, 7, 7), (512,), (10, 4), (0,), (3, 5)]]
+    tensors.append(torch.randn(6, 4, dtype=dtype).t())  # not contiguous: the group falls back to _foreach_norm
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.profiler.profile() as prof:
+            fast = local_norms(tensors[:-1], "l2", foreach=True)
+        assert any(e.name == "aten::dot" for e in prof.events())
+        mixed = local_norms(tensors, "l2", foreach=True)
+    finally:
+        torch.set_num_threads(threads)
+    ref = local_norms(tensors, "l2", foreach=False)
+    tol = {"rtol": 1e-6, "atol": 0.0} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 0.0}
+    for a, b in zip([*fast, mixed[-1]], ref):
+        assert a.dtype == b.dtype == dtype and a.shape == ()
+        torch.testing.assert_close(a, b, **tol)
+    assert float(fast[3]) == 0.0
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1", "linf"])
+def test_bfloat16_cpu_norms_are_close_to_float64(norm: str) -> None:
+    """bfloat16 norms on the CPU (native kernel, rounded to bfloat16, returned as float32) within 2^-8 of float64."""
+    torch.manual_seed(10)
+    tensors = [torch.randn(s).to(torch.bfloat16) for s in [(64, 3, 7, 7), (512,), (3, 5), (0,)]]
+    ord_ = {"l1": 1.0, "l2": 2.0, "linf": math.inf}[norm]
+    fast = local_norms(tensors, norm, foreach=True)
+    loop = local_norms(tensors, norm, foreach=False)
+    for t, a, b in zip(tensors, fast, loop):
+        assert a.dtype == b.dtype == torch.float32 and a.shape == ()
+        ref = torch.linalg.vector_norm(t.double(), ord_) if t.numel() else torch.zeros((), dtype=torch.float64)
+        torch.testing.assert_close(a.double(), ref, rtol=2**-8, atol=0)
+        torch.testing.assert_close(b.double(), ref, rtol=2**-8, atol=0)
+
+
+def test_bfloat16_lars_foreach_is_close_to_the_loop() -> None:
+    torch.manual_seed(11)
+    ps_fast = [nn.Parameter(torch.randn(s).to(torch.bfloat16)) for s in [(16, 8), (8,), (4, 4, 3)]]
+    ps_slow = [nn.Parameter(p.detach().clone()) for p in ps_fast]
+    fast = LARS(ps_fast, lr=0.1, momentum=0.9, weight_decay=1e-3, foreach=True)
+    slow = LARS(ps_slow, lr=0.1, momentum=0.9, weight_decay=1e-3, foreach=False)
+    for _ in range(3):
+        for a, b in zip(ps_fast, ps_slow):
+            g = torch.randn(a.shape).to(torch.bfloat16)
+            a.grad, b.grad = g.clone(), g.clone()
+        fast.step()
+        slow.step()
+    for a, b in zip(ps_fast, ps_slow):
+        torch.testing.assert_close(a.detach().float(), b.detach().float(), rtol=2e-2, atol=2e-2)

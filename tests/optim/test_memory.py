@@ -64,14 +64,16 @@ def _stepped(
 @pytest.mark.parametrize("cls", [LARS, PercentDelta], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_lars_state_is_sgds_plus_one_scalar_per_parameter(cls: type[LARS], momentum: float, dtype: torch.dtype) -> None:
+def test_lars_state_is_sgds_plus_scalars_per_parameter(cls: type[LARS], momentum: float, dtype: torch.dtype) -> None:
     opt, params = _stepped(lambda ps: cls(ps, lr=0.1, momentum=momentum, weight_decay=1e-3), dtype)
     sgd, sgd_params = _stepped(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=momentum, weight_decay=1e-3), dtype)
     full, scalars, nbytes = _state(opt, params)
     sgd_full, _, sgd_bytes = _state(sgd, sgd_params)
     assert full == sgd_full == ({"momentum_buffer": len(params)} if momentum else {})
-    assert scalars == len(params)  # trust_ratio, in the parameter's dtype
-    assert nbytes == sgd_bytes + sum(torch.empty((), dtype=dtype).element_size() for _ in params)
+    # trust_ratio in the parameter's dtype; with momentum also momentum_scale, in float32 or wider
+    scale_bytes = torch.empty((), dtype=torch.promote_types(dtype, torch.float32)).element_size() if momentum else 0
+    assert scalars == len(params) * (2 if momentum else 1)
+    assert nbytes == sgd_bytes + len(params) * (torch.empty((), dtype=dtype).element_size() + scale_bytes)
 
 
 @pytest.mark.parametrize(

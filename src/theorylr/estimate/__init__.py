@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 from theorylr.estimate.eigen import EigenResult, MatVec, lanczos, power_iteration
-from theorylr.estimate.hvp import BACKENDS, HessianOperator, default_backend, hvp
+from theorylr.estimate.hvp import BACKENDS, HessianOperator, default_backend, default_graph_budget, hvp
 from theorylr.estimate.smoothness import (
     Sampler,
     SmoothnessEstimate,
@@ -46,6 +46,7 @@ __all__ = [
     "SpectralNormResult",
     "data_loss",
     "default_backend",
+    "default_graph_budget",
     "hessian_spectral_norm",
     "hvp",
     "lanczos",

@@ -8,24 +8,30 @@ selected parameters ``w`` (flattened in ``model.parameters()`` order). :class:`H
 Two backends compute the same product:
 
 * ``"double_backward"`` (reverse-over-reverse): ``g = grad(L, w, create_graph=True)`` then ``Hv = grad(g . v, w)``.
-  The first backward's graph is built once per operator and reused by every matvec (``cache_graph``), so a matvec
-  costs one extra backward through that graph.
+  The first backward's graphs (one per batch, summed into one ``g``) are built once per operator and reused by every
+  matvec (``cache_graph``), so a matvec costs one extra backward through them. Keeping the graphs of several
+  batches holds all their activations at once; when they would not fit (see :class:`HessianOperator`), each matvec
+  rebuilds one batch's graph at a time instead, at the price of a forward and a backward per batch.
 * ``"forward_over_reverse"``: ``Hv = jvp(grad(L), (w,), (v,))`` with :mod:`torch.func`; a matvec recomputes the
   forward and backward passes, with forward-mode tangents riding along. It needs forward-mode derivatives of every
   op's backward (torch 2.13 has none for ``HuberLoss``, for instance) and cannot run BatchNorm in training mode
   (torch.func forbids the in-place update of running statistics); double backward has neither limit.
 
 The default is chosen per device from measurement (``python -m benchmarks.curvature``: an MLP 64-128-128-10 on
-the 1797 digits, full batch, one CPU thread, cost in multiples of one gradient): double backward 2.7 when it builds
-its graph, 1.7 with the graph reused (1.5-1.6 for a tanh MLP); forward-over-reverse 4.0. Double backward with the
-graph reused is therefore the default. Only the CPU has been measured; other devices use the same default until
-measured. ``torch.func.linearize`` (1.0-1.3 per matvec) was tried too, but tracing costs about 60 gradients, more
-than a whole estimate.
+the 1797 digits, one CPU thread, cost in multiples of one full-batch gradient): double backward 2.7 when it builds
+its graph, 1.7 with the graph reused (1.5-1.6 for a tanh MLP); forward-over-reverse 4.0. With the data in 8
+batches (a loaded machine, where the one-batch reused figure was 1.4-2.0): 1.9-2.3 with the 8 graphs kept, about
+1.1 times the one-batch reused figure of the same run, and 4.1-4.5 rebuilding them (1.6-1.7 and 3.3 in gradients
+over the same 8 batches). Double backward with the graphs reused is therefore the default. Only the CPU has
+been measured; other devices use the same default until measured. ``torch.func.linearize`` (1.0-1.3 per matvec)
+was tried too, but tracing costs about 60 gradients, more than a whole estimate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -43,12 +49,15 @@ from theorylr.estimate._state import (
     unflatten,
 )
 
-__all__ = ["BACKENDS", "HessianOperator", "default_backend", "hvp"]
+__all__ = ["BACKENDS", "HessianOperator", "default_backend", "default_graph_budget", "hvp"]
 
 BACKENDS = ("double_backward", "forward_over_reverse")
 
 # Measured defaults per device type (see the module docstring); devices not listed use double backward too.
 _DEFAULT_BACKEND = {"cpu": "double_backward"}
+
+# The graph budget where the free memory of the parameters' device cannot be read (devices other than CPU and CUDA).
+_FALLBACK_GRAPH_BUDGET = 2**30
 
 LossFn = Callable[[Any, Any], Tensor]
 Reduce = Callable[[Tensor], Tensor]
@@ -64,6 +73,109 @@ def default_backend(device: torch.device | str) -> str:
     return _DEFAULT_BACKEND.get(torch.device(device).type, "double_backward")
 
 
+def _free_host_memory() -> int | None:
+    """Bytes of host memory available to this process (Linux: ``MemAvailable``, capped by a cgroup v2 limit)."""
+    free: int | None = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            free = min(free, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def default_graph_budget(device: torch.device | str) -> int:
+    """Bytes that kept graphs may take on ``device`` when :class:`HessianOperator` chooses (``cache_graph=None``).
+
+    Half of the memory free now: ``torch.cuda.mem_get_info`` on CUDA; on the CPU, the host's available memory
+    (Linux ``MemAvailable``, capped by a cgroup v2 limit; the free pages elsewhere). 1 GiB where neither is known.
+
+    Example:
+        >>> default_graph_budget("cpu") > 0
+        True
+    """
+    device = torch.device(device)
+    free: int | None = None
+    if device.type == "cuda":
+        free = int(torch.cuda.mem_get_info(device)[0])
+    elif device.type == "cpu":
+        free = _free_host_memory()
+    return _FALLBACK_GRAPH_BUDGET if free is None else free // 2
+
+
+def _storage_key(t: Tensor) -> tuple[int, int] | None:
+    """``(address, bytes)`` of a tensor's storage; ``None`` for tensors without one (sparse, nested, wrappers)."""
+    try:
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
+def _saved_tensors(node: Any) -> Iterator[Tensor]:
+    """The tensors an autograd node keeps for its backward (``_saved_*`` of built-in nodes, or a custom
+    Function's ``saved_tensors``)."""
+    names = [name for name in dir(node) if name.startswith("_saved_")]
+    if hasattr(node, "saved_tensors"):
+        names.append("saved_tensors")
+    for name in names:
+        try:
+            value = getattr(node, name)
+        except RuntimeError:  # already freed
+            continue
+        if isinstance(value, Tensor):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            yield from (t for t in value if isinstance(t, Tensor))
+
+
+def _graph_bytes(roots: Iterable[Tensor], held: Iterable[Tensor]) -> int:
+    """Bytes of the distinct storages saved in the autograd graph behind ``roots``, except those of ``held``.
+
+    A walk over the graph's nodes (each once), reading what each keeps for backward: what keeping the graph costs.
+    Storages are counted once however many tensors view them.
+    """
+    seen: set[int] = set()
+    for t in held:
+        key = _storage_key(t)
+        if key is not None:
+            seen.add(key[0])
+    total = 0
+    visited: set[Any] = set()
+    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node in visited:
+            continue
+        visited.add(node)
+        for t in _saved_tensors(node):
+            key = _storage_key(t)
+            if key is None:
+                total += t.numel() * t.element_size()
+            elif key[0] != 0 and key[0] not in seen:
+                seen.add(key[0])
+                total += key[1]
+        stack.extend(f for f, _ in node.next_functions if f is not None)
+    return total
+
+
 class HessianOperator:
     r"""The Hessian of a model's loss over fixed data, as a linear operator on flat parameter vectors.
 
@@ -74,8 +186,21 @@ class HessianOperator:
 
     The operator never changes the model: module modes are set for each forward pass and put back, train-mode
     passes run on copies of the buffers (BatchNorm statistics stay as they are), the global RNG is forked in train
-    mode, and ``.grad`` is not touched. Use it as a context manager (or call :meth:`close`) to free the cached graph
+    mode, and ``.grad`` is not touched. Use it as a context manager (or call :meth:`close`) to free the kept graphs
     as soon as the estimate is done.
+
+    Graphs (double backward): with ``cache_graph=True`` the first matvec runs the forward and first backward
+    (``create_graph=True``) of every batch and keeps these graphs; every matvec is then one double backward through
+    them (on the benchmark, about as much for eight batches as for one: see the module docstring). With
+    ``cache_graph=False`` each matvec runs forward, first backward and double backward batch by batch, freeing each
+    batch's graph before the next: one batch's activations in memory at a time, about twice the time per matvec.
+    ``None`` (the default) chooses: one batch keeps its graph (a matvec needs that graph anyway, so keeping it adds
+    no peak memory); with several, the first matvec builds the first batch's graph, adds up the bytes of the tensors
+    it keeps for backward (activations and the first backward's own saved tensors, each storage once; parameters,
+    buffers and data excluded), extrapolates to all batches by their sample counts (:attr:`graph_bytes`), and keeps
+    the graphs if that fits ``graph_budget``, else rebuilds. The choice is then fixed for the operator's life
+    (:attr:`cache_graph`, ``None`` until made); both give the same products. Memory that a custom autograd Function
+    holds outside ``save_for_backward`` is not seen.
 
     Args:
         model: the network.
@@ -89,13 +214,17 @@ class HessianOperator:
         mode: ``"eval"`` (default: BatchNorm uses running statistics and dropout is off, so the loss is a
             deterministic function of the weights), ``"train"`` (batch statistics; dropout masks fixed by
             ``seed`` for the operator's life), or ``"current"`` (the modules' flags as they are).
-        cache_graph: keep the first backward's graph between matvecs (double backward only). Default: ``True``
-            for a single batch and ``False`` for several (several batches then cost one batch's memory at a
-            time, at the price of a forward and backward per batch per matvec).
+        cache_graph: keep the graphs of every batch between matvecs (double backward only; see above).
+            ``None`` (default): one batch keeps its graph, several keep theirs when they fit ``graph_budget``.
+        graph_budget: bytes the graphs of all batches may take for ``cache_graph=None`` to keep them (default:
+            :func:`default_graph_budget` of the parameters' device when the choice is made: half of the free
+            memory). Ignored when ``cache_graph`` is given.
         reduce: a hook applied to every flat HVP and to the loss before they are returned, with the result used
             in their place. It is the seam for data-parallel estimates: each rank holds its own shard of the
             data, and ``reduce`` averages across ranks with one ``all_reduce`` per matvec (see below).
-        seed: seeds the global RNG for train-mode forward passes (dropout); the caller's RNG state is restored.
+        seed: seeds the global RNG for train-mode forward passes (dropout): ``seed + i`` before the forward of
+            batch ``i``, so that a batch's masks are the same in every matvec, with its graph kept or rebuilt, and
+            differ between batches; the caller's RNG state is restored.
 
     Data-parallel use (each rank holding an equal-sized shard, the same ``v`` on every rank, which the solvers
     guarantee when every rank passes the same starting vector or seed)::
@@ -137,6 +266,7 @@ class HessianOperator:
         backend: str | None = None,
         mode: str = "eval",
         cache_graph: bool | None = None,
+        graph_budget: int | None = None,
         reduce: Reduce | None = None,
         seed: int = 0,
     ) -> None:
@@ -156,10 +286,19 @@ class HessianOperator:
         self.backend = check_choice("backend", backend, BACKENDS)
         self.batches = as_batches(data, self.device)
         self.weights = batch_weights(self.batches)
-        if cache_graph is None:
-            cache_graph = len(self.batches) == 1
-        check_bool("cache_graph", cache_graph)
-        self.cache_graph = cache_graph and backend == "double_backward"
+        if cache_graph is not None:
+            check_bool("cache_graph", cache_graph)
+        if graph_budget is not None:
+            check_int("graph_budget", graph_budget, min_value=0)
+        if backend != "double_backward":
+            cache_graph = False
+        elif cache_graph is None and len(self.batches) == 1:
+            cache_graph = True
+        #: Whether the graphs are kept between matvecs; ``None`` until the automatic choice is made.
+        self.cache_graph: bool | None = cache_graph
+        self.graph_budget = graph_budget
+        #: The estimated bytes of all batches' graphs, when the automatic choice measured them (else ``None``).
+        self.graph_bytes: int | None = None
         self.model = model
         self.loss_fn = loss_fn
         self.mode = mode
@@ -186,10 +325,10 @@ class HessianOperator:
         with torch.enable_grad():
             if self.backend == "forward_over_reverse":
                 out = self._forward_over_reverse(v)
-            elif self.cache_graph:
-                out = self._cached_double_backward(v)
-            else:
+            elif self.cache_graph is False:
                 out = self._double_backward(v)
+            else:
+                out = self._cached_double_backward(v)
         self.matvecs += 1
         return self._reduce(out)
 
@@ -203,7 +342,7 @@ class HessianOperator:
         return self._loss
 
     def close(self) -> None:
-        """Free the cached graph (the operator stays usable: a later matvec rebuilds it)."""
+        """Free the kept graphs (the operator stays usable: a later matvec rebuilds them)."""
         self._grads = None
 
     def __enter__(self) -> HessianOperator:
@@ -241,12 +380,18 @@ class HessianOperator:
         buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         return functional_call(self.model, buffers, (x,)) if buffers else self.model(x)
 
+    def _batch_loss(self, index: int, x: Any, y: Any) -> Tensor:
+        # Each batch's forward in its own context: in train mode the RNG is seeded with seed + index before the
+        # batch, so the dropout masks do not depend on which path (graphs kept, rebuilt, forward-over-reverse) runs
+        # the batches, and batches of the same shape still draw different masks.
+        with forward_context(self.model, self.mode, self.seed + index) as training:
+            return self.loss_fn(self._forward(x, training), y)
+
     def _total_loss(self) -> Tensor:
         total: Tensor | None = None
-        with forward_context(self.model, self.mode, self.seed) as training:
-            for (x, y), w in zip(self.batches, self.weights):
-                term = w * self.loss_fn(self._forward(x, training), y)
-                total = term if total is None else total + term
+        for b, ((x, y), w) in enumerate(zip(self.batches, self.weights)):
+            term = w * self._batch_loss(b, x, y)
+            total = term if total is None else total + term
         assert total is not None
         return total
 
@@ -270,17 +415,52 @@ class HessianOperator:
 
     def _cached_double_backward(self, v: Tensor) -> Tensor:
         if self._grads is None:
-            loss = self._total_loss()
-            self._record_loss(loss)
-            self._grads = self._first_backward(loss)
+            out = self._build_graphs(v)
+            if out is not None:  # the automatic choice was to rebuild; the product was computed on the way
+                return out
+        assert self._grads is not None
         return self._hvp_from_grads(self._grads, v, retain=True)
 
-    def _double_backward(self, v: Tensor) -> Tensor:
-        out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+    def _held_tensors(self) -> list[Tensor]:
+        """Tensors that live anyway (not counted in a graph's size): parameters, buffers, data."""
+        held = [*self.model.parameters(), *self.model.buffers(), *self.params]
+        for x, y in self.batches:
+            held += [t for t in (x, y) if isinstance(t, Tensor)]
+        return held
+
+    def _build_graphs(self, v: Tensor) -> Tensor | None:
+        """Build and keep ``sum_b grad(w_b L_b)`` with its graph in ``_grads`` and return ``None``; or, when the
+        automatic choice (made on the first batch) is to rebuild, return ``H v`` with nothing kept."""
+        grads: tuple[Tensor, ...] | None = None
         total = torch.zeros((), dtype=self.dtype, device=self.device)
-        for (x, y), w in zip(self.batches, self.weights):
-            with forward_context(self.model, self.mode, self.seed) as training:
-                loss = self.loss_fn(self._forward(x, training), y)
+        for b, ((x, y), w) in enumerate(zip(self.batches, self.weights)):
+            loss = self._batch_loss(b, x, y)
+            g = self._first_backward(w * loss)
+            total += loss.detach() * w
+            if self.cache_graph is None:  # the automatic choice, on the first batch's graph
+                self.graph_bytes = math.ceil(_graph_bytes(g, self._held_tensors()) / w)
+                budget = self.graph_budget if self.graph_budget is not None else default_graph_budget(self.device)
+                self.cache_graph = self.graph_bytes <= budget
+                if not self.cache_graph:
+                    out = self._hvp_from_grads(g, v, retain=False)
+                    del g, loss
+                    return self._double_backward(v, start=b + 1, out=out, total=total)
+            grads = g if grads is None else tuple(a + c for a, c in zip(grads, g))
+        self._record_loss(total)
+        self._grads = grads
+        return None
+
+    def _double_backward(
+        self, v: Tensor, start: int = 0, out: Tensor | None = None, total: Tensor | None = None
+    ) -> Tensor:
+        """``H v`` batch by batch from ``start`` (added to ``out``), freeing each batch's graph before the next."""
+        if out is None:
+            out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        if total is None:
+            total = torch.zeros((), dtype=self.dtype, device=self.device)
+        for b in range(start, len(self.batches)):
+            (x, y), w = self.batches[b], self.weights[b]
+            loss = self._batch_loss(b, x, y)
             total += loss.detach() * w
             out.add_(self._hvp_from_grads(self._first_backward(loss), v, retain=False), alpha=w)
         self._record_loss(total)
@@ -293,7 +473,7 @@ class HessianOperator:
         tangents = dict(zip(self._names, unflatten(v, self.params)))
         out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         total = torch.zeros((), dtype=self.dtype, device=self.device)
-        for (x, y), w in zip(self.batches, self.weights):
+        for b, ((x, y), w) in enumerate(zip(self.batches, self.weights)):
 
             def loss_of(named: dict[str, Tensor], target: Any, x: Any = x) -> tuple[Tensor, Tensor]:
                 loss = self.loss_fn(functional_call(self.model, named, (x,)), target)
@@ -312,7 +492,7 @@ class HessianOperator:
 
                 primal_args, tangent_args = (primals,), (tangents,)
                 fn = grad(fixed_target, has_aux=True)
-            with forward_context(self.model, self.mode, self.seed):
+            with forward_context(self.model, self.mode, self.seed + b):
                 result: tuple[Any, ...] = jvp(fn, primal_args, tangent_args, has_aux=True)
             hv, loss = result[1], result[2]
             total += loss * w
@@ -337,7 +517,7 @@ def hvp(
 
     ``L`` is the batch-size-weighted loss of :class:`HessianOperator` (whose arguments this function shares).
     For several products at the same weights, build a :class:`HessianOperator` once instead: it reuses the first
-    backward's graph.
+    backward's graphs. A single product keeps no graph: each batch's graph is freed once its part is taken.
 
     Args:
         model, loss_fn, data, params, backend, mode, reduce, seed: as for :class:`HessianOperator`.
@@ -357,7 +537,7 @@ def hvp(
         (tensor([[1., 9.]], dtype=torch.float64),)
     """
     with HessianOperator(
-        model, loss_fn, data, params=params, backend=backend, mode=mode, reduce=reduce, seed=seed
+        model, loss_fn, data, params=params, backend=backend, mode=mode, cache_graph=False, reduce=reduce, seed=seed
     ) as op:
         if isinstance(vector, Tensor):
             return op(vector)

@@ -6,8 +6,10 @@ trains for a few steps while the lr grows geometrically from ``start_lr`` to ``e
 early once the loss exceeds ``diverge_factor`` times the best one, and suggests ``lr_at_min / 10`` -- one order of
 magnitude below the lr that gave the lowest smoothed loss, the usual rule of thumb.
 
-The test runs on a deep copy of the model, so the caller's model (weights, buffers, train/eval mode) is untouched,
-and it draws no numbers from torch's global generator.
+The test runs on a deep copy of the model, so the caller's model (weights, buffers, train/eval mode) is untouched.
+The test itself draws no random numbers, but the model's own training-mode forward passes may (dropout draws
+from torch's global generator): wrap the call in ``torch.random.fork_rng()`` to leave the global stream as it was,
+as :func:`theorylr.suggest` does.
 
 Example:
     >>> import torch

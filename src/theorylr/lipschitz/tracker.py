@@ -220,6 +220,7 @@ class ActivationTracker:
         # The paper's classification forms are a fixed multiple of K_z / m: the hook stores K_z only and the batch
         # constants are computed together, per distinct batch size, when the epoch is read.
         self._deferred = not rigorous and loss != "least_squares"
+        self._fro_only = self._deferred and activation_norm == "fro"  # the per-batch fast path of record()
         self._batch: _Batch | None = None
         self._paused = 0
         self._constant_bounds: dict[torch.device | None, Tensor] = {}
@@ -311,6 +312,14 @@ class ActivationTracker:
         if batch is not None and not batch.folded:
             self._finish_batch()
         a = activations.detach()
+        if self._fro_only and a.ndim >= 1 and a.numel():
+            # The Frobenius norm ignores the matrix's shape: no reshape, and 16-bit activations are accumulated in
+            # float32 by the norm kernel itself (no float32 copy). One kernel and a list append per batch.
+            m = a.shape[0] if self.mode == "output" else a.numel() // a.shape[-1]
+            k_z = torch.linalg.vector_norm(a, dtype=torch.float32 if a.dtype in _LOW_PRECISION else None)
+            self._batch = _Batch(None, k_z, m, None, folded=True)
+            self._fold(k_z, m, None)
+            return
         if a.ndim != 2:
             a = a.reshape(-1, a.shape[-1]) if self.mode == "input" else a.reshape(a.shape[0], -1)
         if a.dtype in _LOW_PRECISION:
@@ -386,10 +395,9 @@ class ActivationTracker:
         lists = self._pending.get(m)
         if lists is None:
             lists = self._pending[m] = ([], [])
-        kzs, ls = lists
-        kzs.append(k_z)
+        lists[0].append(k_z)
         if lipschitz is not None:
-            ls.append(lipschitz)
+            lists[1].append(lipschitz)
         self._batches += 1
         self._examples += m
         self._unreduced += 1
@@ -400,15 +408,19 @@ class ActivationTracker:
         """Fold the pending batches into the running epoch maxima (tensor ops per distinct batch size, no sync)."""
         for m, (kzs, ls) in self._pending.items():
             kz = torch.stack(kzs)
-            if self.loss == "softmax" and not self.rigorous:
-                assert self.num_classes is not None
-                values = softmax_cross_entropy(kz, m, self.num_classes)
-            elif self.loss == "bce" and not self.rigorous:
-                values = binary_cross_entropy(kz, m)
+            if self._deferred:
+                # The paper's classification forms are c_m * K_z with c_m > 0 (monotone, also in floating point):
+                # the batch with the largest K_z has the largest constant.
+                max_k_z = k_z = kz.amax()
+                if self.loss == "softmax":
+                    assert self.num_classes is not None
+                    value = softmax_cross_entropy(max_k_z, m, self.num_classes)
+                else:
+                    value = binary_cross_entropy(max_k_z, m)
             else:
                 values = torch.stack(ls)
-            best = values.argmax()
-            value, k_z, max_k_z = values[best], kz[best], kz.amax()
+                best = values.argmax()
+                value, k_z, max_k_z = values[best], kz[best], kz.amax()
             if self._summary is None:
                 self._summary = {
                     "data_lipschitz": value,
@@ -479,7 +491,7 @@ class ActivationTracker:
         Args:
             foreach: compute the norms with ``torch._foreach_norm`` (default ``None``: when available).
         """
-        params = [p.detach() for p in self.model.parameters()]
+        params: list[Tensor] = list(self.model.parameters())
         if self.constant_weight_bound is not None or not params:
             device = params[0].device if params else None
             if device not in self._constant_bounds:
@@ -487,9 +499,12 @@ class ActivationTracker:
             return self._constant_bounds[device]
         if foreach is None:
             foreach = all(p.device.type in ("cpu", "cuda", "xpu", "mps") for p in params)
-        norms = torch._foreach_norm(params) if foreach else [torch.linalg.vector_norm(p) for p in params]
         device = params[0].device
-        return torch.stack([n.to(device) for n in norms]).amax()
+        with torch.no_grad():
+            norms = torch._foreach_norm(params) if foreach else [torch.linalg.vector_norm(p) for p in params]
+            if any(p.device != device for p in params):
+                norms = [n.to(device) for n in norms]
+            return torch.stack(norms).amax()
 
     def epoch_stats(self, *, weight_decay: float = 0.0) -> EpochStats | None:
         """The current epoch's statistics (``None`` when no batch was recorded since :meth:`reset_epoch`).

@@ -200,6 +200,47 @@ def _cast_like(value: Tensor, like: Tensor, cache: dict[tuple[torch.device, torc
     return cache[key]
 
 
+def _step_scales(
+    k1: Tensor,
+    k2: Tensor | None,
+    step: Tensor,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_correction: bool,
+    initial_step_size: float | None,
+    initial_steps: int,
+) -> tuple[Tensor, Tensor | None]:
+    """The scalars of one step, elementwise: on one parameter's 0-dim states or on several parameters' stacked in 1-D.
+
+    Returns ``(scale, correction2)``. ``scale`` is the step size (``1 / K1_hat``, ``(sqrt(K2_hat) + eps) / K1_hat``,
+    or ``initial_step_size`` during the override) times the first moment's bias correction ``1 / (1 - beta1^t)``,
+    so that the update is ``W -= lr * scale * V`` (first moment only) or ``W -= lr * V / (sqrt(S_hat + eps) /
+    scale)``; ``correction2 = 1 - beta2^t`` divides ``S`` (``None`` without bias correction or second moment).
+    """
+    correction1 = None
+    k1_hat = k1
+    if bias_correction and beta1 != 0.0:
+        correction1 = torch.pow(beta1, step).neg().add(1.0)
+        k1_hat = k1.div(correction1)
+    k1_hat = k1_hat.clamp_min(torch.finfo(k1.dtype).tiny)
+    correction2 = None
+    if k2 is None:
+        scale = k1_hat.reciprocal()
+    else:
+        k2_hat = k2
+        if bias_correction:
+            correction2 = torch.pow(beta2, step).neg().add(1.0)
+            k2_hat = k2.div(correction2)
+        scale = k2_hat.sqrt().add(eps).div(k1_hat)
+    if initial_step_size is not None:
+        scale = torch.where(step <= initial_steps, initial_step_size, scale)
+    if correction1 is not None:
+        scale = scale.div(correction1)
+    return scale, correction2
+
+
 def _single_tensor_adaptive(
     params: list[Tensor],
     grads: list[Tensor],
@@ -221,6 +262,7 @@ def _single_tensor_adaptive(
     initial_steps: int,
     maximize: bool,
 ) -> None:
+    # The same operations, in the same order, as _multi_tensor_adaptive (so that the two paths agree to rounding).
     cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
     cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
     for i, param in enumerate(params):
@@ -230,34 +272,82 @@ def _single_tensor_adaptive(
         step = steps[i]
         step.add_(1)
         k1 = lipschitz_avgs[i]
-        k1.mul_(beta1).add_(_cast_like(lipschitz, k1, cache1), alpha=1.0 - beta1)
-        if exp_avgs is not None:
-            direction = exp_avgs[i]
-            direction.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-        else:
-            direction = grad
-        k1_hat = k1
-        if bias_correction and beta1 != 0.0:
-            correction1 = torch.pow(beta1, step).neg().add(1.0)
-            direction = direction.div(correction1)
-            k1_hat = k1.div(correction1)
-        factor = k1_hat.clamp_min(torch.finfo(k1.dtype).tiny).reciprocal()
+        k1.lerp_(_cast_like(lipschitz, k1, cache1), 1.0 - beta1)
+        k2 = None
         if exp_avg_sqs is not None:
             assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
-            s = exp_avg_sqs[i]
-            s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
             k2 = lipschitz_sq_avgs[i]
-            k2.mul_(beta2).add_(_cast_like(lipschitz_sq, k2, cache2), alpha=1.0 - beta2)
-            s_hat, k2_hat = s, k2
-            if bias_correction:
-                correction2 = torch.pow(beta2, step).neg().add(1.0)
-                s_hat = s.div(correction2)
-                k2_hat = k2.div(correction2)
-            factor = k2_hat.sqrt().add(eps).mul(factor)
-            direction = direction.div(s_hat.add(eps).sqrt())
-        if initial_step_size is not None:
-            factor = torch.where(step <= initial_steps, initial_step_size, factor)
-        param.add_(direction.mul(factor), alpha=-lr)
+            k2.lerp_(_cast_like(lipschitz_sq, k2, cache2), 1.0 - beta2)
+        scale, correction2 = _step_scales(
+            k1,
+            k2,
+            step,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            bias_correction=bias_correction,
+            initial_step_size=initial_step_size,
+            initial_steps=initial_steps,
+        )
+        direction = grad if exp_avgs is None else exp_avgs[i].lerp_(grad, 1.0 - beta1)
+        if exp_avg_sqs is None:
+            param.addcmul_(direction, scale, value=-lr)
+            continue
+        s = exp_avg_sqs[i]
+        s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        denom = s.add(eps) if correction2 is None else s.div(correction2).add_(eps)
+        denom.sqrt_().div_(scale)
+        param.addcdiv_(direction, denom, value=-lr)
+
+
+def _grouped_step_scales(
+    k1s: list[Tensor], k2s: list[Tensor] | None, steps: list[Tensor], **kwargs: Any
+) -> tuple[list[Tensor], list[Tensor] | None]:
+    """:func:`_step_scales` for every parameter, on its 0-dim states stacked in 1-D per device and dtype (a few small
+    kernels for the whole list instead of a few per parameter); returns 0-dim views of the results, in order."""
+    groups: dict[tuple[tuple[torch.device, torch.dtype], ...], list[int]] = {}
+    for i in range(len(k1s)):
+        states = (k1s[i], steps[i]) if k2s is None else (k1s[i], steps[i], k2s[i])
+        groups.setdefault(tuple((t.device, t.dtype) for t in states), []).append(i)
+    scales: list[Tensor] = list(k1s)  # every entry is replaced below
+    corrections2: list[Tensor] = list(k1s)
+    has_correction2 = False
+    for key, idx in groups.items():
+        k1 = [k1s[i] for i in idx]
+        k2 = None if k2s is None else [k2s[i] for i in idx]
+        step = [steps[i] for i in idx]
+        results: Iterable[tuple[Tensor, Tensor | None]]
+        if len({device for device, _ in key}) == 1:
+            scale, correction2 = _step_scales(
+                torch.stack(k1), None if k2 is None else torch.stack(k2), torch.stack(step), **kwargs
+            )
+            results = zip(scale.unbind(0), [None] * len(idx) if correction2 is None else correction2.unbind(0))
+        else:  # e.g. steps left on the CPU by load_state_dict: 0-dim tensors mix across devices, stacked ones do not
+            results = [_step_scales(k1[j], None if k2 is None else k2[j], step[j], **kwargs) for j in range(len(idx))]
+        for i, (s, c2) in zip(idx, results):
+            scales[i] = s
+            if c2 is not None:
+                corrections2[i] = c2
+                has_correction2 = True
+    return scales, corrections2 if has_correction2 else None
+
+
+# On the CPU the parameter-sized passes run slab by slab: consecutive whole tensors of at most this many elements
+# together (a larger tensor is a slab of its own). The temporaries are then one slab's, freed and reused while their
+# pages are still mapped, and a slab's tensors are still in the cache for its next pass.
+_CPU_SLAB_NUMEL = 1 << 20
+
+
+def _slabs(tensors: list[Tensor], limit: int) -> list[slice]:
+    out: list[slice] = []
+    start = size = 0
+    for i, t in enumerate(tensors):
+        if i > start and size + t.numel() > limit:
+            out.append(slice(start, i))
+            start, size = i, 0
+        size += t.numel()
+    out.append(slice(start, len(tensors)))
+    return out
 
 
 def _multi_tensor_adaptive(
@@ -281,56 +371,90 @@ def _multi_tensor_adaptive(
     initial_steps: int,
     maximize: bool,
 ) -> None:
-    cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-    cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-    g: _TensorList = torch._foreach_neg(grads) if maximize else grads
-    if weight_decay != 0.0:
-        g = torch._foreach_add(g, params, alpha=weight_decay)
     torch._foreach_add_(steps, 1)
-    torch._foreach_mul_(lipschitz_avgs, beta1)
-    torch._foreach_add_(lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], alpha=1.0 - beta1)
-    direction: _TensorList
-    if exp_avgs is not None:
-        torch._foreach_mul_(exp_avgs, beta1)
-        torch._foreach_add_(exp_avgs, g, alpha=1.0 - beta1)
-        direction = exp_avgs
-    else:
-        direction = g
-    k1_hat: _TensorList = lipschitz_avgs
-    if bias_correction and beta1 != 0.0:
-        correction1 = torch._foreach_pow(beta1, steps)
-        torch._foreach_neg_(correction1)
-        torch._foreach_add_(correction1, 1.0)
-        direction = torch._foreach_div(direction, correction1)
-        k1_hat = torch._foreach_div(lipschitz_avgs, correction1)
-    factor: _TensorList = torch._foreach_clamp_min(k1_hat, torch.finfo(lipschitz_avgs[0].dtype).tiny)
-    torch._foreach_reciprocal_(factor)
+    cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+    torch._foreach_lerp_(lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], 1.0 - beta1)
     if exp_avg_sqs is not None:
         assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
-        torch._foreach_mul_(lipschitz_sq_avgs, beta2)
-        torch._foreach_add_(
-            lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], alpha=1.0 - beta2
+        cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        torch._foreach_lerp_(
+            lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], 1.0 - beta2
         )
-        s_hat: _TensorList = exp_avg_sqs
-        k2_hat: _TensorList = lipschitz_sq_avgs
-        if bias_correction:
-            correction2 = torch._foreach_pow(beta2, steps)
-            torch._foreach_neg_(correction2)
-            torch._foreach_add_(correction2, 1.0)
-            s_hat = torch._foreach_div(exp_avg_sqs, correction2)
-            k2_hat = torch._foreach_div(lipschitz_sq_avgs, correction2)
-        numerator = torch._foreach_sqrt(k2_hat)
-        torch._foreach_add_(numerator, eps)
-        factor = torch._foreach_mul(numerator, factor)
-        denominator = torch._foreach_add(s_hat, eps)
-        torch._foreach_sqrt_(denominator)
-        direction = torch._foreach_div(direction, denominator)
-    if initial_step_size is not None:
-        factor = [torch.where(t <= initial_steps, initial_step_size, f) for t, f in zip(steps, factor)]
-    update = torch._foreach_mul(direction, factor)
-    torch._foreach_add_(params, update, alpha=-lr)
+    scales, corrections2 = _grouped_step_scales(
+        lipschitz_avgs,
+        lipschitz_sq_avgs,
+        steps,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        bias_correction=bias_correction,
+        initial_step_size=initial_step_size,
+        initial_steps=initial_steps,
+    )
+    if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
+        slabs = _slabs(params, _CPU_SLAB_NUMEL)
+    else:
+        slabs = [slice(0, len(params))]
+    for s in slabs:
+        _multi_tensor_update(
+            params[s],
+            grads[s],
+            None if exp_avgs is None else exp_avgs[s],
+            None if exp_avg_sqs is None else exp_avg_sqs[s],
+            scales[s],
+            None if corrections2 is None else corrections2[s],
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+        )
+
+
+def _multi_tensor_update(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor] | None,
+    exp_avg_sqs: list[Tensor] | None,
+    scales: list[Tensor],
+    corrections2: list[Tensor] | None,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    # The passes over parameter-sized tensors (the default, without maximize and weight decay): V.lerp_(g);
+    # S *= b2; S += (1 - b2) g^2; d = S + eps (the one temporary); sqrt_(d); d /= scale; W -= lr V / d. Without
+    # the second moment: V.lerp_(g); W -= lr * scale * V. The step size and the bias corrections are folded into
+    # the 0-dim ``scale`` of each parameter (see _step_scales); maximize and weight decay add a temporary for g.
+    g: _TensorList = grads
+    if maximize:
+        g = torch._foreach_neg(grads)
+        if weight_decay != 0.0:
+            torch._foreach_add_(g, params, alpha=weight_decay)
+    elif weight_decay != 0.0:
+        g = torch._foreach_add(grads, params, alpha=weight_decay)
+    direction: _TensorList = g
+    if exp_avgs is not None:
+        torch._foreach_lerp_(exp_avgs, g, 1.0 - beta1)
+        direction = exp_avgs
+    if exp_avg_sqs is None:
+        torch._foreach_addcmul_(params, direction, scales, value=-lr)
+        return
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
+    if corrections2 is None:
+        denom = torch._foreach_add(exp_avg_sqs, eps)
+    else:
+        denom = torch._foreach_div(exp_avg_sqs, corrections2)
+        torch._foreach_add_(denom, eps)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_div_(denom, scales)
+    torch._foreach_addcdiv_(params, direction, denom, value=-lr)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -58,6 +58,12 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
     The norm has the tensor's dtype, except for 16-bit floating tensors, whose norms are accumulated and returned
     in float32 (an L1 or L2 norm of a large float16 tensor easily exceeds 65504).
 
+    .. note::
+        With ``foreach=True`` on the CPU two faster kernels are used where they apply (same norms up to rounding):
+        L2 norms of contiguous float32/float64 tensors as ``sqrt(dot(t, t))`` when torch has several threads, and
+        the norms of bfloat16 tensors rounded to bfloat16 before they are widened to float32 (relative error at
+        most 2^-9). Measured reasons in ``_use_dot_norms`` and ``_use_native_bf16_norms``.
+
     Args:
         tensors: the tensors (any shapes; an empty tensor has norm 0).
         norm: ``"l1"``, ``"l2"`` or ``"linf"``.
@@ -76,11 +82,16 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
             for t in tensors
         ]
     # The inf-norm of an empty tensor is undefined in torch: empty tensors get the norm 0.
-    out = [_zero_norm(t) for t in tensors]
+    out: list[Tensor | None] = [None] * len(tensors)
     by_dtype: dict[torch.dtype, list[int]] = {}
+    norm_dtypes: dict[torch.dtype, torch.dtype] = {}
     for i, t in enumerate(tensors):
         if t.numel():
-            by_dtype.setdefault(_norm_dtype(t.dtype), []).append(i)
+            if t.dtype not in norm_dtypes:
+                norm_dtypes[t.dtype] = _norm_dtype(t.dtype)
+            by_dtype.setdefault(norm_dtypes[t.dtype], []).append(i)
+        else:
+            out[i] = _zero_norm(t)
     for dtype, idx in by_dtype.items():
         kept = [tensors[i] for i in idx]
         values: Sequence[Tensor]
@@ -89,11 +100,45 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
             # core); max(-min, max) is the same number.
             lows, highs = zip(*(torch.aminmax(t) for t in kept))
             values = [torch.maximum(-lo, hi).to(dtype) for lo, hi in zip(lows, highs)]
+        elif norm == "l2" and _use_dot_norms(kept, dtype):
+            values = torch.stack([torch.dot(t.view(-1), t.view(-1)) for t in kept]).sqrt_().unbind(0)
+        elif _use_native_bf16_norms(kept):
+            values = [v.to(dtype) for v in torch._foreach_norm(kept, ord_)]
         else:
             values = torch._foreach_norm(kept, ord_, dtype=dtype)
         for i, value in zip(idx, values):
             out[i] = value
-    return out
+    return cast(list[Tensor], out)
+
+
+def _use_native_bf16_norms(tensors: list[Tensor]) -> bool:
+    """Whether to take the norms of bfloat16 CPU tensors in bfloat16 (then widened) rather than into float32.
+
+    torch 2.13's CPU norm kernel accumulates bfloat16 in float32 either way, but writing a float32 result takes a
+    slow path: 21.6 ms against 5.2 ms for the 62 ResNet-18 tensors (one thread). The price is the final rounding
+    to bfloat16, a relative error of at most 2^-9 per norm -- the size of the rounding the ratio gets anyway when
+    it is cast to the parameters' dtype. float16 is not included: its norms overflow at 65504.
+    """
+    return not torch.compiler.is_compiling() and all(
+        t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors
+    )
+
+
+def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
+    """Whether to take L2 norms as ``sqrt(dot(t, t))`` (BLAS) instead of ``torch._foreach_norm``.
+
+    On the CPU with several threads, torch 2.13's norm kernel does not speed up past one thread while ``dot`` does:
+    on the 62 ResNet-18 tensors with 2 threads ``_foreach_norm`` took 8.0 ms and the dots 4.6 ms (with 1 thread
+    6.9 and 7.9 ms; ``python -m benchmarks.optim_step`` reports the step-level effect). The dots are also closer
+    to the float64 value than ``vector_norm`` on large float32 tensors. Only contiguous float32/float64 CPU
+    tensors qualify, and never under ``torch.compile``, which generates its own reduction.
+    """
+    if torch.compiler.is_compiling() or torch.get_num_threads() < 2:
+        return False
+    return all(
+        t.device.type == "cpu" and t.dtype == dtype and dtype in (torch.float32, torch.float64) and t.is_contiguous()
+        for t in tensors
+    )
 
 
 def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -188,6 +233,7 @@ def lars(
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     trust_ratios: list[Tensor] | None = None,
+    momentum_scale_list: list[Tensor | None] | None = None,
     *,
     lr: float,
     momentum: float = 0.0,
@@ -210,6 +256,10 @@ def lars(
     ``params`` are updated in place; ``grads`` are only read. ``momentum_buffer_list`` holds one entry per
     parameter: ``None`` creates the buffer (written back into the list, as :func:`torch.optim.sgd.sgd` does).
     ``trust_ratios``, if given, holds one 0-dim tensor per parameter into which the step's ratio is copied.
+    ``momentum_scale_list``, if given, holds one 0-dim scale ``k`` per parameter (``None`` creates it; a missing
+    scale beside an existing buffer counts as 1) and the buffers are kept in the factored form ``buf = k * v``
+    that :class:`LARS` stores (see its note on the momentum buffer). Without it the buffers hold the plain
+    heavy-ball buffer ``buf``, at the cost of one more pass over them per step.
     ``foreach=None`` picks the multi-tensor path when every tensor allows it.
 
     Example:
@@ -223,11 +273,13 @@ def lars(
     if foreach is None:
         foreach = resolve_foreach(None, params)
     func = _multi_tensor_lars if foreach else _single_tensor_lars
+    scales: list[Tensor | None] = [None] * len(params) if momentum_scale_list is None else momentum_scale_list
     func(
         params,
         grads,
         momentum_buffer_list,
         trust_ratios,
+        scales,
         lr=lr,
         momentum=momentum,
         dampening=dampening,
@@ -243,6 +295,28 @@ def lars(
         maximize=maximize,
         norm_fn=norm_fn,
     )
+    if momentum != 0 and momentum_scale_list is None:  # hand back the plain buffers: buf = k * v
+        for buf, k in zip(momentum_buffer_list, scales):
+            if buf is not None and k is not None:
+                buf.mul_(k.to(buf.dtype))
+
+
+def _momentum_scales(
+    ratio: Tensor, old_scales: Tensor | None, *, momentum: float, dampening: float, sign: float
+) -> tuple[Tensor, Tensor]:
+    """The scalar half of the factored momentum buffer ``buf = k * v`` (one formula for both paths).
+
+    ``buf' = momentum * buf + c * u`` with ``c = sign * (1 - dampening) * ratio`` (``sign * ratio`` when the buffer
+    is created, ``old_scales=None``) and ``u = sign * d`` becomes ``k' = momentum * k + c`` and ``v' = v + a (u -
+    v)`` with ``a = c / k'``: one ``lerp_`` over the buffer instead of a scale and an add. Returns ``(k', a)``; ``a``
+    is 0 where ``k' = 0`` (the buffer is then 0 whatever ``v`` holds).
+    """
+    if old_scales is None:
+        return ratio * sign, torch.ones_like(ratio)
+    c = ratio * (sign * (1.0 - dampening))
+    k = torch.add(c, old_scales, alpha=momentum)
+    a = torch.where(k != 0, c / torch.where(k != 0, k, torch.ones_like(k)), torch.zeros_like(k))
+    return k, a
 
 
 def _single_tensor_lars(
@@ -250,6 +324,7 @@ def _single_tensor_lars(
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     trust_ratios: list[Tensor] | None,
+    momentum_scale_list: list[Tensor | None],
     *,
     lr: float,
     momentum: float,
@@ -266,12 +341,16 @@ def _single_tensor_lars(
     maximize: bool,
     norm_fn: NormFn | None,
 ) -> None:
-    """The reference: the update rule of :class:`LARS`, line by line, one tensor at a time."""
+    """The reference: the update rule of :class:`LARS`, line by line, one tensor at a time.
+
+    The sign of ``maximize`` is carried by the coefficients: ``u = g + sign * wd * w = sign * d``, so that both paths
+    store the same factored buffer (see :func:`_momentum_scales`).
+    """
     n = len(params)
+    sign = -1.0 if maximize else 1.0
     dirs = []
     for p, g in zip(params, grads):
-        g = -g if maximize else g
-        dirs.append(g.add(p, alpha=weight_decay) if weight_decay != 0 else g)  # d = g + wd * w (never in place)
+        dirs.append(g.add(p, alpha=sign * weight_decay) if weight_decay != 0 else g)  # u = sign * d (not in place)
 
     ratios: list[Tensor] = []
     if adapt:
@@ -293,26 +372,45 @@ def _single_tensor_lars(
                     eps=eps,
                     min_norm=min_norm,
                     trust_clip=trust_clip,
-                ).to(p.dtype)
+                )
             )
 
     for i, p in enumerate(params):
-        update = dirs[i]
-        if adapt:
-            update = update.mul(ratios[i])  # ratio * d
-            if trust_ratios is not None:
-                trust_ratios[i].copy_(ratios[i])
-        elif trust_ratios is not None:
-            trust_ratios[i].fill_(1.0)
-        if momentum != 0:
-            buf = momentum_buffer_list[i]
-            if buf is None:  # first step: buffer = first update, as torch.optim.SGD
-                buf = torch.clone(update).detach()
-                momentum_buffer_list[i] = buf
+        u = dirs[i]
+        ratio = ratios[i] if adapt else torch.ones((), dtype=_norm_dtype(p.dtype), device=p.device)
+        if trust_ratios is not None:
+            trust_ratios[i].copy_(ratio)
+        if momentum == 0:
+            if adapt:
+                p.addcmul_(u, ratio.to(p.dtype), value=-lr * sign)  # w -= lr * ratio * d
             else:
-                buf.mul_(momentum).add_(update, alpha=1 - dampening)
-            update = update.add(buf, alpha=momentum) if nesterov else buf
-        p.add_(update, alpha=-lr)
+                p.add_(u, alpha=-lr * sign)  # bit for bit torch's SGD
+            continue
+        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v (first step: buf = ratio * d)
+        buf = momentum_buffer_list[i]
+        old_k = momentum_scale_list[i]
+        if buf is None:
+            k, _ = _momentum_scales(ratio, None, momentum=momentum, dampening=dampening, sign=sign)
+            buf = torch.clone(u).detach()
+            momentum_buffer_list[i] = buf
+        else:
+            k, a = _momentum_scales(
+                ratio,
+                old_k if old_k is not None else torch.ones_like(ratio),
+                momentum=momentum,
+                dampening=dampening,
+                sign=sign,
+            )
+            buf.lerp_(u, a.to(p.dtype))
+        if old_k is None:
+            momentum_scale_list[i] = k.clone()
+        else:
+            old_k.copy_(k)
+        if nesterov:  # step = ratio * d + momentum * buf
+            p.addcmul_(u, ratio.to(p.dtype), value=-lr * sign)
+            p.addcmul_(buf, k.to(p.dtype), value=-lr * momentum)
+        else:
+            p.addcmul_(buf, k.to(p.dtype), value=-lr)
 
 
 def _multi_tensor_lars(
@@ -320,6 +418,7 @@ def _multi_tensor_lars(
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     trust_ratios: list[Tensor] | None,
+    momentum_scale_list: list[Tensor | None],
     *,
     lr: float,
     momentum: float,
@@ -338,10 +437,11 @@ def _multi_tensor_lars(
 ) -> None:
     """The fast path: ``torch._foreach_*`` kernels, the sign of ``maximize`` folded into the per-tensor scale.
 
-    Passes over memory for the default (momentum, no weight decay): one ``_foreach_norm`` over weights and
-    gradients, then ``buf *= m``, ``buf += (1 - dampening) * ratio * g`` (``_foreach_addcmul_`` with 0-dim ratios)
-    and ``w -= lr * buf``: torch's SGD plus the two norm reads. The ratios are computed on stacked 1-D tensors,
-    a handful of small kernels whatever the number of parameters.
+    Passes over memory for the default (momentum, no weight decay): the norms read w and g once, then
+    ``v.lerp_(g, a)`` and ``w.addcmul_(v, k, value=-lr)`` (0-dim per-tensor ``a`` and ``k``, see
+    :func:`_momentum_scales`): two read-modify-write sweeps where torch's SGD makes three (``buf *= m``,
+    ``buf += g``, ``w -= lr buf``). The ratios and scales are computed on stacked 1-D tensors, a handful of small
+    kernels whatever the number of parameters.
     """
     n = len(params)
     sign = -1.0 if maximize else 1.0
@@ -365,8 +465,8 @@ def _multi_tensor_lars(
     for (device, dtype), idx in buckets.items():
         ps = [params[i] for i in idx]
         ds = [dirs[i] for i in idx]
+        compute = _norm_dtype(dtype)
         if adapt:
-            compute = _norm_dtype(dtype)
             second_list = [norms[n + i] for i in idx]
             if norm == "mean_ratio":  # ||q||_1 / numel: the mean element-wise ratio
                 second_list = list(torch._foreach_div(second_list, [float(max(p.numel(), 1)) for p in ps]))
@@ -382,14 +482,12 @@ def _multi_tensor_lars(
                 eps=eps,
                 min_norm=min_norm,
                 trust_clip=trust_clip,
-            ).to(dtype)
-            ratio_list = list(ratio.unbind(0))
-            if trust_ratios is not None:
-                torch._foreach_copy_([trust_ratios[i] for i in idx], ratio_list)
-        elif trust_ratios is not None:
-            ones = [trust_ratios[i] for i in idx]
-            torch._foreach_zero_(ones)
-            torch._foreach_add_(ones, 1.0)
+            )
+        else:
+            ratio = torch.ones(len(idx), dtype=compute, device=device)
+        ratio_list = list(ratio.to(dtype).unbind(0))
+        if trust_ratios is not None:
+            torch._foreach_copy_([trust_ratios[i] for i in idx], ratio_list)
 
         if momentum == 0:
             if adapt:
@@ -398,36 +496,58 @@ def _multi_tensor_lars(
                 torch._foreach_add_(ps, ds, alpha=-lr * sign)
             continue
 
+        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v: one lerp_ over v
         old = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is not None]
         new = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is None]
         if old:
             bufs = [cast(Tensor, momentum_buffer_list[idx[k]]) for k in old]
-            old_ds = [ds[k] for k in old]
-            torch._foreach_mul_(bufs, momentum)
-            if adapt:
-                old_ratios = [ratio_list[k] for k in old]
-                torch._foreach_addcmul_(bufs, old_ds, old_ratios, value=(1 - dampening) * sign)
+            one = torch.ones((), dtype=compute, device=device)
+            prev = [momentum_scale_list[idx[k]] for k in old]
+            k_old, a = _momentum_scales(
+                ratio if not new else torch.stack([ratio[k] for k in old]),
+                torch.stack([one if q is None else q for q in prev]),
+                momentum=momentum,
+                dampening=dampening,
+                sign=sign,
+            )
+            a_list = list(a.to(dtype).unbind(0))
+            if torch.compiler.is_compiling():
+                # v + a (u - v) as plain arithmetic: inductor fuses it into one kernel per tensor, where its
+                # lowering of lerp with a 0-dim weight runs about twice as slow as the eager kernel.
+                torch._foreach_add_(bufs, torch._foreach_mul(torch._foreach_sub([ds[k] for k in old], bufs), a_list))
             else:
-                torch._foreach_add_(bufs, old_ds, alpha=(1 - dampening) * sign)
-        if new:  # first step: buffer = first update = sign * ratio * dirs
-            new_ds = [ds[k] for k in new]
-            if adapt:
-                created = torch._foreach_mul(new_ds, [ratio_list[k] for k in new])
-                if sign < 0:
-                    torch._foreach_neg_(created)
+                torch._foreach_lerp_(bufs, [ds[k] for k in old], a_list)
+            kept = [j for j, q in enumerate(prev) if q is not None]
+            k_old_list = list(k_old.unbind(0))
+            if len(kept) == len(prev):
+                torch._foreach_copy_(cast(list[Tensor], prev), k_old_list)
             else:
-                created = torch._foreach_mul(new_ds, sign)
-            for k, buf in zip(new, created):
-                momentum_buffer_list[idx[k]] = buf
+                for j, q in enumerate(prev):
+                    if q is None:
+                        momentum_scale_list[idx[old[j]]] = k_old_list[j].clone()
+                    else:
+                        q.copy_(k_old_list[j])
+        if new:  # first step: buf = ratio * d, i.e. v = u and k = sign * ratio
+            k_new, _ = _momentum_scales(
+                ratio if not old else torch.stack([ratio[k] for k in new]),
+                None,
+                momentum=momentum,
+                dampening=dampening,
+                sign=sign,
+            )
+            for k, q in zip(new, k_new.unbind(0)):
+                momentum_buffer_list[idx[k]] = torch.clone(ds[k]).detach()
+                momentum_scale_list[idx[k]] = q.clone()
+        if new and old:
+            k_cast = list(torch.stack([cast(Tensor, momentum_scale_list[i]) for i in idx]).to(dtype).unbind(0))
+        else:
+            k_cast = list((k_old if old else k_new).to(dtype).unbind(0))
         bufs_all = [cast(Tensor, momentum_buffer_list[i]) for i in idx]
         if nesterov:  # w -= lr * (ratio * d + momentum * buf), as two fused passes over w
-            if adapt:
-                torch._foreach_addcmul_(ps, ds, ratio_list, value=-lr * sign)
-            else:
-                torch._foreach_add_(ps, ds, alpha=-lr * sign)
-            torch._foreach_add_(ps, bufs_all, alpha=-lr * momentum)
+            torch._foreach_addcmul_(ps, ds, ratio_list, value=-lr * sign)
+            torch._foreach_addcmul_(ps, bufs_all, k_cast, value=-lr * momentum)
         else:
-            torch._foreach_add_(ps, bufs_all, alpha=-lr)
+            torch._foreach_addcmul_(ps, bufs_all, k_cast, value=-lr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -514,9 +634,11 @@ class LARS(Optimizer):
             float32 (as :func:`local_norms` returns them). It is not a hyperparameter: it is kept on the optimizer
             (``self.norm_fn``), not in ``defaults`` or the state dict.
 
-    State (per parameter, created at its first gradient): ``momentum_buffer`` (only when ``momentum != 0``, as
-    torch's SGD) and ``trust_ratio``, a 0-dim tensor holding the last step's ratio, for logging without a host
-    sync (``torch.stack([opt.state[p]["trust_ratio"] for p in ...])``).
+    State (per parameter, created at its first gradient): ``trust_ratio``, a 0-dim tensor holding the last step's
+    ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in ...])``); and,
+    only when ``momentum != 0``, the heavy-ball buffer in factored form: ``momentum_buffer`` (one tensor of the
+    parameter's shape and dtype, as torch's SGD) and ``momentum_scale`` (a 0-dim float32/float64 tensor), with
+    ``buf = momentum_scale * momentum_buffer``; :meth:`momentum_buffer` returns ``buf`` itself.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -538,6 +660,15 @@ class LARS(Optimizer):
         torch's SGD (buffer = first update), and a zero weight or zero gradient gives ratio 1 instead of 0/0.
         ``min_norm`` compares the chosen norm of ``w`` (the L1 norm for ``"mean_ratio"``), where §3.2 states the
         L2 norm; for ``"l2"`` the two agree.
+
+    .. note::
+        **The factored momentum buffer** (an implementation choice, not in the paper). The recursion
+        ``buf = momentum * buf + c * d`` with a per-tensor ``c = (1 - dampening) * ratio`` costs two sweeps over
+        the buffer (a scale, then an add). Storing ``buf = k * v`` turns it into ``k = momentum * k + c`` (a
+        scalar) and ``v = v + (c / k) (d - v)``, one ``lerp_`` sweep; the step is then ``w -= lr * k * v``, one
+        ``addcmul_``. Same arithmetic up to rounding (tested against the plain recursion in float64 to 1e-12),
+        one sweep fewer than torch's SGD. A state dict holding only ``momentum_buffer`` (e.g. written before
+        ``momentum_scale`` existed) is read as the plain buffer (``k = 1``).
 
     .. note::
         **PercentDelta, two readings.** The paper states PercentDelta as eq. (1) with L1 norms, ``norm="l1"``:
@@ -654,6 +785,7 @@ class LARS(Optimizer):
             if not params:
                 continue
             bufs: list[Tensor | None] = []
+            scales: list[Tensor | None] = []
             trust: list[Tensor] = []
             for p in params:
                 state = self.state[p]
@@ -661,11 +793,13 @@ class LARS(Optimizer):
                     state["trust_ratio"] = torch.ones((), dtype=p.dtype, device=p.device)
                 trust.append(state["trust_ratio"])
                 bufs.append(state.get("momentum_buffer"))
+                scales.append(state.get("momentum_scale"))
             lars(
                 params,
                 grads,
                 bufs,
                 trust,
+                scales,
                 lr=group["lr"],
                 momentum=group["momentum"],
                 dampening=group["dampening"],
@@ -683,9 +817,29 @@ class LARS(Optimizer):
                 norm_fn=self.norm_fn,
             )
             if group["momentum"] != 0:
-                for p, buf in zip(params, bufs):
+                for p, buf, scale in zip(params, bufs, scales):
                     self.state[p]["momentum_buffer"] = buf
+                    self.state[p]["momentum_scale"] = scale
         return loss
+
+    def momentum_buffer(self, p: Tensor) -> Tensor | None:
+        """The heavy-ball buffer of parameter ``p``, ``momentum_scale * momentum_buffer`` (a new tensor), or None
+        before its first momentum step.
+
+        Example:
+            >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+            >>> opt = LARS([w], lr=0.1, momentum=0.9, eps=0.0)
+            >>> w.grad = torch.tensor([0.0, 10.0])
+            >>> _ = opt.step()  # ratio ||w|| / ||g|| = 0.5: buf = 0.5 * g
+            >>> opt.momentum_buffer(w)
+            tensor([0., 5.])
+        """
+        state = self.state.get(p, {})
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            return None
+        scale = state.get("momentum_scale")
+        return buf.clone() if scale is None else buf * scale.to(buf.dtype)
 
 
 class PercentDelta(LARS):
