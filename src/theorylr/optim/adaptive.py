@@ -683,7 +683,9 @@ class AdaMo(_LipschitzAdaptive):
             learning rate under ``group["initial_lr"]``.
         initial_steps: how many steps ``initial_step_size`` lasts (default 0; >= 1 with ``initial_step_size``).
         maximize: maximize the objective (default ``False``).
-        foreach: use the multi-tensor path (default ``None``: when every parameter allows it).
+        foreach: use the multi-tensor path (default ``None``: when every parameter allows it). On the CPU it
+            runs the parameter-sized passes in slabs of consecutive tensors (at most 2^20 elements each) so that
+            its one temporary stays small and mapped; the arithmetic is the loop's (``benchmarks/RESULTS.md``).
 
     {coupling}
 
