@@ -60,7 +60,7 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
 
     .. note::
         With ``foreach=True`` on the CPU two faster kernels are used where they apply (same norms up to rounding):
-        L2 norms of contiguous float32/float64 tensors as ``sqrt(dot(t, t))`` when torch has several threads, and
+        L2 norms of contiguous float32/float64 tensors as ``sqrt(dot(t, t))`` with several threads or compiled, and
         the norms of bfloat16 tensors rounded to bfloat16 before they are widened to float32 (relative error at
         most 2^-9). Measured reasons in ``_use_dot_norms`` and ``_use_native_bf16_norms``.
 
@@ -131,9 +131,10 @@ def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
     on the 62 ResNet-18 tensors with 2 threads ``_foreach_norm`` took 8.0 ms and the dots 4.6 ms (with 1 thread
     6.9 and 7.9 ms; ``python -m benchmarks.optim_step`` reports the step-level effect). The dots are also closer
     to the float64 value than ``vector_norm`` on large float32 tensors. Only contiguous float32/float64 CPU
-    tensors qualify, and never under ``torch.compile``, which generates its own reduction.
+    tensors qualify. Under ``torch.compile`` the dots are kept whatever the thread count: with 2 threads the
+    compiled LARS step took 1.29x torch's SGD foreach with them and 1.38x with inductor's own reductions.
     """
-    if torch.compiler.is_compiling() or torch.get_num_threads() < 2:
+    if not torch.compiler.is_compiling() and torch.get_num_threads() < 2:
         return False
     return all(
         t.device.type == "cpu" and t.dtype == dtype and dtype in (torch.float32, torch.float64) and t.is_contiguous()
