@@ -701,3 +701,25 @@ def test_bfloat16_lars_foreach_is_close_to_the_loop() -> None:
         slow.step()
     for a, b in zip(ps_fast, ps_slow):
         torch.testing.assert_close(a.detach().float(), b.detach().float(), rtol=2e-2, atol=2e-2)
+
+
+def test_bfloat16_state_dict_keeps_the_momentum_scale_in_float32() -> None:
+    torch.manual_seed(13)
+    a = nn.Parameter(torch.randn(4, 3).to(torch.bfloat16))
+    opt = LARS([a], lr=0.1, momentum=0.9)
+    for _ in range(2):
+        a.grad = torch.randn(4, 3).to(torch.bfloat16)
+        opt.step()
+    scale = opt.state[a]["momentum_scale"]
+    assert scale.dtype == torch.float32
+    b = nn.Parameter(a.detach().clone())
+    twin = LARS([b], lr=0.1, momentum=0.9)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert twin.state[b]["momentum_scale"].dtype == torch.float32
+    assert twin.state[b]["momentum_buffer"].dtype == torch.bfloat16
+    torch.testing.assert_close(twin.state[b]["momentum_scale"], scale, rtol=0, atol=0)
+    g = torch.randn(4, 3).to(torch.bfloat16)
+    a.grad, b.grad = g.clone(), g.clone()
+    opt.step()
+    twin.step()
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=0, atol=0)

@@ -774,6 +774,21 @@ class LARS(Optimizer):
                 if key in self.defaults:
                     group.setdefault(key, self.defaults[key])
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As :meth:`torch.optim.Optimizer.load_state_dict`, except that ``momentum_scale`` keeps its float32/float64
+        dtype: torch casts floating state to the parameter's dtype, which for 16-bit parameters would round the
+        scale of the whole buffer at every reload."""
+        saved = state_dict.get("state", {})
+        ids = [i for group in state_dict.get("param_groups", []) for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        super().load_state_dict(state_dict)
+        for i, p in zip(ids, params):
+            scale = saved.get(i, {}).get("momentum_scale")
+            if isinstance(scale, Tensor) and p in self.state:
+                self.state[p]["momentum_scale"] = scale.detach().to(
+                    device=p.device, dtype=_norm_dtype(p.dtype), copy=True
+                )
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one step; ``closure`` (optional) re-evaluates the loss with gradients enabled and returns it."""
