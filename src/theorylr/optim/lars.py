@@ -502,11 +502,16 @@ def _multi_tensor_lars(
         new = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is None]
         if old:
             bufs = [cast(Tensor, momentum_buffer_list[idx[k]]) for k in old]
-            one = torch.ones((), dtype=compute, device=device)
             prev = [momentum_scale_list[idx[k]] for k in old]
+            scaled = all(q is not None for q in prev)  # False only for state written before momentum_scale existed
+            if scaled:
+                prev_scales = torch.stack(cast(list[Tensor], prev))
+            else:
+                one = torch.ones((), dtype=compute, device=device)
+                prev_scales = torch.stack([one if q is None else q for q in prev])
             k_old, a = _momentum_scales(
                 ratio if not new else torch.stack([ratio[k] for k in old]),
-                torch.stack([one if q is None else q for q in prev]),
+                prev_scales,
                 momentum=momentum,
                 dampening=dampening,
                 sign=sign,
@@ -518,9 +523,8 @@ def _multi_tensor_lars(
                 torch._foreach_add_(bufs, torch._foreach_mul(torch._foreach_sub([ds[k] for k in old], bufs), a_list))
             else:
                 torch._foreach_lerp_(bufs, [ds[k] for k in old], a_list)
-            kept = [j for j, q in enumerate(prev) if q is not None]
             k_old_list = list(k_old.unbind(0))
-            if len(kept) == len(prev):
+            if scaled:
                 torch._foreach_copy_(cast(list[Tensor], prev), k_old_list)
             else:
                 for j, q in enumerate(prev):
