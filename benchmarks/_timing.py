@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks: medians over repeats, after warm-up, in one process."""
+"""Timing and memory helpers shared by the benchmarks (and the memory tests): medians over repeats after warm-up,
+and the peak of temporaries the CPU allocator hands out during a call."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["machine_description", "median_ms", "sync"]
+__all__ = ["machine_description", "median_ms", "peak_transient_bytes", "sync"]
 
 
 def sync(device: torch.device | str | None = None) -> None:
@@ -45,3 +46,16 @@ def machine_description() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def peak_transient_bytes(fn: Callable[[], Any]) -> int:
+    """The highest net amount the CPU allocator handed out while ``fn`` ran (0 if nothing was allocated), from the
+    allocator events the profiler records."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._timing import machine_description, median_ms, sync
+from benchmarks._timing import machine_description, median_ms, peak_transient_bytes, sync
 from benchmarks.optim_step import resnet18_shapes
 
 __all__ = ["main"]
@@ -191,18 +191,6 @@ def _state_bytes(opt: Any) -> int:
     return total
 
 
-def _peak_transient_bytes(fn: Callable[[], Any]) -> int:
-    """Peak net CPU allocation while ``fn`` runs (allocator events recorded by the profiler)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Time every row, print the table, and return the figures as a dict (JSON-ready)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.adaptive_step", description=__doc__.splitlines()[0])
@@ -246,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     memory = {}
     if device.type == "cpu":
         for name, (_, opt, step, _) in setups.items():
-            memory[name] = (_state_bytes(opt) / param_bytes, _peak_transient_bytes(step) / param_bytes)
+            memory[name] = (_state_bytes(opt) / param_bytes, peak_transient_bytes(step) / param_bytes)
 
     steps = {name: setup[2] for name, setup in setups.items()}
     for _ in range(args.warmup):

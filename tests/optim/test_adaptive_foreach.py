@@ -4,11 +4,11 @@ lists split into several CPU slabs and on groups mixing dtypes, with temporaries
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from benchmarks._timing import peak_transient_bytes
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -120,17 +120,6 @@ def test_a_zero_step_leaves_the_weights_exactly_unchanged(
         assert torch.equal(p.detach(), q)
 
 
-def _peak_transient_bytes(fn: Callable[[], Any]) -> int:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 @pytest.mark.parametrize(
     ("cls", "options", "temporaries"),
     [
@@ -151,11 +140,11 @@ def test_foreach_temporaries_are_at_most_one_slab_each(
     opt.step()
     largest_slab = max(sum(p.numel() for p in params[s]) for s in adaptive._slabs(list(params), SLAB)) * 4
     small = 4096  # 0-dim scalars (norms, scales, stacked states) and allocator rounding
-    peak = _peak_transient_bytes(opt.step)
+    peak = peak_transient_bytes(opt.step)
     assert peak <= temporaries * largest_slab + small
     if temporaries:  # a control on the method: without slabs the temporaries are parameter-sized
         monkeypatch.setattr(adaptive, "_CPU_SLAB_NUMEL", 1 << 30)
-        assert _peak_transient_bytes(opt.step) >= temporaries * sum(p.numel() for p in params) * 4
+        assert peak_transient_bytes(opt.step) >= temporaries * sum(p.numel() for p in params) * 4
 
 
 def test_slabs_cover_the_list_in_order_and_respect_the_limit() -> None:

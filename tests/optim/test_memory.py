@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from benchmarks._timing import peak_transient_bytes
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -101,25 +102,13 @@ def test_adaptive_state_is_their_moments_plus_scalars(
     assert scalars <= 3 * len(params)  # step, lipschitz_avg and (with a second moment) lipschitz_sq_avg
 
 
-def _peak_transient_bytes(fn: Callable[[], Any]) -> int:
-    """The highest net amount the CPU allocator handed out while ``fn`` ran (0 if nothing was kept alive)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
 @pytest.mark.parametrize("norm", ["l2", "l1"])
 def test_lars_foreach_step_allocates_no_more_than_sgd(weight_decay: float, norm: str) -> None:
     opt, _ = _stepped(lambda ps: LARS(ps, lr=0.1, momentum=0.9, weight_decay=weight_decay, norm=norm))
     sgd, _ = _stepped(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=weight_decay, foreach=True))
     param_bytes = sum(torch.Size(s).numel() * 4 for s in SHAPES)
-    lars_peak, sgd_peak = _peak_transient_bytes(opt.step), _peak_transient_bytes(sgd.step)
+    lars_peak, sgd_peak = peak_transient_bytes(opt.step), peak_transient_bytes(sgd.step)
     # SGD needs g + wd w with weight decay (one parameter-sized copy) and nothing without; LARS adds only small
     # tensors (norms and ratios: a few bytes per parameter tensor).
     small = 4096  # norms, ratios and allocator rounding: bytes per tensor, not per element
@@ -127,4 +116,4 @@ def test_lars_foreach_step_allocates_no_more_than_sgd(weight_decay: float, norm:
     assert lars_peak <= sgd_peak + small
     # A control on the method: a parameter-sized temporary is seen.
     grads = [p.grad for p in opt.param_groups[0]["params"]]
-    assert _peak_transient_bytes(lambda: [g.clone() for g in grads]) >= param_bytes
+    assert peak_transient_bytes(lambda: [g.clone() for g in grads]) >= param_bytes
