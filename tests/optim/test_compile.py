@@ -108,3 +108,27 @@ def test_foreach_is_the_default_on_cpu(row: OptimInfo) -> None:
     names = {event.name for event in prof.events()}
     assert any(name.startswith("aten::_foreach_") for name in names)
     assert "aten::add_" not in names or any(name == "aten::_foreach_add_" for name in names)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
+def test_a_second_compiled_optimizer_with_another_weight_decay_compiles_without_graph_breaks(row: OptimInfo) -> None:
+    """A second instance with another ``weight_decay`` in the same process: dynamo then holds the float as a symbol,
+    which ``step()`` must not read (a regression test: the adaptive optimizers once validated it there)."""
+    torch._dynamo.reset()
+    for weight_decay in (1e-3, 2e-3):
+        model, twin = _model(), _model()
+        kwargs = {**row.descent_kwargs, "weight_decay": weight_decay}
+        compiled_opt, eager_opt = _build(row, model, kwargs), _build(row, twin, kwargs)
+        compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=_CountingBackend())
+        for step in range(2):
+            x, y = _batch(step)
+            for opt, net in ((compiled_opt, model), (eager_opt, twin)):
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+            compiled_step()
+            eager_opt.step()
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        for closer in (getattr(compiled_opt, "close", None), getattr(eager_opt, "close", None)):
+            if closer is not None:
+                closer()

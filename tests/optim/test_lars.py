@@ -651,25 +651,27 @@ def test_zero_ratio_gives_a_zero_scale_and_finite_steps() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_multithreaded_cpu_l2_norms_use_dot_and_match_vector_norm(dtype: torch.dtype) -> None:
-    """With several CPU threads the foreach L2 norms are sqrt(dot(t, t)); they agree with vector_norm."""
+    """With several CPU threads the foreach L2 norms of large contiguous tensors are sqrt(dot(t, t)), the others
+    come from one _foreach_norm call; all agree with vector_norm, in the order given."""
     torch.manual_seed(8)
-    tensors = [torch.randn(s, dtype=dtype) for s in [(64, 3, 7, 7), (512,), (10, 4), (0,), (3, 5)]]
-    tensors.append(torch.randn(6, 4, dtype=dtype).t())  # not contiguous: the group falls back to _foreach_norm
+    shapes = [(64, 3, 7, 7), (256, 64, 2, 2), (512,), (10, 4), (0,), (3, 5), (300, 300)]
+    tensors = [torch.randn(s, dtype=dtype) for s in shapes]
+    tensors.append(torch.randn(400, 200, dtype=dtype).t())  # large but not contiguous: _foreach_norm
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         with torch.profiler.profile() as prof:
-            fast = local_norms(tensors[:-1], "l2", foreach=True)
-        assert any(e.name == "aten::dot" for e in prof.events())
-        mixed = local_norms(tensors, "l2", foreach=True)
+            fast = local_norms(tensors, "l2", foreach=True)
+        assert sum(e.name == "aten::dot" for e in prof.events()) == 2  # (256, 64, 2, 2) and (300, 300)
+        assert sum(e.name == "aten::_foreach_norm" for e in prof.events()) == 1
     finally:
         torch.set_num_threads(threads)
     ref = local_norms(tensors, "l2", foreach=False)
     tol = {"rtol": 1e-6, "atol": 0.0} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 0.0}
-    for a, b in zip([*fast, mixed[-1]], ref):
+    for a, b in zip(fast, ref):
         assert a.dtype == b.dtype == dtype and a.shape == ()
         torch.testing.assert_close(a, b, **tol)
-    assert float(fast[3]) == 0.0
+    assert float(fast[4]) == 0.0
 
 
 @pytest.mark.parametrize("norm", ["l2", "l1", "linf"])

@@ -49,7 +49,6 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from theorylr._validation import check_bool, check_choice, check_int, check_number, check_probability
-from theorylr.lipschitz.closed_form import l2_term
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import params_with_grad, resolve_foreach
 
@@ -620,7 +619,9 @@ class _LipschitzAdaptive(Optimizer):
                     k2s.append(state["lipschitz_sq_avg"])
             data, bound = estimates[group["lipschitz"]]
             lam = group["weight_decay"]
-            reg: Tensor | float = l2_term(lam, bound) if (lam != 0.0 and bound is not None) else 0.0
+            # l2_term(lam, bound) without its argument checks: lam was checked when the group was added, and a
+            # check here would read a value torch.compile may hold as a symbol (a graph break under fullgraph).
+            reg: Tensor | float = lam * bound if (lam != 0.0 and bound is not None) else 0.0
             lipschitz = data + reg
             lipschitz_sq = squared_lipschitz_estimate(data, reg, group["l2_estimate"]) if self._second_moment else None
             adaptive_lipschitz(

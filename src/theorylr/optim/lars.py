@@ -93,22 +93,50 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
         else:
             out[i] = _zero_norm(t)
     for dtype, idx in by_dtype.items():
-        kept = [tensors[i] for i in idx]
-        values: Sequence[Tensor]
-        if norm == "linf" and all(t.device.type == "cpu" for t in kept):
-            # torch 2.13's CPU inf-norm kernel is ~7x slower than one aminmax sweep (62 ResNet-18 tensors, one
-            # core); max(-min, max) is the same number.
-            lows, highs = zip(*(torch.aminmax(t) for t in kept))
-            values = [torch.maximum(-lo, hi).to(dtype) for lo, hi in zip(lows, highs)]
-        elif norm == "l2" and _use_dot_norms(kept, dtype):
-            values = torch.stack([torch.dot(t.view(-1), t.view(-1)) for t in kept]).sqrt_().unbind(0)
-        elif _use_native_bf16_norms(kept):
-            values = [v.to(dtype) for v in torch._foreach_norm(kept, ord_)]
-        else:
-            values = torch._foreach_norm(kept, ord_, dtype=dtype)
-        for i, value in zip(idx, values):
+        for i, value in zip(idx, _same_dtype_norms([tensors[i] for i in idx], norm, dtype)):
             out[i] = value
     return cast(list[Tensor], out)
+
+
+# Tensors at least this large take the L2 dot kernel when ``_use_dot_norms`` allows it; smaller ones go to one
+# ``torch._foreach_norm`` call, whose per-tensor cost inside C++ is far below a Python-level ``dot`` (two views
+# and a call, about 4 us each). On the ResNet-18 set this leaves 36 dots instead of 124.
+_DOT_MIN_NUMEL = 1 << 16
+
+
+def _same_dtype_norms(kept: list[Tensor], norm: str, dtype: torch.dtype) -> list[Tensor]:
+    """The norms of non-empty tensors of one dtype, computed in ``dtype``, in order (see :func:`local_norms`)."""
+    ord_ = _ORD[norm]
+    if norm == "linf" and all(t.device.type == "cpu" for t in kept):
+        # torch 2.13's CPU inf-norm kernel is ~7x slower than one aminmax sweep (62 ResNet-18 tensors, one
+        # core); max(-min, max) is the same number.
+        lows, highs = zip(*(torch.aminmax(t) for t in kept))
+        return [torch.maximum(-lo, hi).to(dtype) for lo, hi in zip(lows, highs)]
+    if norm == "l2" and _use_dot_norms(kept, dtype):
+        large = [i for i, t in enumerate(kept) if t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous()]
+        if large:
+            dots = [torch.dot(kept[i].view(-1), kept[i].view(-1)) for i in large]
+            torch._foreach_sqrt_(dots)
+            if len(large) == len(kept):
+                return dots
+            values: list[Tensor | None] = [None] * len(kept)
+            for i, v in zip(large, dots):
+                values[i] = v
+            small = [i for i, v in enumerate(values) if v is None]
+            for i, v in zip(small, torch._foreach_norm([kept[i] for i in small], ord_, dtype=dtype)):
+                values[i] = v
+            return cast(list[Tensor], values)
+    if _use_native_bf16_norms(kept):
+        return [v.to(dtype) for v in torch._foreach_norm(kept, ord_)]
+    return list(torch._foreach_norm(kept, ord_, dtype=dtype))
+
+
+def _bucket_norms(tensors: list[Tensor], norm: str, dtype: torch.dtype) -> list[Tensor]:
+    """:func:`local_norms` (``foreach=True``) for tensors of one device and dtype, without its per-tensor grouping:
+    the kernels handle empty tensors (norm 0) for "l1" and "l2"."""
+    if norm == "linf":
+        return local_norms(tensors, norm, foreach=True)
+    return _same_dtype_norms(tensors, norm, dtype)
 
 
 def _use_native_bf16_norms(tensors: list[Tensor]) -> bool:
@@ -125,21 +153,21 @@ def _use_native_bf16_norms(tensors: list[Tensor]) -> bool:
 
 
 def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
-    """Whether to take L2 norms as ``sqrt(dot(t, t))`` (BLAS) instead of ``torch._foreach_norm``.
+    """Whether to take the L2 norms of the large tensors as ``sqrt(dot(t, t))`` (BLAS) instead of
+    ``torch._foreach_norm`` (tensors of ``_DOT_MIN_NUMEL`` elements or more, contiguous).
 
     On the CPU with several threads, torch 2.13's norm kernel does not speed up past one thread while ``dot`` does:
     on the 62 ResNet-18 tensors with 2 threads ``_foreach_norm`` took 8.0 ms and the dots 4.6 ms (with 1 thread
     6.9 and 7.9 ms; ``python -m benchmarks.optim_step`` reports the step-level effect). The dots are also closer
-    to the float64 value than ``vector_norm`` on large float32 tensors. Only contiguous float32/float64 CPU
-    tensors qualify. Under ``torch.compile`` the dots are kept whatever the thread count: with 2 threads the
-    compiled LARS step took 1.29x torch's SGD foreach with them and 1.38x with inductor's own reductions.
+    to the float64 value than ``vector_norm`` on large float32 tensors. Only float32/float64 CPU tensors qualify.
+    Under ``torch.compile`` the dots are kept whatever the thread count: with 2 threads the compiled LARS step took
+    1.29x torch's SGD foreach with them and 1.38x with inductor's own reductions.
     """
+    if dtype not in (torch.float32, torch.float64):
+        return False
     if not torch.compiler.is_compiling() and torch.get_num_threads() < 2:
         return False
-    return all(
-        t.device.type == "cpu" and t.dtype == dtype and dtype in (torch.float32, torch.float64) and t.is_contiguous()
-        for t in tensors
-    )
+    return all(t.is_cpu and t.dtype == dtype for t in tensors)
 
 
 def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -219,8 +247,10 @@ def _trust_ratio(
     raw = trust_coefficient / den if norm == "mean_ratio" else trust_coefficient * w_norm / (den + eps)
     # Ratio 1 (plain SGD) near the origin (paper §3.2, §6.1), at a zero weight and at a zero denominator: the
     # masked lanes may hold inf/nan, which torch.where never lets through.
-    fallback = (w_norm < min_norm) | (w_norm == 0) | (den == 0)
-    ratio = torch.where(fallback, torch.ones_like(raw), raw)
+    fallback = (w_norm < min_norm) | (den == 0)
+    if not min_norm > 0:  # with min_norm > 0 a zero weight is already below it
+        fallback = fallback | (w_norm == 0)
+    ratio = torch.where(fallback, 1.0, raw)
     if trust_clip:
         ratio = ratio.clamp(max=1.0)
     return ratio
@@ -316,7 +346,8 @@ def _momentum_scales(
         return ratio * sign, torch.ones_like(ratio)
     c = ratio * (sign * (1.0 - dampening))
     k = torch.add(c, old_scales, alpha=momentum)
-    a = torch.where(k != 0, c / torch.where(k != 0, k, torch.ones_like(k)), torch.zeros_like(k))
+    nonzero = k != 0
+    a = torch.where(nonzero, c / torch.where(nonzero, k, 1.0), 0.0)
     return k, a
 
 
@@ -450,13 +481,9 @@ def _multi_tensor_lars(
     dirs = list(grads) if weight_decay == 0 else list(torch._foreach_add(grads, params, alpha=sign * weight_decay))
 
     norms: list[Tensor] = []
-    if adapt:
+    if adapt and norm_fn is not None:  # a user's hook sees every tensor in one call (it may all-reduce)
         tensors, ord_name = _norm_inputs_foreach(params, grads, dirs, norm=norm, denominator=denominator, eps=eps)
-        norms = (
-            local_norms(tensors, ord_name, foreach=True)
-            if norm_fn is None
-            else _call_norm_fn(norm_fn, tensors, ord_name)
-        )
+        norms = _call_norm_fn(norm_fn, tensors, ord_name)
 
     # One bucket per (device, dtype): stacking the norms and the foreach kernels need it.
     buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
@@ -468,11 +495,17 @@ def _multi_tensor_lars(
         ds = [dirs[i] for i in idx]
         compute = _norm_dtype(dtype)
         if adapt:
-            second_list = [norms[n + i] for i in idx]
+            if norm_fn is None:  # the bucket's norms, stacked once: w's, then the denominator's
+                tensors, ord_name = _norm_inputs_foreach(
+                    ps, [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
+                )
+                stacked = torch.stack(_bucket_norms(tensors, ord_name, compute)).to(dtype=compute)
+                w_norms, second = stacked[: len(idx)], stacked[len(idx) :]
+            else:
+                w_norms = torch.stack([norms[i] for i in idx]).to(device=device, dtype=compute)
+                second = torch.stack([norms[n + i] for i in idx]).to(device=device, dtype=compute)
             if norm == "mean_ratio":  # ||q||_1 / numel: the mean element-wise ratio
-                second_list = list(torch._foreach_div(second_list, [float(max(p.numel(), 1)) for p in ps]))
-            w_norms = torch.stack([norms[i] for i in idx]).to(device=device, dtype=compute)
-            second = torch.stack(second_list).to(device=device, dtype=compute)
+                second = second / torch.tensor([float(max(p.numel(), 1)) for p in ps], dtype=compute, device=device)
             ratio = _trust_ratio(
                 w_norms,
                 second,
@@ -545,6 +578,8 @@ def _multi_tensor_lars(
                 momentum_scale_list[idx[k]] = q.clone()
         if new and old:
             k_cast = list(torch.stack([cast(Tensor, momentum_scale_list[i]) for i in idx]).to(dtype).unbind(0))
+        elif old and dtype == compute:
+            k_cast = k_old_list  # the scales just written: no second unbind
         else:
             k_cast = list((k_old if old else k_new).to(dtype).unbind(0))
         bufs_all = [cast(Tensor, momentum_buffer_list[i]) for i in idx]
@@ -807,13 +842,17 @@ class LARS(Optimizer):
             bufs: list[Tensor | None] = []
             scales: list[Tensor | None] = []
             trust: list[Tensor] = []
+            states = []
             for p in params:
                 state = self.state[p]
                 if "trust_ratio" not in state:
                     state["trust_ratio"] = torch.ones((), dtype=p.dtype, device=p.device)
+                states.append(state)
                 trust.append(state["trust_ratio"])
                 bufs.append(state.get("momentum_buffer"))
                 scales.append(state.get("momentum_scale"))
+            # lars() fills the None entries in place: only then is there anything to write back
+            creates = any(b is None for b in bufs) or any(k is None for k in scales)
             lars(
                 params,
                 grads,
@@ -836,10 +875,10 @@ class LARS(Optimizer):
                 foreach=resolve_foreach(group["foreach"], params),
                 norm_fn=self.norm_fn,
             )
-            if group["momentum"] != 0:
-                for p, buf, scale in zip(params, bufs, scales):
-                    self.state[p]["momentum_buffer"] = buf
-                    self.state[p]["momentum_scale"] = scale
+            if group["momentum"] != 0 and creates:
+                for state, buf, scale in zip(states, bufs, scales):
+                    state["momentum_buffer"] = buf
+                    state["momentum_scale"] = scale
         return loss
 
     def momentum_buffer(self, p: Tensor) -> Tensor | None:
