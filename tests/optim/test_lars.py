@@ -561,7 +561,7 @@ def _plain_lars_momentum(
 )
 def test_factored_momentum_equals_the_plain_recursion(case: dict[str, Any], foreach: bool) -> None:
     torch.manual_seed(5)
-    shapes = [(3, 4), (5,), (2, 2, 2)]
+    shapes = [(3, 4), (5,), (2, 2, 2), (256, 257)]  # the last is large: the CPU foreach path sweeps it on its own
     w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
     steps = 6
     grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in range(steps)]
@@ -577,9 +577,51 @@ def test_factored_momentum_equals_the_plain_recursion(case: dict[str, Any], fore
             p.grad = g.clone()
         opt.step()
     for p, w, b in zip(params, ref_w, ref_bufs):
-        torch.testing.assert_close(p.detach(), w, rtol=1e-13, atol=1e-15)
-        torch.testing.assert_close(opt.momentum_buffer(p), b, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(p.detach(), w, rtol=1e-13, atol=1e-13)  # atol: 65,792-term norms' rounding
+        torch.testing.assert_close(opt.momentum_buffer(p), b, rtol=1e-12, atol=1e-13)
         assert opt.state[p]["momentum_buffer"].shape == p.shape and opt.state[p]["momentum_scale"].shape == ()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"momentum": 0.9},
+        {"momentum": 0.5, "dampening": 0.3, "weight_decay": 0.1, "maximize": True},
+        {"momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
+    ],
+    ids=str,
+)
+def test_large_cpu_tensors_take_their_sweeps_one_at_a_time_and_match_the_loop(case: dict[str, Any]) -> None:
+    """On the CPU, tensors of 2^16 elements or more get ``lerp_`` and ``addcmul_`` back to back, the others the
+    foreach kernels; with a buffer created late (one gradient missing on the first step) the result is the loop's."""
+    torch.manual_seed(11)
+    shapes = [(300, 300), (4,), (256, 300), (7, 3)]
+    w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    fast = [nn.Parameter(w.clone()) for w in w0]
+    slow = [nn.Parameter(w.clone()) for w in w0]
+    opts = [LARS(ps, lr=0.05, foreach=fe, **case) for ps, fe in ((fast, True), (slow, False))]
+    for step in range(4):
+        grads = [torch.randn(sh, dtype=torch.float64) for sh in shapes]
+        for ps, opt in zip((fast, slow), opts):
+            for i, (p, g) in enumerate(zip(ps, grads)):
+                p.grad = None if (step == 0 and i == 2) else g.clone()
+            if step == 2 and ps is fast:
+                with torch.profiler.profile() as prof:
+                    opt.step()
+                # lerp_ calls of their own (the CPU foreach kernel makes its own per-tensor calls inside)
+                own = [
+                    e
+                    for e in prof.events()
+                    if e.name == "aten::lerp_"
+                    and (e.cpu_parent is None or e.cpu_parent.name != "aten::_foreach_lerp_")
+                ]
+                assert len(own) == 2
+                assert sum(e.name == "aten::_foreach_lerp_" for e in prof.events()) == 1
+            else:
+                opt.step()
+    for p, q in zip(fast, slow):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(opts[0].momentum_buffer(p), opts[1].momentum_buffer(q), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
