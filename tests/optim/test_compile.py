@@ -69,6 +69,23 @@ def _build(row: OptimInfo, model: nn.Module, kwargs: Mapping[str, Any]) -> Optim
     return row.load()(model.parameters(), **kwargs)
 
 
+def _step_both(
+    step: int,
+    compiled_step: Callable[[], Any],
+    compiled: tuple[Optimizer, nn.Module],
+    eager: tuple[Optimizer, nn.Module],
+) -> None:
+    """One step of the compiled optimizer and of its eager twin on the same batch; their parameters must agree."""
+    x, y = _batch(step)
+    for opt, net in (compiled, eager):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+    compiled_step()
+    eager[0].step()
+    for p, q in zip(compiled[1].parameters(), eager[1].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize(("row", "kwargs"), [(r, k) for r, k, _ in CASES], ids=[i for _, _, i in CASES])
 def test_step_compiles_without_graph_breaks_and_matches_eager(row: OptimInfo, kwargs: Mapping[str, Any]) -> None:
     torch._dynamo.reset()
@@ -78,15 +95,8 @@ def test_step_compiles_without_graph_breaks_and_matches_eager(row: OptimInfo, kw
     compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=backend)
     graphs = []
     for step in range(STEPS):
-        x, y = _batch(step)
-        for opt, net in ((compiled_opt, model), (eager_opt, twin)):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x), y).backward()
-        compiled_step()
-        eager_opt.step()
+        _step_both(step, compiled_step, (compiled_opt, model), (eager_opt, twin))
         graphs.append(backend.graphs)
-        for p, q in zip(model.parameters(), twin.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
     for p, q in zip(model.parameters(), copy.deepcopy(_model()).parameters()):
         assert not torch.equal(p, q)  # the steps moved every tensor
     assert graphs[0] >= 1
@@ -121,14 +131,7 @@ def test_a_second_compiled_optimizer_with_another_weight_decay_compiles_without_
         compiled_opt, eager_opt = _build(row, model, kwargs), _build(row, twin, kwargs)
         compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=_CountingBackend())
         for step in range(2):
-            x, y = _batch(step)
-            for opt, net in ((compiled_opt, model), (eager_opt, twin)):
-                opt.zero_grad()
-                nn.functional.cross_entropy(net(x), y).backward()
-            compiled_step()
-            eager_opt.step()
-        for p, q in zip(model.parameters(), twin.parameters()):
-            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+            _step_both(step, compiled_step, (compiled_opt, model), (eager_opt, twin))
         for closer in (getattr(compiled_opt, "close", None), getattr(eager_opt, "close", None)):
             if closer is not None:
                 closer()

@@ -470,6 +470,46 @@ def _max_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
     return torch.stack([n.to(device) for n in norms]).amax()
 
 
+def _shared_defaults(
+    lipschitz: str | None,
+    weight_decay: float,
+    bias_correction: bool,
+    initial_step_size: float | None,
+    initial_steps: int,
+    maximize: bool,
+    foreach: bool | None,
+) -> dict[str, Any]:
+    """The hyperparameters every class of the family has, as ``defaults`` entries (checked by the shared class)."""
+    return {
+        "lipschitz": lipschitz,
+        "weight_decay": weight_decay,
+        "bias_correction": bias_correction,
+        "initial_step_size": initial_step_size,
+        "initial_steps": initial_steps,
+        "maximize": maximize,
+        "foreach": foreach,
+    }
+
+
+def _tracker_kwargs(
+    loss: str,
+    num_classes: int | None,
+    penultimate: str | nn.Module | None,
+    activation_norm: str,
+    weight_bound: float | None,
+    rigorous: bool,
+) -> dict[str, Any]:
+    """The :class:`ActivationTracker` arguments the classes take, for the tracker built from ``model=``."""
+    return {
+        "loss": loss,
+        "num_classes": num_classes,
+        "penultimate": penultimate,
+        "activation_norm": activation_norm,
+        "weight_bound": weight_bound,
+        "rigorous": rigorous,
+    }
+
+
 class _LipschitzAdaptive(Optimizer):
     """Shared class of the Lipschitz-adaptive optimizers: a configuration of :func:`adaptive_lipschitz`."""
 
@@ -738,22 +778,11 @@ class AdaMo(_LipschitzAdaptive):
         defaults = {
             "lr": lr,
             "beta": beta,
-            "lipschitz": lipschitz,
-            "weight_decay": weight_decay,
-            "bias_correction": bias_correction,
-            "initial_step_size": initial_step_size,
-            "initial_steps": initial_steps,
-            "maximize": maximize,
-            "foreach": foreach,
+            **_shared_defaults(
+                lipschitz, weight_decay, bias_correction, initial_step_size, initial_steps, maximize, foreach
+            ),
         }
-        tracker_kwargs = {
-            "loss": loss,
-            "num_classes": num_classes,
-            "penultimate": penultimate,
-            "activation_norm": activation_norm,
-            "weight_bound": weight_bound,
-            "rigorous": rigorous,
-        }
+        tracker_kwargs = _tracker_kwargs(loss, num_classes, penultimate, activation_norm, weight_bound, rigorous)
         super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
@@ -845,22 +874,11 @@ class AutoAdam(_LipschitzAdaptive):
             "betas": betas,
             "eps": eps,
             "l2_estimate": l2_estimate,
-            "lipschitz": lipschitz,
-            "weight_decay": weight_decay,
-            "bias_correction": bias_correction,
-            "initial_step_size": initial_step_size,
-            "initial_steps": initial_steps,
-            "maximize": maximize,
-            "foreach": foreach,
+            **_shared_defaults(
+                lipschitz, weight_decay, bias_correction, initial_step_size, initial_steps, maximize, foreach
+            ),
         }
-        tracker_kwargs = {
-            "loss": loss,
-            "num_classes": num_classes,
-            "penultimate": penultimate,
-            "activation_norm": activation_norm,
-            "weight_bound": weight_bound,
-            "rigorous": rigorous,
-        }
+        tracker_kwargs = _tracker_kwargs(loss, num_classes, penultimate, activation_norm, weight_bound, rigorous)
         super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
@@ -941,22 +959,11 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
             "beta": beta,
             "eps": eps,
             "l2_estimate": l2_estimate,
-            "lipschitz": lipschitz,
-            "weight_decay": weight_decay,
-            "bias_correction": bias_correction,
-            "initial_step_size": initial_step_size,
-            "initial_steps": initial_steps,
-            "maximize": maximize,
-            "foreach": foreach,
+            **_shared_defaults(
+                lipschitz, weight_decay, bias_correction, initial_step_size, initial_steps, maximize, foreach
+            ),
         }
-        tracker_kwargs = {
-            "loss": loss,
-            "num_classes": num_classes,
-            "penultimate": penultimate,
-            "activation_norm": activation_norm,
-            "weight_bound": weight_bound,
-            "rigorous": rigorous,
-        }
+        tracker_kwargs = _tracker_kwargs(loss, num_classes, penultimate, activation_norm, weight_bound, rigorous)
         super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
