@@ -51,6 +51,7 @@ from torch.optim import Optimizer
 from theorylr._validation import check_bool, check_choice, check_int, check_number, check_probability
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import params_with_grad, resolve_foreach
+from theorylr.optim.lars import local_norms
 
 __all__ = [
     "L2_ESTIMATES",
@@ -464,8 +465,13 @@ def _scalar_dtype(param: Tensor) -> torch.dtype:
 
 
 def _max_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
-    """The largest Frobenius norm among ``tensors``, as a 0-dim tensor on the first tensor's device (no sync)."""
-    norms = torch._foreach_norm(tensors) if foreach else [torch.linalg.vector_norm(t) for t in tensors]
+    """The largest Frobenius norm among ``tensors``, as a 0-dim tensor on the first tensor's device (no sync).
+
+    The norms are :func:`~theorylr.optim.lars.local_norms`'s: 16-bit tensors accumulated in float32, and with
+    ``foreach`` the CPU kernels chosen there (BLAS dots for large float32 tensors with several threads or under
+    ``torch.compile``, where inductor's own reductions are slower).
+    """
+    norms = local_norms(tensors, "l2", foreach=foreach)
     device = tensors[0].device
     return torch.stack([n.to(device) for n in norms]).amax()
 
