@@ -627,8 +627,8 @@ def _large_on_cpu(params: list[Tensor]) -> list[int]:
 
     On the ResNet-18 set (2 threads, steps interleaved with the all-foreach code in one process) the step took
     0.94-0.95x its time in float32 and 0.96-0.99x in bfloat16: the buffer that ``lerp_`` writes is read back from
-    the cache by ``addcmul_``. Smaller tensors gain nothing from it and would pay one Python-level call each. Never under ``torch.compile``, where
-    inductor fuses the two sweeps into one.
+    the cache by ``addcmul_``. Smaller tensors gain nothing from it and would pay one Python-level call each.
+    Never under ``torch.compile``, where inductor fuses the two sweeps into one.
     """
     if torch.compiler.is_compiling():
         return []
