@@ -612,8 +612,7 @@ def test_large_cpu_tensors_take_their_sweeps_one_at_a_time_and_match_the_loop(ca
                 own = [
                     e
                     for e in prof.events()
-                    if e.name == "aten::lerp_"
-                    and (e.cpu_parent is None or e.cpu_parent.name != "aten::_foreach_lerp_")
+                    if e.name == "aten::lerp_" and (e.cpu_parent is None or e.cpu_parent.name != "aten::_foreach_lerp_")
                 ]
                 assert len(own) == 2
                 assert sum(e.name == "aten::_foreach_lerp_" for e in prof.events()) == 1
