@@ -25,6 +25,7 @@ during one steady-state step (CPU allocator events, ``torch.profiler(profile_mem
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import statistics
 import time
@@ -67,7 +68,8 @@ class _AutoAdamFloor:
     temporary instead of three), checked against it in ``main`` before timing."""
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999)):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, 1e-8
+        self.params: list[torch.Tensor] = list(params)
+        self.lr, self.betas, self.eps = lr, betas, 1e-8
         self.param_groups = [{"params": params}]
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
@@ -145,7 +147,7 @@ def _rows(compile: bool) -> list[_Row]:
         except ImportError:
             print(f"  ({name}: {module_name} is not installed, skipped; `make peers` installs it)")
             continue
-        rows.append(_Row(name, lambda ps, m=module, mk=make: mk(m, ps), None))
+        rows.append(_Row(name, functools.partial(make, module), None))
     return rows
 
 
@@ -262,18 +264,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = per_round[base_name]
     copy_rate = statistics.median(copy_rates)
     rows: list[dict[str, Any]] = []
-    for name, times in per_round.items():
+    for name, round_ms in per_round.items():
         row = setups[name][0]
-        ratios = [t / b for t, b in zip(times, base)]
-        ms = statistics.median(times)
+        ratios = [t / b for t, b in zip(round_ms, base)]
+        ms = statistics.median(round_ms)
         gbps = None if row.bytes_per_param is None else row.bytes_per_param * param_bytes / (ms * 1e-3) / 1e9
         state_x, transient_x = memory.get(name, (None, None))
         rows.append(
             {
                 "name": name,
                 "median_ms": ms,
-                "min_ms": min(times),
-                "times_ms": times,
+                "min_ms": min(round_ms),
+                "times_ms": round_ms,
                 "ratio_median": statistics.median(ratios),
                 "ratio_min": min(ratios),
                 "ratio_max": max(ratios),
@@ -293,14 +295,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{'temp':>5} {'compile s':>9}"
     )
     for r in rows:
-        gbps = "" if r["effective_gbps"] is None else f"{r['effective_gbps']:.1f}"
+        rate = "" if r["effective_gbps"] is None else f"{r['effective_gbps']:.1f}"
         pct = "" if r["effective_gbps"] is None else f"{100 * r['effective_gbps'] / copy_rate:.0f}%"
         state = "" if r["state_x_params"] is None else f"{r['state_x_params']:.2f}"
         temp = "" if r["transient_peak_x_params"] is None else f"{r['transient_peak_x_params']:.2f}"
         comp = "" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
         print(
             f"{r['name']:<40} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
-            f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {gbps:>6} {pct:>6} {state:>6} {temp:>5} {comp:>9}"
+            f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {rate:>6} {pct:>6} {state:>6} {temp:>5} {comp:>9}"
         )
     return {
         "benchmark": "adaptive_step",

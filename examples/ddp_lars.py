@@ -87,7 +87,9 @@ def main() -> None:
         torch.set_num_threads(1)  # one core per process
 
     train_set, (x_test, y_test) = _data(device)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=0, drop_last=True)
+    sampler: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
+        train_set, num_replicas=world, rank=rank, shuffle=True, seed=0, drop_last=True
+    )
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True)
 
     torch.manual_seed(0)  # DDP broadcasts rank 0's weights anyway; the seed makes runs repeatable

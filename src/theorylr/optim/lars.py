@@ -579,47 +579,67 @@ def _multi_tensor_lars(
         else:
             k_cast = list((k_old if old else k_new).to(dtype).unbind(0))
         bufs_all = [cast(Tensor, momentum_buffer_list[i]) for i in idx]
-        weights: list[Tensor | None] = [None] * len(idx)  # the lerp weight a of each old buffer
+        weights: list[Tensor | None] = [None] * len(idx)  # the lerp weight a of each old buffer (new ones: None)
         for k, a_k in zip(old, a_list if old else []):
             weights[k] = a_k
-        # On the CPU a large tensor takes its two sweeps back to back (v.lerp_, then w.addcmul_ reading the v just
-        # written, still in cache); the others go through the foreach kernels, sweep after sweep.
-        large = _large_on_cpu(ps) if ps[0].device.type == "cpu" else []
-        large_set = set(large)
-        rest = [k for k in range(len(idx)) if k not in large_set]
-        lerp_rest = [k for k in rest if weights[k] is not None]
-        if lerp_rest:
-            v_rest = [bufs_all[k] for k in lerp_rest]
-            u_rest = [ds[k] for k in lerp_rest]
-            a_rest = [cast(Tensor, weights[k]) for k in lerp_rest]
-            if torch.compiler.is_compiling():
-                # v + a (u - v) as plain arithmetic: inductor fuses it into one kernel per tensor, where its
-                # lowering of lerp with a 0-dim weight runs about twice as slow as the eager kernel.
-                torch._foreach_add_(v_rest, torch._foreach_mul(torch._foreach_sub(u_rest, v_rest), a_rest))
-            else:
-                torch._foreach_lerp_(v_rest, u_rest, a_rest)
-        if rest:
-            ps_r, bufs_r, ks_r = (
-                (ps, bufs_all, k_cast)
-                if not large
-                else ([ps[k] for k in rest], [bufs_all[k] for k in rest], [k_cast[k] for k in rest])
-            )
-            if nesterov:  # w -= lr * (ratio * d + momentum * buf), as two fused passes over w
-                ds_r = ds if not large else [ds[k] for k in rest]
-                rs_r = ratio_list if not large else [ratio_list[k] for k in rest]
-                torch._foreach_addcmul_(ps_r, ds_r, rs_r, value=-lr * sign)
-                torch._foreach_addcmul_(ps_r, bufs_r, ks_r, value=-lr * momentum)
-            else:
-                torch._foreach_addcmul_(ps_r, bufs_r, ks_r, value=-lr)
-        for k in large:
-            weight = weights[k]
-            if weight is not None:
-                bufs_all[k].lerp_(ds[k], weight)
-            if nesterov:
-                ps[k].addcmul_(ds[k], ratio_list[k], value=-lr * sign)
-                ps[k].addcmul_(bufs_all[k], k_cast[k], value=-lr * momentum)
-            else:
-                ps[k].addcmul_(bufs_all[k], k_cast[k], value=-lr)
+        _momentum_sweeps(
+            ps, ds, bufs_all, weights, k_cast, ratio_list, lr=lr, momentum=momentum, sign=sign, nesterov=nesterov
+        )
+
+
+def _momentum_sweeps(
+    ps: list[Tensor],
+    us: list[Tensor],
+    bufs: list[Tensor],
+    weights: list[Tensor | None],
+    scales: list[Tensor],
+    ratios: list[Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    sign: float,
+    nesterov: bool,
+) -> None:
+    """The parameter-sized passes of a momentum step of :func:`_multi_tensor_lars`, on one bucket's tensors.
+
+    ``v.lerp_(u, a)`` where ``weights`` holds an ``a`` (a buffer made this step already holds ``u``), then
+    ``w.addcmul_(v, k, value=-lr)``, or for Nesterov ``w -= lr * (sign * ratio * u + momentum * k * v)``.
+    On the CPU a large tensor takes its sweeps back to back (the ``v`` just written is read from the cache, see
+    :func:`_large_on_cpu`); the others go through the foreach kernels, sweep after sweep.
+    """
+    large = _large_on_cpu(ps) if ps[0].device.type == "cpu" else []
+    large_set = set(large)
+    rest = [k for k in range(len(ps)) if k not in large_set] if large else list(range(len(ps)))
+    lerp_rest = [k for k in rest if weights[k] is not None]
+    if lerp_rest:
+        v_rest = [bufs[k] for k in lerp_rest]
+        u_rest = [us[k] for k in lerp_rest]
+        a_rest = [cast(Tensor, weights[k]) for k in lerp_rest]
+        if torch.compiler.is_compiling():
+            # v + a (u - v) as plain arithmetic: inductor fuses it into one kernel per tensor, where its lowering
+            # of lerp with a 0-dim weight runs about twice as slow as the eager kernel.
+            torch._foreach_add_(v_rest, torch._foreach_mul(torch._foreach_sub(u_rest, v_rest), a_rest))
+        else:
+            torch._foreach_lerp_(v_rest, u_rest, a_rest)
+    if rest:
+
+        def pick(xs: list[Tensor]) -> list[Tensor]:
+            return xs if not large else [xs[k] for k in rest]
+
+        if nesterov:  # two fused passes over w
+            torch._foreach_addcmul_(pick(ps), pick(us), pick(ratios), value=-lr * sign)
+            torch._foreach_addcmul_(pick(ps), pick(bufs), pick(scales), value=-lr * momentum)
+        else:
+            torch._foreach_addcmul_(pick(ps), pick(bufs), pick(scales), value=-lr)
+    for k in large:
+        weight = weights[k]
+        if weight is not None:
+            bufs[k].lerp_(us[k], weight)
+        if nesterov:
+            ps[k].addcmul_(us[k], ratios[k], value=-lr * sign)
+            ps[k].addcmul_(bufs[k], scales[k], value=-lr * momentum)
+        else:
+            ps[k].addcmul_(bufs[k], scales[k], value=-lr)
 
 
 def _large_on_cpu(params: list[Tensor]) -> list[int]:
