@@ -212,10 +212,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"optimizer step on {len(shapes)} ResNet-18 tensors ({n_params:,} params, {args.dtype}, {device}),")
     print(f"momentum {args.momentum}, weight decay {args.weight_decay}; {args.rounds} rounds x {args.repeats} steps;")
     print(f"machine: {machine_description()}; copy_ bandwidth {copy_rate:.1f} GB/s (read + write)")
-    print(f"{'row':<36} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
+    print(f"{'row':<41} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
     for r in rows:
         print(
-            f"{r['name']:<36} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
+            f"{r['name']:<41} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
             f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {r['effective_gbps']:>9.1f} "
             f"{100 * r['effective_gbps'] / copy_rate:>5.0f}%"
         )
