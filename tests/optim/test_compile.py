@@ -135,3 +135,62 @@ def test_a_second_compiled_optimizer_with_another_weight_decay_compiles_without_
         for closer in (getattr(compiled_opt, "close", None), getattr(eager_opt, "close", None)):
             if closer is not None:
                 closer()
+
+
+def test_compiled_lars_takes_paired_l2_norms_and_matches_eager_on_large_tensors() -> None:
+    """Under compile on the CPU, LARS's L2 norms come from ``_compiled_l2_norms`` (a ``where`` per pair, rows of
+    4096 for sizes that divide): on tensors that take the row path, the flat path and a non-contiguous one, the
+    compiled steps equal eager steps (which take the dots and ``_foreach_norm``)."""
+    from theorylr.optim.lars import LARS
+
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(3)
+    shapes: list[tuple[int, ...]] = [(2, 4096), (3, 5000), (16,)]
+    base = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    base.append(torch.randn(64, 128, generator=gen, dtype=torch.float64).t())  # 8192 elements, not contiguous
+    grads = [[torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in base] for _ in range(3)]
+    params = [nn.Parameter(t.clone()) for t in base]
+    twins = [nn.Parameter(t.clone()) for t in base]
+    kwargs: dict[str, Any] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True}
+    compiled_opt, eager_opt = LARS(params, **kwargs), LARS(twins, **kwargs)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        graphs.append(gm)
+        return gm.forward
+
+    compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=backend)
+    for step_grads in grads:
+        for p, q, g in zip(params, twins, step_grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        compiled_step()
+        eager_opt.step()
+        for p, q in zip(params, twins):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    nodes = list(graphs[-1].graph.nodes)
+    # where(p == p, uu, uu): one per (w, d) pair; sums over dim 1: the rows of the (2, 4096) tensor, for w and d
+    paired = [n for n in nodes if n.target is torch.where and n.args[1] is n.args[2]]
+    row_sums = [n for n in nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
+    assert len(paired) == len(base)
+    assert len(row_sums) == 2
+
+
+def test_compiled_local_norms_sum_by_rows_and_match_vector_norm() -> None:
+    """``local_norms(foreach=True)`` under compile on the CPU (the adaptive optimizers' observed norms): inductor's
+    own sums, by rows of 4096 for a contiguous size that divides, equal to ``vector_norm``."""
+    from theorylr.optim.lars import local_norms
+
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(4)
+    tensors = [torch.randn(s, generator=gen, dtype=torch.float64) for s in [(3, 4096), (5000,), (7, 3)]]
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        graphs.append(gm)
+        return gm.forward
+
+    norms = torch.compile(lambda ts: local_norms(ts, "l2", foreach=True), fullgraph=True, backend=backend)(tensors)
+    for value, t in zip(norms, tensors):
+        torch.testing.assert_close(value, torch.linalg.vector_norm(t), rtol=1e-13, atol=0.0)
+    row_sums = [n for n in graphs[0].graph.nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
+    assert len(row_sums) == 1

@@ -766,3 +766,32 @@ def test_bfloat16_state_dict_keeps_the_momentum_scale_in_float32() -> None:
     opt.step()
     twin.step()
     torch.testing.assert_close(b.detach(), a.detach(), rtol=0, atol=0)
+
+
+def test_compiled_l2_norms_match_vector_norm() -> None:
+    """``_compiled_l2_norms`` (the compiled step's L2 norms, called here eagerly) on the row path (sizes that divide
+    by 4096), the flat path, a non-contiguous tensor, an empty one and bfloat16 tensors (accumulated in float32);
+    a nan in ``p`` leaves the norm of ``u`` as it is."""
+    from theorylr.optim.lars import _compiled_l2_norms
+
+    torch.manual_seed(9)
+    shapes = [(2, 4096), (8192,), (3, 5000), (7,), (0,)]
+    ps = [torch.randn(s) for s in shapes] + [torch.randn(64, 128).t()]
+    us = [torch.randn(p.shape) for p in ps]
+    w_norms, u_norms = _compiled_l2_norms(ps, us)
+    assert w_norms.shape == u_norms.shape == (len(ps),)
+    torch.testing.assert_close(w_norms, torch.stack(local_norms(ps, "l2")), rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(u_norms, torch.stack(local_norms(us, "l2")), rtol=1e-6, atol=0.0)
+
+    p = torch.randn(2, 4096)
+    p[1, 7] = float("nan")
+    u = torch.randn(2, 4096)
+    w_norm, u_norm = _compiled_l2_norms([p], [u])
+    assert torch.isnan(w_norm).all()
+    torch.testing.assert_close(u_norm[0], torch.linalg.vector_norm(u), rtol=1e-6, atol=0.0)
+
+    pb, ub = torch.randn(3, 4096).bfloat16(), torch.randn(3, 4096).bfloat16()
+    wb, vb = _compiled_l2_norms([pb], [ub])
+    assert wb.dtype == vb.dtype == torch.float32
+    torch.testing.assert_close(wb[0], torch.linalg.vector_norm(pb.double()).float(), rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(vb[0], torch.linalg.vector_norm(ub.double()).float(), rtol=1e-6, atol=0.0)

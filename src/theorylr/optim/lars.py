@@ -114,6 +114,8 @@ def _same_dtype_norms(kept: list[Tensor], norm: str, dtype: torch.dtype) -> list
         # core); max(-min, max) is the same number.
         lows, highs = zip(*(torch.aminmax(t) for t in kept))
         return [torch.maximum(-lo, hi).to(dtype) for lo, hi in zip(lows, highs)]
+    if norm == "l2" and torch.compiler.is_compiling() and all(t.is_cpu for t in kept):
+        return _compiled_sq_norms(kept, dtype)
     if norm == "l2" and _use_dot_norms(kept, dtype):
         large = [i for i, t in enumerate(kept) if t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous()]
         if large:
@@ -141,6 +143,64 @@ def _bucket_norms(tensors: list[Tensor], norm: str, dtype: torch.dtype) -> list[
     return _same_dtype_norms(tensors, norm, dtype)
 
 
+# Under torch.compile on the CPU, a sum of squares over more than this many float32 elements makes inductor add a
+# cascade-summation helper to its loop; rows of exactly this length are summed without it.
+_ROW = 4096
+
+
+def _compiled_l2_norms(ps: list[Tensor], us: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``(||p_i||, ||u_i||)`` stacked, for a ``torch.compile``'d step on the CPU (one device and dtype).
+
+    Written for inductor's CPU code generator, which takes the reductions of every tensor before any update:
+
+    - both sums of one pair share one loop, which reads ``p`` and ``u`` together: the sum for ``u`` reads ``p`` as
+      well, through ``where(p == p, u * u, u * u)``, whose value is ``u * u`` for every ``p`` (``nan`` included);
+      inductor fuses reductions only when they share an input;
+    - a contiguous tensor whose size is a multiple of ``_ROW`` is summed by rows of ``_ROW`` elements, then over
+      the rows, which keeps the cascade helper out of the inner loop;
+    - 16-bit tensors are widened inside the loop (no copy), as :func:`local_norms` accumulates them in float32.
+
+    On the ResNet-18 set with 2 threads a simplified compiled LARS step went from 1.28x torch's SGD foreach with
+    one loop per norm to 1.12x with shared loops and 1.06x with rows too (``benchmarks/RESULTS.md``).
+    """
+    sq_p, sq_u = [], []
+    for p, u in zip(ps, us):
+        dtype = _norm_dtype(p.dtype)
+        if _by_rows(p) and _by_rows(u):
+            p, u = _rows(p), _rows(u)
+        p, u = p.to(dtype), u.to(dtype)
+        uu = u * u
+        sq_p.append(_total(p * p))
+        sq_u.append(_total(torch.where(p == p, uu, uu)))
+    return torch.stack(sq_p).sqrt(), torch.stack(sq_u).sqrt()
+
+
+def _by_rows(t: Tensor) -> bool:
+    """Whether the compiled sums take ``t`` by rows of ``_ROW`` elements (contiguous, a multiple of ``_ROW``)."""
+    return t.numel() > _ROW and t.numel() % _ROW == 0 and t.is_contiguous()
+
+
+def _rows(t: Tensor) -> Tensor:
+    return t.view(-1, _ROW)
+
+
+def _total(t: Tensor) -> Tensor:
+    """The sum of every element: by rows first for a ``(rows, _ROW)`` view."""
+    return t.sum(1).sum() if t.dim() == 2 and t.shape[1] == _ROW else t.sum()
+
+
+def _compiled_sq_norms(tensors: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
+    """L2 norms in ``dtype`` for a compiled step on the CPU: ``sqrt(sum(t * t))``, by rows where :func:`_by_rows`
+    allows (inductor's loop then has no cascade helper; on the ResNet-18 gradients with 2 threads 4.3 ms against
+    5.5 ms for compiled BLAS dots and 5.3 ms for plain sums)."""
+    out = []
+    for t in tensors:
+        t = t.to(dtype)
+        t = _rows(t) if _by_rows(t) else t
+        out.append(_total(t * t).sqrt())
+    return out
+
+
 def _use_native_bf16_norms(tensors: list[Tensor]) -> bool:
     """Whether to take the norms of bfloat16 CPU tensors in bfloat16 (then widened) rather than into float32.
 
@@ -162,12 +222,11 @@ def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
     on the 62 ResNet-18 tensors with 2 threads ``_foreach_norm`` took 8.0 ms and the dots 4.6 ms (with 1 thread
     6.9 and 7.9 ms; ``python -m benchmarks.optim_step`` reports the step-level effect). The dots are also closer
     to the float64 value than ``vector_norm`` on large float32 tensors. Only float32/float64 CPU tensors qualify.
-    Under ``torch.compile`` the dots are kept whatever the thread count: with 2 threads the compiled LARS step took
-    1.29x torch's SGD foreach with them and 1.38x with inductor's own reductions.
+    Under ``torch.compile`` the CPU norms are inductor's own sums instead (:func:`_compiled_sq_norms`).
     """
     if dtype not in (torch.float32, torch.float64):
         return False
-    if not torch.compiler.is_compiling() and torch.get_num_threads() < 2:
+    if torch.get_num_threads() < 2:
         return False
     return all(t.is_cpu and t.dtype == dtype for t in tensors)
 
@@ -498,7 +557,9 @@ def _multi_tensor_lars(
         ds = [dirs[i] for i in idx]
         compute = _norm_dtype(dtype)
         if adapt:
-            if norm_fn is None:  # the bucket's norms, stacked once: w's, then the denominator's
+            if norm_fn is None and norm == "l2" and device.type == "cpu" and torch.compiler.is_compiling():
+                w_norms, second = _compiled_l2_norms(ps, ds if denominator == "decayed" else [grads[i] for i in idx])
+            elif norm_fn is None:  # the bucket's norms, stacked once: w's, then the denominator's
                 tensors, ord_name = _norm_inputs_foreach(
                     ps, [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
                 )
