@@ -138,9 +138,9 @@ def test_a_second_compiled_optimizer_with_another_weight_decay_compiles_without_
 
 
 def test_compiled_lars_takes_paired_l2_norms_and_matches_eager_on_large_tensors() -> None:
-    """Under compile on the CPU, LARS's L2 norms come from ``_compiled_l2_norms`` (a ``where`` per pair, rows of
-    4096 for sizes that divide): on tensors that take the row path, the flat path and a non-contiguous one, the
-    compiled steps equal eager steps (which take the dots and ``_foreach_norm``)."""
+    """Under compile on the CPU, LARS (``foreach`` by default) runs its per-tensor form and takes its L2 norms from
+    ``_compiled_l2_norms`` (a ``where`` per pair, rows of 4096 for sizes that divide): on tensors that take the row
+    path, the flat path and a non-contiguous one, the compiled steps equal eager foreach steps."""
     from theorylr.optim.lars import LARS
 
     torch._dynamo.reset()
@@ -173,6 +173,7 @@ def test_compiled_lars_takes_paired_l2_norms_and_matches_eager_on_large_tensors(
     row_sums = [n for n in nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
     assert len(paired) == len(base)
     assert len(row_sums) == 2
+    assert not any("_foreach_" in str(n.target) for n in nodes)  # the per-tensor form
 
 
 def test_compiled_local_norms_sum_by_rows_and_match_vector_norm() -> None:

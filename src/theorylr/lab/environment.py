@@ -18,13 +18,24 @@ __all__ = ["environment", "git_commit", "now"]
 
 
 def now() -> str:
-    """The current UTC time as ISO 8601 (``2025-01-31T12:00:00.123456+00:00``)."""
+    """The current UTC time as ISO 8601 (``2025-01-31T12:00:00.123456+00:00``).
+
+    Example:
+        >>> now().endswith("+00:00")
+        True
+    """
     return datetime.now(timezone.utc).isoformat()
 
 
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the theorylr checkout this code runs from, or ``None`` (installed wheel, no git)."""
+    """The commit of the theorylr checkout this code runs from, or ``None`` (installed wheel, no git).
+
+    Example:
+        >>> commit = git_commit()
+        >>> commit is None or len(commit) == 40
+        True
+    """
     here = Path(__file__).resolve().parent
     try:
         result = subprocess.run(
@@ -63,5 +74,11 @@ def _static() -> dict[str, Any]:
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Versions, git commit, CPU and GPU names, the device used and torch's thread count."""
+    """Versions, git commit, CPU and GPU names, the device used and torch's thread count (what every run records).
+
+    Example:
+        >>> info = environment("cpu")
+        >>> info["device"], info["threads"] == torch.get_num_threads()
+        ('cpu', True)
+    """
     return {**_static(), "device": str(device), "threads": torch.get_num_threads()}

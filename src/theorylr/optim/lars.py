@@ -61,9 +61,11 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
     .. note::
         With ``foreach=True`` on the CPU two faster kernels are used where they apply (same norms up to rounding):
         L2 norms of contiguous float32/float64 tensors of at least 2^16 elements as ``sqrt(dot(t, t))`` with
-        several threads or compiled (the smaller ones in one ``torch._foreach_norm`` call), and the norms of
-        bfloat16 tensors rounded to bfloat16 before they are widened to float32 (relative error at most 2^-9).
-        Measured reasons in ``_use_dot_norms`` and ``_use_native_bf16_norms``.
+        several threads (the smaller ones in one ``torch._foreach_norm`` call), and the norms of bfloat16 tensors
+        rounded to bfloat16 before they are widened to float32 (relative error at most 2^-9). Under
+        ``torch.compile`` on the CPU the L2 norms are ``sqrt(sum(t * t))`` summed by rows of 4096 elements where
+        the size allows. Measured reasons in ``_use_dot_norms``, ``_use_native_bf16_norms`` and
+        ``_compiled_sq_norms``.
 
     Args:
         tensors: the tensors (any shapes; an empty tensor has norm 0).
@@ -148,10 +150,16 @@ def _bucket_norms(tensors: list[Tensor], norm: str, dtype: torch.dtype) -> list[
 _ROW = 4096
 
 
-def _compiled_l2_norms(ps: list[Tensor], us: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """``(||p_i||, ||u_i||)`` stacked, for a ``torch.compile``'d step on the CPU (one device and dtype).
+def _compiled_on_cpu(tensors: list[Tensor]) -> bool:
+    """Whether this step is being traced by ``torch.compile`` with every tensor on the CPU."""
+    return torch.compiler.is_compiling() and all(t.is_cpu for t in tensors)
 
-    Written for inductor's CPU code generator, which takes the reductions of every tensor before any update:
+
+def _compiled_l2_norms(ps: list[Tensor], us: list[Tensor]) -> list[Tensor]:
+    """``[||p_1||, ..., ||p_n||, ||u_1||, ..., ||u_n||]`` (0-dim, at least float32), for a ``torch.compile``'d step
+    on the CPU.
+
+    Written for inductor's CPU code generator, which runs the reductions of every tensor before any update:
 
     - both sums of one pair share one loop, which reads ``p`` and ``u`` together: the sum for ``u`` reads ``p`` as
       well, through ``where(p == p, u * u, u * u)``, whose value is ``u * u`` for every ``p`` (``nan`` included);
@@ -161,7 +169,8 @@ def _compiled_l2_norms(ps: list[Tensor], us: list[Tensor]) -> tuple[Tensor, Tens
     - 16-bit tensors are widened inside the loop (no copy), as :func:`local_norms` accumulates them in float32.
 
     On the ResNet-18 set with 2 threads a simplified compiled LARS step went from 1.28x torch's SGD foreach with
-    one loop per norm to 1.12x with shared loops and 1.06x with rows too (``benchmarks/RESULTS.md``).
+    one loop per norm to 1.12x with shared loops and 1.06x with rows too, and LARS itself from 1.31-1.34x to
+    1.18-1.20x (``benchmarks/RESULTS.md``, fourth pass).
     """
     sq_p, sq_u = [], []
     for p, u in zip(ps, us):
@@ -170,9 +179,9 @@ def _compiled_l2_norms(ps: list[Tensor], us: list[Tensor]) -> tuple[Tensor, Tens
             p, u = _rows(p), _rows(u)
         p, u = p.to(dtype), u.to(dtype)
         uu = u * u
-        sq_p.append(_total(p * p))
-        sq_u.append(_total(torch.where(p == p, uu, uu)))
-    return torch.stack(sq_p).sqrt(), torch.stack(sq_u).sqrt()
+        sq_p.append(_total(p * p).sqrt())
+        sq_u.append(_total(torch.where(p == p, uu, uu)).sqrt())
+    return sq_p + sq_u
 
 
 def _by_rows(t: Tensor) -> bool:
@@ -352,7 +361,10 @@ def lars(
     scale beside an existing buffer counts as 1) and the buffers are kept in the factored form ``buf = k * v``
     that :class:`LARS` stores (see its note on the momentum buffer). Without it the buffers hold the plain
     heavy-ball buffer ``buf``, at the cost of one more pass over them per step.
-    ``foreach=None`` picks the multi-tensor path when every tensor allows it.
+    ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
+    tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
+    multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
+    elements the compiled step went from 2.12 to 1.70 ms; on the ResNet-18 set within noise of it).
 
     Example:
         >>> w, g = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 10.0])
@@ -364,7 +376,8 @@ def lars(
         return
     if foreach is None:
         foreach = resolve_foreach(None, params)
-    func = _multi_tensor_lars if foreach else _single_tensor_lars
+    # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
+    func = _multi_tensor_lars if foreach and not _compiled_on_cpu(params) else _single_tensor_lars
     scales: list[Tensor | None] = [None] * len(params) if momentum_scale_list is None else momentum_scale_list
     func(
         params,
@@ -447,8 +460,11 @@ def _single_tensor_lars(
 
     ratios: list[Tensor] = []
     if adapt:
-        tensors, ord_name = _norm_inputs(params, grads, dirs, norm=norm, denominator=denominator, eps=eps)
-        norms = local_norms(tensors, ord_name) if norm_fn is None else _call_norm_fn(norm_fn, tensors, ord_name)
+        if norm_fn is None and norm == "l2" and _compiled_on_cpu(params):
+            norms = _compiled_l2_norms(params, dirs if denominator == "decayed" else grads)
+        else:
+            tensors, ord_name = _norm_inputs(params, grads, dirs, norm=norm, denominator=denominator, eps=eps)
+            norms = local_norms(tensors, ord_name) if norm_fn is None else _call_norm_fn(norm_fn, tensors, ord_name)
         for i, p in enumerate(params):
             w_norm = norms[i].to(device=p.device, dtype=_norm_dtype(p.dtype))
             second_norm = norms[n + i].to(device=p.device, dtype=_norm_dtype(p.dtype))
@@ -557,9 +573,7 @@ def _multi_tensor_lars(
         ds = [dirs[i] for i in idx]
         compute = _norm_dtype(dtype)
         if adapt:
-            if norm_fn is None and norm == "l2" and device.type == "cpu" and torch.compiler.is_compiling():
-                w_norms, second = _compiled_l2_norms(ps, ds if denominator == "decayed" else [grads[i] for i in idx])
-            elif norm_fn is None:  # the bucket's norms, stacked once: w's, then the denominator's
+            if norm_fn is None:  # the bucket's norms, stacked once: w's, then the denominator's
                 tensors, ord_name = _norm_inputs_foreach(
                     ps, [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
                 )
@@ -786,7 +800,9 @@ class LARS(Optimizer):
         trust_clip: clip the ratio at 1, so the per-tensor step never exceeds SGD's (default False).
         adapt: False makes the group plain momentum SGD (ratio 1), the usual choice for biases and norm layers
             (default True).
-        foreach: multi-tensor path; ``None`` (default) chooses it when every parameter allows it.
+        foreach: multi-tensor path; ``None`` (default) chooses it when every parameter allows it. A step traced
+            by ``torch.compile`` with every tensor on the CPU takes the per-tensor form whatever this says:
+            inductor fuses each tensor's scalar arithmetic into its update loop there (see :func:`lars`).
         maximize: ascend instead of descend (default False).
         norm_fn: a hook computing the norms, for sharded parameters (default: :func:`local_norms`). Contract:
             ``norm_fn(tensors, norm)`` receives a list of ``2 n`` tensors for a group of ``n`` parameters with a
@@ -813,7 +829,7 @@ class LARS(Optimizer):
         >>> model(torch.randn(8, 4)).square().mean().backward()
         >>> _ = opt.step()
         >>> sorted(opt.state[model.weight])
-        ['momentum_buffer', 'trust_ratio']
+        ['momentum_buffer', 'momentum_scale', 'trust_ratio']
 
     Reference: I. Gitman, D. Dilipkumar, B. Parr, *Convergence Analysis of Gradient Descent Algorithms with
     Proportional Updates* (2018), eq. (1), §3.2 and §6.1; Y. You, I. Gitman, B. Ginsburg, *Large Batch Training
