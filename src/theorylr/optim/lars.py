@@ -116,7 +116,7 @@ def _same_dtype_norms(kept: list[Tensor], norm: str, dtype: torch.dtype) -> list
         # core); max(-min, max) is the same number.
         lows, highs = zip(*(torch.aminmax(t) for t in kept))
         return [torch.maximum(-lo, hi).to(dtype) for lo, hi in zip(lows, highs)]
-    if norm == "l2" and torch.compiler.is_compiling() and all(t.is_cpu for t in kept):
+    if norm == "l2" and _compiled_on_cpu(kept):
         return _compiled_sq_norms(kept, dtype)
     if norm == "l2" and _use_dot_norms(kept, dtype):
         large = [i for i, t in enumerate(kept) if t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous()]
@@ -460,11 +460,13 @@ def _single_tensor_lars(
 
     ratios: list[Tensor] = []
     if adapt:
-        if norm_fn is None and norm == "l2" and _compiled_on_cpu(params):
-            norms = _compiled_l2_norms(params, dirs if denominator == "decayed" else grads)
+        tensors, ord_name = _norm_inputs(params, grads, dirs, norm=norm, denominator=denominator, eps=eps)
+        if norm_fn is not None:
+            norms = _call_norm_fn(norm_fn, tensors, ord_name)
+        elif ord_name == "l2" and _compiled_on_cpu(params):
+            norms = _compiled_l2_norms(tensors[:n], tensors[n:])
         else:
-            tensors, ord_name = _norm_inputs(params, grads, dirs, norm=norm, denominator=denominator, eps=eps)
-            norms = local_norms(tensors, ord_name) if norm_fn is None else _call_norm_fn(norm_fn, tensors, ord_name)
+            norms = local_norms(tensors, ord_name)
         for i, p in enumerate(params):
             w_norm = norms[i].to(device=p.device, dtype=_norm_dtype(p.dtype))
             second_norm = norms[n + i].to(device=p.device, dtype=_norm_dtype(p.dtype))
