@@ -26,13 +26,18 @@ STEPS = 4
 
 
 class _CountingBackend:
-    """A ``torch.compile`` backend that counts the graphs it is given and runs each as captured (eagerly)."""
+    """A ``torch.compile`` backend that counts the graphs it is given, keeps them (``modules``) for inspection, and
+    runs each as captured (eagerly)."""
 
     def __init__(self) -> None:
-        self.graphs = 0
+        self.modules: list[torch.fx.GraphModule] = []
+
+    @property
+    def graphs(self) -> int:
+        return len(self.modules)
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
-        self.graphs += 1
+        self.modules.append(gm)
         return gm.forward
 
 
@@ -153,12 +158,7 @@ def test_compiled_lars_takes_paired_l2_norms_and_matches_eager_on_large_tensors(
     twins = [nn.Parameter(t.clone()) for t in base]
     kwargs: dict[str, Any] = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "nesterov": True}
     compiled_opt, eager_opt = LARS(params, **kwargs), LARS(twins, **kwargs)
-    graphs: list[torch.fx.GraphModule] = []
-
-    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
-        graphs.append(gm)
-        return gm.forward
-
+    backend = _CountingBackend()
     compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=backend)
     for step_grads in grads:
         for p, q, g in zip(params, twins, step_grads):
@@ -167,7 +167,7 @@ def test_compiled_lars_takes_paired_l2_norms_and_matches_eager_on_large_tensors(
         eager_opt.step()
         for p, q in zip(params, twins):
             torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-    nodes = list(graphs[-1].graph.nodes)
+    nodes = list(backend.modules[-1].graph.nodes)
     # where(p == p, uu, uu): one per (w, d) pair; sums over dim 1: the rows of the (2, 4096) tensor, for w and d
     paired = [n for n in nodes if n.target is torch.where and n.args[1] is n.args[2]]
     row_sums = [n for n in nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
@@ -184,14 +184,10 @@ def test_compiled_local_norms_sum_by_rows_and_match_vector_norm() -> None:
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(4)
     tensors = [torch.randn(s, generator=gen, dtype=torch.float64) for s in [(3, 4096), (5000,), (7, 3)]]
-    graphs: list[torch.fx.GraphModule] = []
-
-    def backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
-        graphs.append(gm)
-        return gm.forward
-
+    backend = _CountingBackend()
     norms = torch.compile(lambda ts: local_norms(ts, "l2", foreach=True), fullgraph=True, backend=backend)(tensors)
     for value, t in zip(norms, tensors):
         torch.testing.assert_close(value, torch.linalg.vector_norm(t), rtol=1e-13, atol=0.0)
-    row_sums = [n for n in graphs[0].graph.nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
+    nodes = backend.modules[0].graph.nodes
+    row_sums = [n for n in nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
     assert len(row_sums) == 1
