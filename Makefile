@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned and installed first (constraints.txt): an unpinned torch would pull a multi-GB CUDA build.
 PIPC   := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck unit bench reproduce clean venv peers
+.PHONY: demo test lint typecheck unit bench bench-cuda reproduce clean venv peers
 
 venv: $(STAMP)
 
@@ -43,6 +43,12 @@ reproduce: $(STAMP)
 bench: $(STAMP)
 	-$(PIPC) -e '.[bench,peers]'
 	$(PY) -m benchmarks.run
+
+# On a machine with an NVIDIA GPU: the CUDA tests and the GPU figures (benchmarks/cuda.sh; results in
+# benchmarks/results/cuda). Needs a CUDA build of torch, which this venv's pinned CPU build is not: run the script
+# with PYTHON set to an interpreter that has one.
+bench-cuda:
+	PYTHON=$${PYTHON:-$(PY)} benchmarks/cuda.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,8 @@ Data: sklearn's digits (1797 x 64, standardised per feature), cross-entropy, ful
 
 Targets (issue 4): an HVP costs at most 2 gradients; our estimate reaches a true relative error of 1e-4 within 25
 HVPs on the small model. Run with ``python -m benchmarks.curvature``; ``main()`` returns the figures as a dict.
+``--device cuda`` runs the cost part on a GPU (there the small MLP's figures count kernel launches more than
+arithmetic).
 
 PyHessian 0.1 needs two shims here, kept in this file: its HVP function is wrapped to count calls, and the
 gradients it leaves in ``p.grad`` (with their graph) are cleared after each use. It draws its start vector from
@@ -73,6 +75,7 @@ def _n_params(model: nn.Module) -> int:
 # PyHessian, with its shims
 # ---------------------------------------------------------------------------------------------------------------
 def _pyhessian_top(model: nn.Module, x: Tensor, y: Tensor, *, tol: float, max_iter: int, seed: int) -> dict[str, Any]:
+    # PyHessian moves the data to the GPU itself when told the model is there (``cuda=True``).
     """PyHessian's top eigenvalue: its value, HVPs and wall time (None if the package is missing)."""
     try:  # the module, not the class of the same name that pyhessian/__init__.py re-exports
         ph = importlib.import_module("pyhessian.hessian")
@@ -92,7 +95,7 @@ def _pyhessian_top(model: nn.Module, x: Tensor, y: Tensor, *, tol: float, max_it
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # backward(create_graph=True) reference-cycle warning
-            h = ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+            h = ph.hessian(model, nn.CrossEntropyLoss(), data=(x, y), cuda=x.is_cuda)
             values, _ = h.eigenvalues(maxIter=max_iter, tol=tol, top_n=1)
         seconds = time.perf_counter() - start
     finally:
@@ -107,11 +110,12 @@ def _pyhessian_top(model: nn.Module, x: Tensor, y: Tensor, *, tol: float, max_it
 # 1. cost
 # ---------------------------------------------------------------------------------------------------------------
 def _cost(x: Tensor, y: Tensor, repeats: int) -> dict[str, Any]:
-    model = _mlp((128, 128), seed=0).eval()
+    device = x.device
+    model = _mlp((128, 128), seed=0).eval().to(device)
     loss_fn = nn.CrossEntropyLoss()
     params = list(model.parameters())
     n = _n_params(model)
-    v = torch.randn(n, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(n, generator=torch.Generator().manual_seed(1)).to(device)
 
     def gradient() -> None:
         torch.autograd.grad(loss_fn(model(x), y), params)
@@ -145,9 +149,14 @@ def _cost(x: Tensor, y: Tensor, repeats: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(median_ms(fn, repeats=1, warmup=0))
+            times[name].append(median_ms(fn, repeats=1, warmup=0, device=device))
     grad_ms = statistics.median(times["gradient"])
-    out: dict[str, Any] = {"model": "MLP 64-128-128-10 ReLU float32", "params": n, "gradient_ms": grad_ms}
+    out: dict[str, Any] = {
+        "model": "MLP 64-128-128-10 ReLU float32",
+        "device": str(device),
+        "params": n,
+        "gradient_ms": grad_ms,
+    }
     for name in list(fns)[1:]:
         ms = statistics.median(times[name])
         key = name if name.startswith("gradient") else f"hvp_{name}"
@@ -247,7 +256,7 @@ def _accuracy(x: Tensor, y: Tensor, seeds: Sequence[int]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------------
 def _report(cost: dict[str, Any], accuracy: dict[str, Any]) -> None:
-    print(f"1. cost: {cost['model']} ({cost['params']} params), digits 1797 x 64, full batch")
+    print(f"1. cost: {cost['model']} ({cost['params']} params) on {cost['device']}, digits 1797 x 64, full batch")
     print(f"   {'gradient':<40} {cost['gradient_ms']:8.2f} ms   1.00 x")
     kept = "graphs kept" if cost["batches_default_keeps_graphs"] else "graph rebuilt"
     labels = {
@@ -292,10 +301,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=30, help="timing rounds (medians over rounds)")
     parser.add_argument("--seeds", type=int, default=4, help="initialisations for the accuracy part")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="device of the cost part (default cpu; the accuracy part and its dense Hessians stay on the CPU)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     x, y = _digits()
-    cost = _cost(x, y, args.repeats)
+    cost = _cost(x.to(args.device), y.to(args.device), args.repeats)
     accuracy = _accuracy(x, y, range(args.seeds))
     _report(cost, accuracy)
     return {"machine": machine_description(), "cost": cost, "accuracy": accuracy}

@@ -123,10 +123,20 @@ def _factories(
     try:
         from pytorch_optimizer import LARS as PEER_LARS
     except ImportError:  # an optional peer (the "bench" extra)
-        return rows
-    rows["pytorch_optimizer LARS (peer)"] = lambda ps: PEER_LARS(
-        ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, trust_coefficient=1.0, foreach=True
-    )
+        pass
+    else:
+        rows["pytorch_optimizer LARS (peer)"] = lambda ps: PEER_LARS(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, trust_coefficient=1.0, foreach=True
+        )
+    try:  # timm needs torchvision, which has no CPU build here: the row appears where timm is installed
+        from timm.optim import Lars as TimmLars
+    except ImportError:
+        pass
+    else:
+        # always_adapt: timm adapts only when weight decay is set otherwise; trust_coeff 1.0 as ours.
+        rows["timm Lars (peer)"] = lambda ps: TimmLars(
+            ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, trust_coeff=1.0, always_adapt=True
+        )
     return rows
 
 
