@@ -88,7 +88,12 @@ def _step(opt: Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def _assert_same_state_across_devices(cpu: Optimizer, dev: Optimizer, **tol: float) -> None:
-    a, b = dict(_state_tensors(cpu)), dict(_state_tensors(dev))
+    """Same state on both devices. LARS keeps its momentum buffer factored on the CPU and plain elsewhere: its
+    buffers are compared as :meth:`~theorylr.optim.lars.LARS.momentum_buffer` returns them."""
+    buffer_of = getattr(cpu, "momentum_buffer", None)
+    split = {"momentum_buffer", "momentum_scale"} if buffer_of is not None else set()
+    a = {k: v for k, v in _state_tensors(cpu) if k.rsplit(".", 1)[1] not in split}
+    b = {k: v for k, v in _state_tensors(dev) if k.rsplit(".", 1)[1] not in split}
     assert a.keys() == b.keys()
     for key, value in a.items():
         other = b[key]
@@ -96,6 +101,17 @@ def _assert_same_state_across_devices(cpu: Optimizer, dev: Optimizer, **tol: flo
             torch.testing.assert_close(other.cpu(), value, msg=lambda m, k=key: f"state {k}: {m}", **tol)  # type: ignore[misc]
         else:
             assert other == value, key
+    if buffer_of is not None:
+        pairs = zip(
+            (p for g in cpu.param_groups for p in g["params"]), (p for g in dev.param_groups for p in g["params"])
+        )
+        for p, q in pairs:
+            mine, theirs = buffer_of(p), dev.momentum_buffer(q)  # type: ignore[attr-defined]
+            assert (mine is None) == (theirs is None)
+            if mine is not None:
+                torch.testing.assert_close(theirs.cpu(), mine, **tol)
+            if _dev().type != "cpu":
+                assert "momentum_scale" not in dev.state.get(q, {})  # plain off the CPU (the default)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -177,16 +193,28 @@ def _compile_cases() -> list[tuple[OptimInfo, Mapping[str, Any]]]:
     return [(row, max(row.configurations(), key=len)) for row in ROWS]
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["after-an-eager-step", "from-the-first-step"])
 @pytest.mark.parametrize(("row", "kwargs"), _compile_cases(), ids=[r.name for r, _ in _compile_cases()])
-def test_inductor_compiled_step_on_the_device_equals_the_eager_step(row: OptimInfo, kwargs: Mapping[str, Any]) -> None:
+def test_inductor_compiled_step_on_the_device_equals_the_eager_step(
+    row: OptimInfo, kwargs: Mapping[str, Any], warm: bool, request: pytest.FixtureRequest
+) -> None:
+    """``warm``: the state exists before compiling (one eager step), as in the benchmarks; otherwise the first
+    compiled call creates it. On CUDA with torch 2.11, inductor generated a Triton kernel reading an undefined
+    ``in_ptr0`` for the adaptive optimizers' first step (a buffer of the state being created, reused in place
+    inside one multi-tensor kernel): marked as an expected failure there, not strict."""
     import torch._dynamo
 
+    if not warm and "lipschitz" in kwargs and _dev().type == "cuda":
+        request.applymarker(pytest.mark.xfail(reason="torch 2.11 inductor: NameError in_ptr0 (see docstring)"))
     torch._dynamo.reset()
     model, x, y = _problem(torch.float32)
     compiled_model, dx, dy = _to_device(model, x, y)
     eager_model = copy.deepcopy(compiled_model)
     compiled_opt = _make(row, compiled_model.parameters(), kwargs)
     eager_opt = _make(row, eager_model.parameters(), kwargs)
+    if warm:
+        for opt, net in ((compiled_opt, compiled_model), (eager_opt, eager_model)):
+            _step(opt, net, dx, dy)
     step = torch.compile(compiled_opt.step, fullgraph=True)
     for _ in range(4):
         for opt, net in ((compiled_opt, compiled_model), (eager_opt, eager_model)):

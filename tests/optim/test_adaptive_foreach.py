@@ -156,3 +156,97 @@ def test_slabs_cover_the_list_in_order_and_respect_the_limit() -> None:
         assert sizes and (sum(sizes) <= 50 or len(sizes) == 1)
     assert [len(tensors[s]) for s in slabs] == [1, 1, 2, 2, 1, 1, 1]
     assert adaptive._slabs(tensors, 1 << 30) == [slice(0, len(tensors))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared scalar states: off the CPU, parameters stepped together apply one scale with single-scalar kernels
+# ----------------------------------------------------------------------------------------------------------------
+def _count_shared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Let the shared path run on the CPU (it is chosen off the CPU only) and count its calls (their list sizes)."""
+    calls: list[int] = []
+    shared = adaptive._shared_step
+
+    def counting(params: list[Tensor], *args: Any, **kwargs: Any) -> None:
+        calls.append(len(params))
+        shared(params, *args, **kwargs)
+
+    monkeypatch.setattr(adaptive, "_shared_step", counting)
+    monkeypatch.setattr(adaptive, "_shared_scalars_pay", lambda ps: all(p.dtype == ps[0].dtype for p in ps))
+    return calls
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=str)
+@pytest.mark.parametrize(("cls", "kwargs"), CLASSES, ids=lambda c: getattr(c, "__name__", ""))
+def test_shared_scalar_states_equal_the_loop(
+    cls: type[Optimizer], kwargs: dict[str, Any], options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_shared(monkeypatch)
+    a, b = _params(), _params()
+    fast = cls(a, lipschitz="observed", foreach=True, **kwargs, **options)
+    slow = cls(b, lipschitz="observed", foreach=False, **kwargs, **options)
+    for step in range(5):
+        _set_grads(a, step)
+        _set_grads(b, step)
+        fast.step()
+        slow.step()
+        _assert_same(fast, slow, a, b, rtol=1e-12, atol=1e-14)
+    assert calls == [len(SHAPES)] * 5
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CLASSES, ids=lambda c: getattr(c, "__name__", ""))
+def test_shared_scalar_states_follow_skipped_late_and_frozen_parameters(
+    cls: type[Optimizer], kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parameter created late never joins the cohort; one that skips a step leaves it; once the stepped
+    parameters are exactly the cohort again (the skipper frozen for good), the shared path resumes."""
+    calls = _count_shared(monkeypatch)
+    a, b = _params(), _params()
+    fast = cls(a, lipschitz="observed", foreach=True, **kwargs)
+    slow = cls(b, lipschitz="observed", foreach=False, **kwargs)
+    n = len(SHAPES)
+    plan: list[set[int]] = [  # the positions without a gradient at each step
+        {5},  # 0: position 5 gets its state later: the cohort is 0-4
+        set(),  # 1: position 5 is stepped beside the cohort: per-tensor scalars
+        {2},  # 2: position 2 skips: the cohort shrinks to 0, 1, 3, 4
+        {2, 5},  # 3: exactly the cohort: shared again
+        {2, 5},  # 4: shared
+    ]
+    for step, missing in enumerate(plan):
+        for ps in (a, b):
+            _set_grads(ps, step)
+            for j in missing:
+                ps[j].grad = None
+        fast.step()
+        slow.step()
+        _assert_same(fast, slow, a, b, rtol=1e-12, atol=1e-14)
+    assert calls == [n - 1, n - 2, n - 2]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), CLASSES, ids=lambda c: getattr(c, "__name__", ""))
+def test_shared_scalar_states_are_recognised_after_load_state_dict(
+    cls: type[Optimizer], kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_shared(monkeypatch)
+    a, b = _params(), _params()
+    fast = cls(a, lipschitz="observed", foreach=True, **kwargs)
+    slow = cls(b, lipschitz="observed", foreach=False, **kwargs)
+    for step in range(2):
+        for ps, opt in ((a, fast), (b, slow)):
+            _set_grads(ps, step)
+            opt.step()
+    resumed = cls(a, lipschitz="observed", foreach=True, **kwargs)
+    resumed.load_state_dict(copy.deepcopy(fast.state_dict()))
+    twin = copy.deepcopy(resumed)  # unpickled: the cohort is read from the state again
+    assert next(iter(twin._cohorts.values()))[1] == tuple(range(len(SHAPES)))  # type: ignore[attr-defined]
+    _set_grads(a, 2)
+    _set_grads(b, 2)
+    resumed.step()
+    slow.step()
+    _assert_same(resumed, slow, a, b, rtol=1e-12, atol=1e-14)
+    assert calls == [len(SHAPES)] * 3
+    # Unequal states (one parameter's K1 changed by hand) are not a cohort.
+    sd = copy.deepcopy(resumed.state_dict())
+    sd["state"][0]["lipschitz_avg"] += 1.0
+    other = cls(_params(), lipschitz="observed", foreach=True, **kwargs)
+    other.load_state_dict(sd)
+    assert other._cohorts == {}  # type: ignore[attr-defined]

@@ -547,6 +547,7 @@ def _plain_lars_momentum(
     return ws, [b for b in bufs if b is not None]
 
 
+@pytest.mark.parametrize("factored", [None, False], ids=["factored", "plain"])
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
     "case",
@@ -559,7 +560,8 @@ def _plain_lars_momentum(
     ],
     ids=str,
 )
-def test_factored_momentum_equals_the_plain_recursion(case: dict[str, Any], foreach: bool) -> None:
+def test_momentum_buffer_equals_the_plain_recursion(case: dict[str, Any], foreach: bool, factored: bool | None) -> None:
+    """Both forms of the buffer (factored, the CPU default; plain, the default elsewhere) follow the recursion."""
     torch.manual_seed(5)
     shapes = [(3, 4), (5,), (2, 2, 2), (256, 257)]  # the last is large: the CPU foreach path sweeps it on its own
     w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
@@ -570,7 +572,7 @@ def test_factored_momentum_equals_the_plain_recursion(case: dict[str, Any], fore
     hyper = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0, **case}
     ref_w, ref_bufs = _plain_lars_momentum(w0, grads, lr=0.05, maximize_per_step=maximize, **hyper)
     params = [nn.Parameter(w.clone()) for w in w0]
-    opt = LARS(params, lr=0.05, eps=0.0, min_norm=0.0, foreach=foreach, **case)
+    opt = LARS(params, lr=0.05, eps=0.0, min_norm=0.0, foreach=foreach, factored_momentum=factored, **case)
     for gs, mx in zip(grads, maximize):
         opt.param_groups[0]["maximize"] = mx
         for p, g in zip(params, gs):
@@ -579,7 +581,46 @@ def test_factored_momentum_equals_the_plain_recursion(case: dict[str, Any], fore
     for p, w, b in zip(params, ref_w, ref_bufs):
         torch.testing.assert_close(p.detach(), w, rtol=1e-13, atol=1e-13)  # atol: 65,792-term norms' rounding
         torch.testing.assert_close(opt.momentum_buffer(p), b, rtol=1e-12, atol=1e-13)
-        assert opt.state[p]["momentum_buffer"].shape == p.shape and opt.state[p]["momentum_scale"].shape == ()
+        assert opt.state[p]["momentum_buffer"].shape == p.shape
+        if factored is None:
+            assert opt.state[p]["momentum_scale"].shape == ()
+        else:
+            assert "momentum_scale" not in opt.state[p]
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_switching_between_factored_and_plain_buffers_continues_the_same_run(foreach: bool) -> None:
+    """A factored state (CPU) loaded where buffers are plain (a GPU, or ``factored_momentum=False``) is folded once
+    into the plain buffer, and back: the run continues as if nothing had changed."""
+    torch.manual_seed(8)
+    shapes = [(3, 4), (5,), (40, 30)]
+    kwargs = {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01, "foreach": foreach}
+    ref = [nn.Parameter(torch.randn(s, dtype=torch.float64)) for s in shapes]
+    moved = [nn.Parameter(p.detach().clone()) for p in ref]
+    ref_opt = LARS(ref, **kwargs)  # type: ignore[arg-type]
+    opt = LARS(moved, **kwargs)  # type: ignore[arg-type]
+    for step in range(9):
+        grads = [torch.randn(s, dtype=torch.float64) for s in shapes]
+        if step in (3, 6):  # 3: factored -> plain through a state dict; 6: plain -> factored by the group flag
+            if step == 3:
+                sd = copy.deepcopy(opt.state_dict())
+                opt = LARS(moved, **kwargs)  # type: ignore[arg-type]
+                opt.load_state_dict(sd)
+                # What a GPU gets with the default (None); on the CPU, asked for (a saved group's settings win
+                # over the constructor's in load_state_dict, as torch's optimizers do).
+                opt.param_groups[0]["factored_momentum"] = False
+            else:
+                opt.param_groups[0]["factored_momentum"] = True
+        for ps in (ref, moved):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+        ref_opt.step()
+        opt.step()
+        for p, q in zip(moved, ref):
+            assert ("momentum_scale" in opt.state[p]) == (step < 3 or step >= 6)
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-13, atol=1e-15)
+            torch.testing.assert_close(opt.momentum_buffer(p), ref_opt.momentum_buffer(q), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(

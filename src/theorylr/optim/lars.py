@@ -46,6 +46,7 @@ _HYPERPARAMETERS = (
     "adapt",
     "foreach",
     "maximize",
+    "factored_momentum",
 )
 
 
@@ -233,11 +234,11 @@ def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
     to the float64 value than ``vector_norm`` on large float32 tensors. Only float32/float64 CPU tensors qualify.
     Under ``torch.compile`` the CPU norms are inductor's own sums instead (:func:`_compiled_sq_norms`).
     """
-    if dtype not in (torch.float32, torch.float64):
+    # The device is checked before the thread count: torch.compile cannot trace ``get_num_threads``, and a
+    # compiled CPU step never gets here (``_compiled_on_cpu``), but a compiled CUDA step does.
+    if dtype not in (torch.float32, torch.float64) or not all(t.is_cpu and t.dtype == dtype for t in tensors):
         return False
-    if torch.get_num_threads() < 2:
-        return False
-    return all(t.is_cpu and t.dtype == dtype for t in tensors)
+    return torch.get_num_threads() >= 2
 
 
 def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -359,8 +360,8 @@ def lars(
     ``trust_ratios``, if given, holds one 0-dim tensor per parameter into which the step's ratio is copied.
     ``momentum_scale_list``, if given, holds one 0-dim scale ``k`` per parameter (``None`` creates it; a missing
     scale beside an existing buffer counts as 1) and the buffers are kept in the factored form ``buf = k * v``
-    that :class:`LARS` stores (see its note on the momentum buffer). Without it the buffers hold the plain
-    heavy-ball buffer ``buf``, at the cost of one more pass over them per step.
+    (see the note on the momentum buffer of :class:`LARS`: one pass fewer over memory, one more per-tensor
+    kernel). Without it the buffers hold the plain heavy-ball buffer ``buf``.
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
     multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
@@ -378,13 +379,12 @@ def lars(
         foreach = resolve_foreach(None, params)
     # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
     func = _multi_tensor_lars if foreach and not _compiled_on_cpu(params) else _single_tensor_lars
-    scales: list[Tensor | None] = [None] * len(params) if momentum_scale_list is None else momentum_scale_list
     func(
         params,
         grads,
         momentum_buffer_list,
         trust_ratios,
-        scales,
+        momentum_scale_list,
         lr=lr,
         momentum=momentum,
         dampening=dampening,
@@ -400,10 +400,6 @@ def lars(
         maximize=maximize,
         norm_fn=norm_fn,
     )
-    if momentum != 0 and momentum_scale_list is None:  # hand back the plain buffers: buf = k * v
-        for buf, k in zip(momentum_buffer_list, scales):
-            if buf is not None and k is not None:
-                buf.mul_(k.to(buf.dtype))
 
 
 def _momentum_scales(
@@ -430,7 +426,7 @@ def _single_tensor_lars(
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     trust_ratios: list[Tensor] | None,
-    momentum_scale_list: list[Tensor | None],
+    momentum_scale_list: list[Tensor | None] | None,
     *,
     lr: float,
     momentum: float,
@@ -497,8 +493,19 @@ def _single_tensor_lars(
             else:
                 p.add_(u, alpha=-lr * sign)  # bit for bit torch's SGD
             continue
-        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v (first step: buf = ratio * d)
+        # buf = momentum * buf + (1 - dampening) * ratio * d (first step: buf = ratio * d)
         buf = momentum_buffer_list[i]
+        if momentum_scale_list is None:  # the plain buffer
+            if buf is None:
+                buf = torch.mul(u, (ratio * sign).to(p.dtype)).detach()
+                momentum_buffer_list[i] = buf
+            else:
+                buf.mul_(momentum).addcmul_(u, (ratio * (sign * (1.0 - dampening))).to(p.dtype))
+            if nesterov:
+                p.addcmul_(u, ratio.to(p.dtype), value=-lr * sign)
+            p.add_(buf, alpha=-lr * (momentum if nesterov else 1.0))
+            continue
+        # the factored buffer, buf = k * v
         old_k = momentum_scale_list[i]
         if buf is None:
             k, _ = _momentum_scales(ratio, None, momentum=momentum, dampening=dampening, sign=sign)
@@ -529,7 +536,7 @@ def _multi_tensor_lars(
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     trust_ratios: list[Tensor] | None,
-    momentum_scale_list: list[Tensor | None],
+    momentum_scale_list: list[Tensor | None] | None,
     *,
     lr: float,
     momentum: float,
@@ -575,17 +582,17 @@ def _multi_tensor_lars(
         ds = [dirs[i] for i in idx]
         compute = _norm_dtype(dtype)
         if adapt:
-            if norm_fn is None:  # the bucket's norms, stacked once: w's, then the denominator's
+            if norm_fn is None:  # the bucket's norms: w's, then the denominator's
                 tensors, ord_name = _norm_inputs_foreach(
                     ps, [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
                 )
-                stacked = torch.stack(_bucket_norms(tensors, ord_name, compute)).to(dtype=compute)
-                w_norms, second = stacked[: len(idx)], stacked[len(idx) :]
+                bucket = _bucket_norms(tensors, ord_name, compute)
             else:
-                w_norms = torch.stack([norms[i] for i in idx]).to(device=device, dtype=compute)
-                second = torch.stack([norms[n + i] for i in idx]).to(device=device, dtype=compute)
-            if norm == "mean_ratio":  # ||q||_1 / numel: the mean element-wise ratio
-                second = second / torch.tensor([float(max(p.numel(), 1)) for p in ps], dtype=compute, device=device)
+                bucket = [norms[i] for i in idx] + [norms[n + i] for i in idx]
+            if norm == "mean_ratio":  # ||q||_1 / numel, the mean element-wise ratio: Python divisors, no copy
+                bucket[len(idx) :] = torch._foreach_div(bucket[len(idx) :], [float(max(p.numel(), 1)) for p in ps])
+            stacked = torch.stack(bucket).to(device=device, dtype=compute)  # stacked once
+            w_norms, second = stacked[: len(idx)], stacked[len(idx) :]
             ratio = _trust_ratio(
                 w_norms,
                 second,
@@ -610,9 +617,25 @@ def _multi_tensor_lars(
                 torch._foreach_add_(ps, ds, alpha=-lr * sign)
             continue
 
-        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v: one lerp_ over v
         old = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is not None]
         new = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is None]
+        if momentum_scale_list is None:
+            bufs = _plain_momentum(
+                ps,
+                ds,
+                ratio,
+                ratio_list,
+                [momentum_buffer_list[i] for i in idx],
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                sign=sign,
+                nesterov=nesterov,
+            )
+            for k in new:  # hand back the buffers made this step
+                momentum_buffer_list[idx[k]] = bufs[k]
+            continue
+        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v: one lerp_ over v
         if old:
             prev = [momentum_scale_list[idx[k]] for k in old]
             scaled = all(q is not None for q in prev)  # False only for state written before momentum_scale existed
@@ -662,6 +685,55 @@ def _multi_tensor_lars(
         _momentum_sweeps(
             ps, ds, bufs_all, weights, k_cast, ratio_list, lr=lr, momentum=momentum, sign=sign, nesterov=nesterov
         )
+
+
+def _plain_momentum(
+    ps: list[Tensor],
+    us: list[Tensor],
+    ratio: Tensor,
+    ratio_list: list[Tensor],
+    bufs: list[Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    sign: float,
+    nesterov: bool,
+) -> list[Tensor]:
+    """The momentum step of :func:`_multi_tensor_lars` on one bucket with plain buffers; returns the buffers (those
+    that were ``None`` made here).
+
+    ``buf *= momentum`` and ``w -= lr * buf`` take Python scalars, so torch's multi-tensor kernels run them in a
+    few launches on a GPU; only ``buf += c * u`` (``c = sign (1 - dampening) ratio``, per tensor) and, for
+    Nesterov, ``w -= lr sign ratio u`` go tensor by tensor there (torch has no multi-tensor kernel taking a
+    device scalar per tensor).
+    """
+    dtype = ps[0].dtype
+    old = [k for k, b in enumerate(bufs) if b is not None]
+    new = [k for k, b in enumerate(bufs) if b is None]
+    out = list(bufs)
+    if old:
+        v_old = [cast(Tensor, bufs[k]) for k in old]
+        torch._foreach_mul_(v_old, momentum)
+        coef = sign * (1.0 - dampening)
+        if coef == 1.0 and not new:
+            c_list = ratio_list
+        else:
+            c = ratio if not new else torch.stack([ratio[k] for k in old])
+            c_list = list((c * coef).to(dtype).unbind(0))
+        torch._foreach_addcmul_(v_old, [us[k] for k in old], c_list)
+    if new:  # first step: buf = ratio * d = sign * ratio * u
+        c_new = ratio_list if sign == 1.0 else list((ratio * sign).to(dtype).unbind(0))
+        made = torch._foreach_mul([us[k] for k in new], [c_new[k] for k in new])
+        for k, b in zip(new, made):
+            out[k] = b
+    full = cast(list[Tensor], out)
+    if nesterov:  # step = ratio * d + momentum * buf
+        torch._foreach_addcmul_(ps, us, ratio_list, value=-lr * sign)
+        torch._foreach_add_(ps, full, alpha=-lr * momentum)
+    else:
+        torch._foreach_add_(ps, full, alpha=-lr)
+    return full
 
 
 def _momentum_sweeps(
@@ -758,6 +830,8 @@ def _check_group(group: dict[str, Any]) -> None:
     check_bool("maximize", group["maximize"])
     if group["foreach"] is not None:
         check_bool("foreach", group["foreach"])
+    if group["factored_momentum"] is not None:
+        check_bool("factored_momentum", group["factored_momentum"])
 
 
 class LARS(Optimizer):
@@ -818,12 +892,14 @@ class LARS(Optimizer):
             the L1 norm of the ratios is divided by the local ``numel``. Norms of 16-bit tensors should be
             float32 (as :func:`local_norms` returns them). It is not a hyperparameter: it is kept on the optimizer
             (``self.norm_fn``), not in ``defaults`` or the state dict.
+        factored_momentum: keep the momentum buffer factored, ``buf = k * v`` (see the note); ``None`` (default)
+            factors it where every parameter of the group is on the CPU and keeps the plain buffer elsewhere.
 
     State (per parameter, created at its first gradient): ``trust_ratio``, a 0-dim tensor holding the last step's
     ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in ...])``); and,
-    only when ``momentum != 0``, the heavy-ball buffer in factored form: ``momentum_buffer`` (one tensor of the
-    parameter's shape and dtype, as torch's SGD) and ``momentum_scale`` (a 0-dim float32/float64 tensor), with
-    ``buf = momentum_scale * momentum_buffer``; :meth:`momentum_buffer` returns ``buf`` itself.
+    only when ``momentum != 0``, the heavy-ball buffer: ``momentum_buffer`` (one tensor of the parameter's shape
+    and dtype, as torch's SGD), and where the buffer is factored also ``momentum_scale`` (a 0-dim float32/float64
+    tensor), with ``buf = momentum_scale * momentum_buffer``; :meth:`momentum_buffer` returns ``buf`` either way.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -852,8 +928,14 @@ class LARS(Optimizer):
         the buffer (a scale, then an add). Storing ``buf = k * v`` turns it into ``k = momentum * k + c`` (a
         scalar) and ``v = v + (c / k) (d - v)``, one ``lerp_`` sweep; the step is then ``w -= lr * k * v``, one
         ``addcmul_``. Same arithmetic up to rounding (tested against the plain recursion in float64 to 1e-12),
-        one sweep fewer than torch's SGD. A state dict holding only ``momentum_buffer`` (e.g. written before
-        ``momentum_scale`` existed) is read as the plain buffer (``k = 1``).
+        one sweep fewer than torch's SGD: the CPU's default, where a step's time is its memory traffic. On a GPU
+        the traffic of the ResNet-18 set takes tens of microseconds and the step's time is its kernel launches;
+        torch has no multi-tensor kernel taking a device scalar per tensor, so each per-tensor scale costs a
+        launch per tensor, and the factored form has two such sweeps where the plain one has one (``buf *=
+        momentum`` and ``w -= lr * buf`` take Python numbers). There the plain buffer is the default: 1.57 ->
+        0.70 ms per step on an H200 in float32 (``benchmarks/RESULTS.md``). The forms convert into each other:
+        a state without ``momentum_scale`` is read as ``k = 1``, and a factored state stepped where the buffer
+        is plain (e.g. a CPU checkpoint loaded on a GPU) is folded into ``buf`` once, at that step.
 
     .. note::
         **PercentDelta, two readings.** The paper states PercentDelta as eq. (1) with L1 norms, ``norm="l1"``:
@@ -921,6 +1003,7 @@ class LARS(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         norm_fn: NormFn | None = None,
+        factored_momentum: bool | None = None,
     ) -> None:
         if norm_fn is not None and not callable(norm_fn):
             raise ValueError(f"norm_fn must be a callable (tensors, norm) -> norms, or None (got {norm_fn!r})")
@@ -939,6 +1022,7 @@ class LARS(Optimizer):
             "adapt": adapt,
             "foreach": foreach,
             "maximize": maximize,
+            "factored_momentum": factored_momentum,
         }
         _check_group(defaults)
         self.norm_fn: NormFn | None = norm_fn
@@ -984,6 +1068,9 @@ class LARS(Optimizer):
             params, grads = params_with_grad(group, type(self).__name__)
             if not params:
                 continue
+            factored = group.get("factored_momentum")
+            if factored is None:
+                factored = all(p.is_cpu for p in params)
             bufs: list[Tensor | None] = []
             scales: list[Tensor | None] = []
             trust: list[Tensor] = []
@@ -992,18 +1079,22 @@ class LARS(Optimizer):
                 state = self.state[p]
                 if "trust_ratio" not in state:
                     state["trust_ratio"] = torch.ones((), dtype=p.dtype, device=p.device)
+                if not factored and "momentum_scale" in state:  # a factored buffer becomes plain, once
+                    scale = state.pop("momentum_scale")
+                    if state.get("momentum_buffer") is not None:
+                        state["momentum_buffer"].mul_(scale.to(state["momentum_buffer"].dtype))
                 states.append(state)
                 trust.append(state["trust_ratio"])
                 bufs.append(state.get("momentum_buffer"))
                 scales.append(state.get("momentum_scale"))
             # lars() fills the None entries in place: only then is there anything to write back
-            creates = any(b is None for b in bufs) or any(k is None for k in scales)
+            creates = any(b is None for b in bufs) or (factored and any(k is None for k in scales))
             lars(
                 params,
                 grads,
                 bufs,
                 trust,
-                scales,
+                scales if factored else None,
                 lr=group["lr"],
                 momentum=group["momentum"],
                 dampening=group["dampening"],
@@ -1023,7 +1114,8 @@ class LARS(Optimizer):
             if group["momentum"] != 0 and creates:
                 for state, buf, scale in zip(states, bufs, scales):
                     state["momentum_buffer"] = buf
-                    state["momentum_scale"] = scale
+                    if factored:
+                        state["momentum_scale"] = scale
         return loss
 
     def momentum_buffer(self, p: Tensor) -> Tensor | None:

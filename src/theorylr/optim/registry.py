@@ -79,6 +79,9 @@ _ROWS: list[OptimInfo] = [
             {"lr": 0.05, "momentum": 0.5, "trust_clip": True, "trust_coefficient": 1e-3},
             {"lr": 0.05, "momentum": 0.9, "norm": "linf", "min_norm": 0.5},
             {"lr": 0.05, "momentum": 0.9, "adapt": False},
+            # The plain momentum buffer (the default off the CPU), with every term that touches it.
+            {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2, "factored_momentum": False},
+            {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "trust_clip": True, "factored_momentum": False},
         ),
         invalid_kwargs=(
             ({"lr": -1.0}, "lr"),
@@ -90,6 +93,7 @@ _ROWS: list[OptimInfo] = [
             ({"norm": "l3"}, "norm"),
             ({"denominator": "product"}, "denominator"),
             ({"min_norm": -1.0}, "min_norm"),
+            ({"factored_momentum": "yes"}, "factored_momentum"),
         ),
     ),
     OptimInfo(
@@ -100,6 +104,7 @@ _ROWS: list[OptimInfo] = [
         sample_kwargs=(
             {"lr": 0.05, "momentum": 0.0, "norm": "mean_ratio"},
             {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2, "trust_clip": True},
+            {"lr": 0.05, "momentum": 0.9, "norm": "mean_ratio", "factored_momentum": False},
         ),
         invalid_kwargs=(({"lr": -1.0}, "lr"), ({"norm": "l7"}, "norm")),
     ),
