@@ -688,7 +688,7 @@ class _LipschitzAdaptive(Optimizer):
             raise ValueError("lipschitz='closed_form' needs model= or tracker= (use lipschitz='observed' without one)")
         defaults = {**defaults, "lipschitz": mode}
         super().__init__(params, defaults)
-        # Per param group (by id): the group's parameters (ids) when last seen, and the positions of those whose
+        # Per param group (by position): its parameters (ids) when last seen, and the positions of those whose
         # scalar states (step, K1, K2) hold equal values -- created together and stepped together since. Kept on
         # the host, rebuilt by __setstate__ (load_state_dict, unpickling); see _shared_state.
         self._cohorts: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
@@ -719,7 +719,7 @@ class _LipschitzAdaptive(Optimizer):
         """Cohorts read from the state's values: per group, the parameters with state if their scalar states are
         equal (one host read per group: this runs in ``load_state_dict`` and unpickling, never in ``step``)."""
         cohorts = {}
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             members = [j for j, p in enumerate(group["params"]) if self.state.get(p)]
             keys = ("step", "lipschitz_avg", "lipschitz_sq_avg") if self._second_moment else ("step", "lipschitz_avg")
             try:
@@ -731,10 +731,10 @@ class _LipschitzAdaptive(Optimizer):
             except (KeyError, RuntimeError, TypeError):  # a state from elsewhere: no cohort, per-tensor scalars
                 equal = False
             if equal:
-                cohorts[id(group)] = (tuple(id(p) for p in group["params"]), tuple(members))
+                cohorts[index] = (tuple(id(p) for p in group["params"]), tuple(members))
         return cohorts
 
-    def _shared_state(self, group: dict[str, Any], params: list[Tensor], fresh: list[bool]) -> bool:
+    def _shared_state(self, index: int, group: dict[str, Any], params: list[Tensor], fresh: list[bool]) -> bool:
         """Whether the parameters stepped now (``params``, ``fresh`` where their state is about to be created) hold
         equal scalar states, and update the group's cohort for after this step. Host-side bookkeeping only.
 
@@ -744,7 +744,9 @@ class _LipschitzAdaptive(Optimizer):
         """
         owners = tuple(id(p) for p in group["params"])
         current = tuple(j for j, p in enumerate(group["params"]) if p.grad is not None)
-        saved = self._cohorts.get(id(group))
+        # Keyed by the group's position (torch.compile traces id() of tensors, not of dicts), checked against the
+        # group's parameters so that a removed or reordered group is never mistaken for another.
+        saved = self._cohorts.get(index)
         cohort = saved[1] if saved is not None and saved[0] == owners else None
         if all(fresh) or (cohort == current and not any(fresh)):  # created now, or the whole cohort stepped
             equal, after = True, current
@@ -752,9 +754,9 @@ class _LipschitzAdaptive(Optimizer):
             stepped = {j for j, f in zip(current, fresh) if not f}
             equal, after = False, tuple(j for j in (cohort or ()) if j in stepped)
         if after:
-            self._cohorts[id(group)] = (owners, after)
+            self._cohorts[index] = (owners, after)
         else:
-            self._cohorts.pop(id(group), None)
+            self._cohorts.pop(index, None)
         return equal and _shared_scalars_pay(params)
 
     def close(self) -> None:
@@ -810,7 +812,7 @@ class _LipschitzAdaptive(Optimizer):
         if not any(params for _, params, _ in groups):
             return loss
         estimates = self._estimates(groups)
-        for group, params, grads in groups:
+        for index, (group, params, grads) in enumerate(groups):
             if not params:
                 continue
             beta1, beta2 = self._betas(group)
@@ -819,7 +821,7 @@ class _LipschitzAdaptive(Optimizer):
             k1s: list[Tensor] = []
             k2s: list[Tensor] | None = [] if self._second_moment else None
             steps: list[Tensor] = []
-            shared = self._shared_state(group, params, [len(self.state[p]) == 0 for p in params])
+            shared = self._shared_state(index, group, params, [len(self.state[p]) == 0 for p in params])
             for p in params:
                 state = self.state[p]
                 if len(state) == 0:
