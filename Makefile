@@ -45,10 +45,10 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 # On a machine with an NVIDIA GPU: the CUDA tests and the GPU figures (benchmarks/cuda.sh; results in
-# benchmarks/results/cuda). Needs a CUDA build of torch, which this venv's pinned CPU build is not: run the script
-# with PYTHON set to an interpreter that has one.
+# benchmarks/results/cuda). Needs an interpreter with a CUDA build of torch (this venv's pinned build is the CPU
+# one), numpy, scikit-learn and pytest: PYTHON (default python3) names it, e.g. `make bench-cuda PYTHON=python3.12`.
 bench-cuda:
-	PYTHON=$${PYTHON:-$(PY)} benchmarks/cuda.sh
+	PYTHON=$(PYTHON) benchmarks/cuda.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

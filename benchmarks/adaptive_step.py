@@ -7,9 +7,12 @@ gradients, after one eager step (state created). Rows:
 - torch ``Adam(foreach=True)`` (the baseline), ``Adam(fused=True)`` and ``torch.compile``'d Adam (inductor);
 - theorylr AdaMo, AutoAdam and AdaptiveRMSprop on their default (foreach) path, in ``lipschitz="observed"`` mode
   (the per-step estimate is the largest gradient norm: one more read of the gradients than the closed-form mode,
-  which only reads the tracker), and the same three under ``torch.compile(step, fullgraph=True)`` (inductor);
+  which only reads the tracker), and the same three under ``torch.compile(step, fullgraph=True)`` (inductor); on
+  CUDA also AutoAdam compiled with ``mode="reduce-overhead"`` (CUDA graphs, state marked as static addresses);
 - peers: Prodigy, schedule-free AdamW, D-Adapt Adam (each skipped with a message when not installed). timm's
-  ``Lars`` is not among them: timm needs torchvision, which is not installable here (CPU torch 2.13 wheel set).
+  ``Lars`` is a row of ``benchmarks.optim_step`` where timm is installed (it needs torchvision: not here).
+
+A row that fails to build or compile is reported and skipped; the others are still measured.
 
 Rows are measured interleaved step by step: each round runs ``--repeats`` passes, and each pass steps every row once,
 in a new random order, so that a slow spell on a shared machine hits all rows alike. The table gives the median over

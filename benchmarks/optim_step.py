@@ -10,6 +10,11 @@ round's median, and the ratio range over rounds.
 element size) over the step's time, next to the machine's ``copy_`` bandwidth (read + write, 2 x N x element size)
 measured on the same tensors: a step at 100% of it would move its data as fast as a plain copy does.
 
+Peers where installed: pytorch_optimizer's ``LARS`` (``trust_coefficient=1``) and timm's ``Lars``
+(``trust_coeff=1, always_adapt=True``). With ``--compile``, LARS under ``torch.compile`` (inductor), and on CUDA
+also with ``mode="reduce-overhead"`` (CUDA graphs). A row other than the baseline that fails to build or compile
+is reported and skipped.
+
 The "lars_param_groups" row is LARS as the README recommends it: the 1-D tensors (biases, BatchNorm gains and
 shifts: 41 of the 62) in a plain-SGD group (``adapt=False``), so their norms are never taken. The other LARS rows
 adapt every tensor, the harder case the targets are judged on.

@@ -581,8 +581,9 @@ def _multi_tensor_update(
 def _shared_scalars_pay(params: list[Tensor]) -> bool:
     """Whether to apply one shared scalar to ``params`` (known to hold equal scalar states) with single-scalar
     multi-tensor kernels: off the CPU, where it turns one kernel launch per tensor into a few for the whole list
-    (on an H200 with the ResNet-18 set, 1.76 -> 0.42 ms for Auto-Adam's passes in float32), with every parameter
-    of one device and dtype. The CPU keeps its slab-wise per-tensor path (a foreach kernel is a loop there)."""
+    (on an H200 with the ResNet-18 set, Auto-Adam's step went 2.44 -> 1.50 ms in float32, AdaMo's 1.20 -> 1.10;
+    ``benchmarks/RESULTS.md``, fifth pass), with every parameter of one device and dtype. The CPU keeps its
+    slab-wise per-tensor path (a foreach kernel is a loop there)."""
     first = params[0]
     return not first.is_cpu and all(p.device == first.device and p.dtype == first.dtype for p in params)
 

@@ -555,7 +555,8 @@ def _multi_tensor_lars(
 ) -> None:
     """The fast path: ``torch._foreach_*`` kernels, the sign of ``maximize`` folded into the per-tensor scale.
 
-    Passes over memory for the default (momentum, no weight decay): the norms read w and g once, then
+    Without ``momentum_scale_list`` the buffers are plain (:func:`_plain_momentum`, the default off the CPU).
+    With it, the passes over memory for the default (momentum, no weight decay): the norms read w and g once, then
     ``v.lerp_(g, a)`` and ``w.addcmul_(v, k, value=-lr)`` (0-dim per-tensor ``a`` and ``k``, see
     :func:`_momentum_scales`): two read-modify-write sweeps where torch's SGD makes three (``buf *= m``,
     ``buf += g``, ``w -= lr buf``). The ratios and scales are computed on stacked 1-D tensors, a handful of small
@@ -932,8 +933,9 @@ class LARS(Optimizer):
         the traffic of the ResNet-18 set takes tens of microseconds and the step's time is its kernel launches;
         torch has no multi-tensor kernel taking a device scalar per tensor, so each per-tensor scale costs a
         launch per tensor, and the factored form has two such sweeps where the plain one has one (``buf *=
-        momentum`` and ``w -= lr * buf`` take Python numbers). There the plain buffer is the default: 1.57 ->
-        0.70 ms per step on an H200 in float32 (``benchmarks/RESULTS.md``). The forms convert into each other:
+        momentum`` and ``w -= lr * buf`` take Python numbers). There the plain buffer is the default: on an
+        H200 with the ResNet-18 set a step went 1.97 -> 1.18 ms in float32, 1.69 -> 0.92 ms in bf16
+        (``benchmarks/RESULTS.md``, fifth pass). The forms convert into each other:
         a state without ``momentum_scale`` is read as ``k = 1``, and a factored state stepped where the buffer
         is plain (e.g. a CPU checkpoint loaded on a GPU) is folded into ``buf`` once, at that step.
 
