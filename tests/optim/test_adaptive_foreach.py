@@ -54,16 +54,21 @@ def _assert_same(
             torch.testing.assert_close(fast.state[p][key], slow.state[q][key], rtol=rtol, atol=atol)
 
 
-def _count_slabs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Wrap ``adaptive.<name>`` to record the length of its first argument (a list of tensors) at every call."""
     calls: list[int] = []
-    update = adaptive._multi_tensor_update
+    original = getattr(adaptive, name)
 
-    def counting(params: list[Tensor], *args: Any, **kwargs: Any) -> None:
-        calls.append(len(params))
-        update(params, *args, **kwargs)
+    def counting(tensors: list[Tensor], *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(tensors))
+        return original(tensors, *args, **kwargs)
 
-    monkeypatch.setattr(adaptive, "_multi_tensor_update", counting)
+    monkeypatch.setattr(adaptive, name, counting)
     return calls
+
+
+def _count_slabs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return _count_calls(monkeypatch, "_multi_tensor_update")
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o) or "default")
@@ -163,16 +168,8 @@ def test_slabs_cover_the_list_in_order_and_respect_the_limit() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def _count_shared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Let the shared path run on the CPU (it is chosen off the CPU only) and count its calls (their list sizes)."""
-    calls: list[int] = []
-    shared = adaptive._shared_step
-
-    def counting(params: list[Tensor], *args: Any, **kwargs: Any) -> None:
-        calls.append(len(params))
-        shared(params, *args, **kwargs)
-
-    monkeypatch.setattr(adaptive, "_shared_step", counting)
     monkeypatch.setattr(adaptive, "_shared_scalars_pay", lambda ps: all(p.dtype == ps[0].dtype for p in ps))
-    return calls
+    return _count_calls(monkeypatch, "_shared_scales")
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)

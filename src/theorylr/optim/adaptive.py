@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -176,29 +177,8 @@ def adaptive_lipschitz(
         raise ValueError(f"beta1 must be 0 when there is no first moment (got {beta1!r})")
     if second and (lipschitz_sq_avgs is None or lipschitz_sq is None):
         raise ValueError("the second moment needs lipschitz_sq_avgs and lipschitz_sq")
-    if not foreach:
-        _single_tensor_adaptive(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            lipschitz_avgs,
-            lipschitz_sq_avgs,
-            steps,
-            lipschitz=lipschitz,
-            lipschitz_sq=lipschitz_sq,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
-            bias_correction=bias_correction,
-            initial_step_size=initial_step_size,
-            initial_steps=initial_steps,
-            maximize=maximize,
-        )
-        return
-    _multi_tensor_adaptive(
+    func = functools.partial(_multi_tensor_adaptive, shared_state=shared_state) if foreach else _single_tensor_adaptive
+    func(
         params,
         grads,
         exp_avgs,
@@ -217,7 +197,6 @@ def adaptive_lipschitz(
         initial_step_size=initial_step_size,
         initial_steps=initial_steps,
         maximize=maximize,
-        shared_state=shared_state,
     )
 
 
@@ -401,47 +380,30 @@ def _multi_tensor_adaptive(
     shared_state: bool = False,
 ) -> None:
     torch._foreach_add_(steps, 1)
+    scalar_kwargs: dict[str, Any] = {
+        "beta1": beta1,
+        "beta2": beta2,
+        "eps": eps,
+        "bias_correction": bias_correction,
+        "initial_step_size": initial_step_size,
+        "initial_steps": initial_steps,
+    }
+    scales: list[Tensor] | Tensor
+    corrections2: list[Tensor] | Tensor | None
     if shared_state:
-        _shared_step(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            lipschitz_avgs,
-            lipschitz_sq_avgs,
-            steps,
-            lipschitz=lipschitz,
-            lipschitz_sq=lipschitz_sq,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
-            bias_correction=bias_correction,
-            initial_step_size=initial_step_size,
-            initial_steps=initial_steps,
-            maximize=maximize,
+        scales, corrections2 = _shared_scales(
+            lipschitz_avgs, lipschitz_sq_avgs, steps, lipschitz, lipschitz_sq, params[0].dtype, **scalar_kwargs
         )
-        return
-    cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-    torch._foreach_lerp_(lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], 1.0 - beta1)
-    if exp_avg_sqs is not None:
-        assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
-        cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-        torch._foreach_lerp_(
-            lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], 1.0 - beta2
-        )
-    scales, corrections2 = _grouped_step_scales(
-        lipschitz_avgs,
-        lipschitz_sq_avgs,
-        steps,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        bias_correction=bias_correction,
-        initial_step_size=initial_step_size,
-        initial_steps=initial_steps,
-    )
+    else:
+        cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        torch._foreach_lerp_(lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], 1.0 - beta1)
+        if exp_avg_sqs is not None:
+            assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
+            cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+            torch._foreach_lerp_(
+                lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], 1.0 - beta2
+            )
+        scales, corrections2 = _grouped_step_scales(lipschitz_avgs, lipschitz_sq_avgs, steps, **scalar_kwargs)
     if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
         slabs = _slabs(params, _CPU_SLAB_NUMEL)
     else:
@@ -452,8 +414,8 @@ def _multi_tensor_adaptive(
             grads[s],
             None if exp_avgs is None else exp_avgs[s],
             None if exp_avg_sqs is None else exp_avg_sqs[s],
-            scales[s],
-            None if corrections2 is None else corrections2[s],
+            _part(scales, s),
+            None if corrections2 is None else _part(corrections2, s),
             lr=lr,
             beta1=beta1,
             beta2=beta2,
@@ -463,66 +425,39 @@ def _multi_tensor_adaptive(
         )
 
 
-def _shared_step(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor] | None,
-    exp_avg_sqs: list[Tensor] | None,
+def _part(values: list[Tensor] | Tensor, s: slice) -> list[Tensor] | Tensor:
+    """A slab's share of per-parameter scalars; one shared 0-dim scalar serves every slab."""
+    return values if isinstance(values, Tensor) else values[s]
+
+
+def _shared_scales(
     lipschitz_avgs: list[Tensor],
     lipschitz_sq_avgs: list[Tensor] | None,
     steps: list[Tensor],
-    *,
     lipschitz: Tensor,
     lipschitz_sq: Tensor | None,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    bias_correction: bool,
-    initial_step_size: float | None,
-    initial_steps: int,
-    maximize: bool,
-) -> None:
-    """:func:`_multi_tensor_adaptive` when every parameter's scalar state holds the same values (``shared_state``).
+    dtype: torch.dtype,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor | None]:
+    """The EWAs and the step's scalars of :func:`_multi_tensor_adaptive` when every parameter's scalar state holds
+    the same values (``shared_state``); returns ``(scale, correction2)`` once, cast to the parameters' ``dtype`` as
+    the per-tensor kernels would cast them.
 
     The EWAs are ``K = beta K + (1 - beta) L`` written as a scale by a Python number and an add of one 0-dim tensor,
-    so that every kernel here has a single-scalar multi-tensor form (one launch for all parameters on a GPU); the
-    step's scalars come from the first parameter's state, once, and are cast to the parameters' dtype as the
-    per-tensor kernels would cast them.
+    so that each has a single-scalar multi-tensor form (one launch for all parameters on a GPU); the scalars come
+    from the first parameter's state. ``kwargs`` are :func:`_step_scales`'s.
     """
+    beta1, beta2 = kwargs["beta1"], kwargs["beta2"]
     torch._foreach_mul_(lipschitz_avgs, beta1)
     torch._foreach_add_(lipschitz_avgs, lipschitz.to(lipschitz_avgs[0]), alpha=1.0 - beta1)
-    if exp_avg_sqs is not None:
-        assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
+    if lipschitz_sq_avgs is not None:
+        assert lipschitz_sq is not None
         torch._foreach_mul_(lipschitz_sq_avgs, beta2)
         torch._foreach_add_(lipschitz_sq_avgs, lipschitz_sq.to(lipschitz_sq_avgs[0]), alpha=1.0 - beta2)
     scale, correction2 = _step_scales(
-        lipschitz_avgs[0],
-        None if lipschitz_sq_avgs is None else lipschitz_sq_avgs[0],
-        steps[0],
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        bias_correction=bias_correction,
-        initial_step_size=initial_step_size,
-        initial_steps=initial_steps,
+        lipschitz_avgs[0], None if lipschitz_sq_avgs is None else lipschitz_sq_avgs[0], steps[0], **kwargs
     )
-    dtype = params[0].dtype
-    _multi_tensor_update(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        scale.to(dtype),
-        None if correction2 is None else correction2.to(dtype),
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        maximize=maximize,
-    )
+    return scale.to(dtype), None if correction2 is None else correction2.to(dtype)
 
 
 def _multi_tensor_update(
