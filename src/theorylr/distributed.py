@@ -35,7 +35,7 @@ from torch.optim import Optimizer
 from theorylr._validation import check_bool, check_choice, check_int, check_number
 from theorylr.lipschitz.closed_form import binary_cross_entropy, l2_term, least_squares_nn, softmax_cross_entropy
 from theorylr.lipschitz.scheduler import LipschitzLR
-from theorylr.lipschitz.tracker import ActivationTracker, EpochStats
+from theorylr.lipschitz.tracker import ActivationTracker, EpochStats, stats_values
 from theorylr.optim._base import resolve_foreach
 from theorylr.optim.lars import NormFn, local_norms
 
@@ -475,6 +475,10 @@ class DistributedActivationTracker(ActivationTracker):
             batches=int(g.m.shape[0]),
             examples=int(g.m.sum()),
         )
+
+    def epoch_values(self, *, weight_decay: float = 0.0) -> dict[str, Any] | None:
+        """:meth:`epoch_stats` as Python numbers (one ``all_reduce``, one host read)."""
+        return stats_values(self.epoch_stats(weight_decay=weight_decay))
 
     # ------------------------------------------------------------------------------------------------------------
     # Checkpoints

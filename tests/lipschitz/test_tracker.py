@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from theorylr.lipschitz.bounds import gradient_norm_bound
 from theorylr.lipschitz.closed_form import activation_norm, softmax_cross_entropy
-from theorylr.lipschitz.tracker import ActivationTracker, find_last_linear
+from theorylr.lipschitz.tracker import ActivationTracker, find_last_linear, stats_values
 
 F64 = torch.float64
 
@@ -383,3 +384,92 @@ def test_fro_fast_path_equals_the_matrix_definition(mode: str, shape: tuple[int,
     torch.testing.assert_close(
         stats.data_lipschitz.float(), softmax_cross_entropy(activation_norm(matrix), matrix.shape[0], 3)
     )
+
+
+def _values_from_stats(tracker: ActivationTracker, weight_decay: float) -> dict[str, Any] | None:
+    return stats_values(tracker.epoch_stats(weight_decay=weight_decay))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
+@pytest.mark.parametrize("reduce_every", [256, 2])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.03])
+def test_epoch_values_equal_the_tensor_statistics(
+    monkeypatch: pytest.MonkeyPatch, loss: str, reduce_every: int, weight_decay: float
+) -> None:
+    """The host-side reduction of epoch_values (paper forms) gives what reading epoch_stats gives: several batch
+    sizes, a batch size seen in two reductions, the running maxima carried from a mid-epoch reduction."""
+    import theorylr.lipschitz.tracker as module
+
+    monkeypatch.setattr(module, "_REDUCE_EVERY", reduce_every)
+    model = _mlp(out=4 if loss == "softmax" else 1)
+    sizes = [16, 5, 16, 9, 5, 16, 3]
+    scales = [1.0, 0.7, 2.5, 1.1, 0.2, 1.0, 0.4]
+    with ActivationTracker(model, loss) as tracker:
+        assert tracker.epoch_values() is None
+        for i, (m, scale) in enumerate(zip(sizes, scales)):
+            model(_x(m, 40 + i) * scale)
+            got = tracker.epoch_values(weight_decay=weight_decay)
+            want = _values_from_stats(tracker, weight_decay)
+            assert got is not None and want is not None
+            assert set(got) == set(want) == {*module.EPOCH_FIELDS, "batches"}
+            assert got["batch_size"] == want["batch_size"] and got["batches"] == want["batches"] == i + 1
+            for name in module.EPOCH_FIELDS:
+                assert got[name] == pytest.approx(want[name], rel=1e-14), name
+        tracker.reset_epoch()
+        assert tracker.epoch_values() is None
+
+
+def test_epoch_values_reduce_on_the_host_for_the_papers_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the paper's classification forms epoch_values does not go through epoch_stats (that is its speed);
+    for the other forms it does, and gives the same numbers."""
+    model = _mlp()
+    x = _x(8, 0)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("epoch_stats was called")
+
+    with ActivationTracker(model, "softmax") as fast:
+        model(x)
+        monkeypatch.setattr(fast, "epoch_stats", refuse)
+        values = fast.epoch_values()
+        assert values is not None
+        assert values["lipschitz"] == pytest.approx(3 / (4 * 8) * float(_penultimate(model, x).norm()), rel=1e-13)
+    with (
+        ActivationTracker(model, "softmax", rigorous=True) as rigorous,
+        ActivationTracker(model, "softmax", activation_norm="max_row") as other,
+    ):
+        model(x)
+        for tracker in (rigorous, other):
+            assert tracker.epoch_values(weight_decay=0.1) == _values_from_stats(tracker, 0.1)
+
+
+@pytest.mark.parametrize("weight_bound", [2.5, None])
+def test_epoch_values_with_low_precision_parameters_and_activations(weight_bound: float | None) -> None:
+    """bfloat16 weights (norms in bfloat16), float32 K_z, and a constant bound: one stacked read all the same."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).to(torch.bfloat16)
+    with ActivationTracker(model, "softmax", weight_bound=weight_bound) as tracker:
+        for m in (6, 4, 6):
+            model(torch.randn(m, 5).to(torch.bfloat16))
+        got, want = tracker.epoch_values(weight_decay=0.2), _values_from_stats(tracker, 0.2)
+        assert got is not None and want is not None
+        assert got["weight_bound"] == (2.5 if weight_bound else pytest.approx(want["weight_bound"], rel=1e-6))
+        for name in ("lipschitz", "data_lipschitz", "k_z", "max_k_z"):
+            assert got[name] == pytest.approx(want[name], rel=1e-6), name
+
+
+@pytest.mark.parametrize("where", [0, 2])
+def test_epoch_values_propagate_nan_as_the_tensor_statistics_do(where: int) -> None:
+    """A batch with non-finite activations makes the epoch's constant nan (LipschitzLR then refuses it), wherever
+    it falls among the batches and batch sizes."""
+    model = _mlp()
+    with ActivationTracker(model, "softmax") as tracker:
+        for i, m in enumerate((8, 8, 5, 8)):
+            x = _x(m, 60 + i)
+            if i == where:
+                x[0, 0] = float("nan")
+            model(x)
+        got, want = tracker.epoch_values(), _values_from_stats(tracker, 0.0)
+        assert got is not None and want is not None
+        for name in ("lipschitz", "data_lipschitz", "max_k_z"):
+            assert math.isnan(got[name]) and math.isnan(want[name]), name

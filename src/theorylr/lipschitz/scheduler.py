@@ -11,13 +11,13 @@ import math
 import weakref
 from typing import Any
 
-import torch
+import torch  # noqa: F401 (the doctests run in this module's namespace)
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from theorylr._validation import check_number
-from theorylr.lipschitz.tracker import ActivationTracker, EpochStats
+from theorylr.lipschitz.tracker import EPOCH_FIELDS, ActivationTracker
 
 __all__ = ["DegenerateLipschitzError", "LipschitzLR"]
 
@@ -202,16 +202,7 @@ class LipschitzLR(LRScheduler):
         """Give the latest batch's targets to the tracker (required for least squares, optional otherwise)."""
         self.tracker.observe_targets(targets)
 
-    _FIELDS = ("lipschitz", "data_lipschitz", "k_z", "batch_size", "max_k_z", "weight_bound")
-
-    @classmethod
-    def _read(cls, stats: EpochStats) -> dict[str, Any]:
-        """The epoch's statistics as Python numbers: one host read for all of them."""
-        values = torch.stack([getattr(stats, name).to(stats.lipschitz) for name in cls._FIELDS]).tolist()
-        out: dict[str, Any] = dict(zip(cls._FIELDS, values))
-        out["batch_size"] = int(out["batch_size"])
-        out["batches"] = stats.batches
-        return out
+    _FIELDS = EPOCH_FIELDS
 
     def _record(self, epoch: int, source: str, values: dict[str, Any] | None, lrs: list[float]) -> None:
         entry: dict[str, Any] = {"epoch": epoch, "source": source, "lr": list(lrs)}
@@ -257,13 +248,12 @@ class LipschitzLR(LRScheduler):
                 return list[float | Tensor](lrs)
             self._lipschitz_lrs = None
             return [group["lr"] for group in self.optimizer.param_groups]
-        stats = self.tracker.epoch_stats(weight_decay=self.weight_decay)
-        if stats is None:
+        values = self.tracker.epoch_values(weight_decay=self.weight_decay)
+        if values is None:
             raise RuntimeError(
                 "LipschitzLR.step(): no training forward pass was recorded since the last step (the tracker records "
                 "forward passes of the model in training mode); step the scheduler once per epoch, after training"
             )
-        values = self._read(stats)
         lipschitz = self._checked(values["lipschitz"], f"epoch {self.last_epoch - 1}")
         lrs = self._new_lrs(lipschitz, absolute=self.last_epoch == 0)
         self._record(self.last_epoch, "epoch", values, lrs)
