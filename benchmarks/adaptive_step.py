@@ -8,7 +8,9 @@ gradients, after one eager step (state created). Rows:
 - theorylr AdaMo, AutoAdam and AdaptiveRMSprop on their default (foreach) path, in ``lipschitz="observed"`` mode
   (the per-step estimate is the largest gradient norm: one more read of the gradients than the closed-form mode,
   which only reads the tracker), and the same three under ``torch.compile(step, fullgraph=True)`` (inductor); on
-  CUDA also AutoAdam compiled with ``mode="reduce-overhead"`` (CUDA graphs, state marked as static addresses);
+  CUDA also AutoAdam compiled with ``mode="reduce-overhead"`` (CUDA graphs, state marked as static addresses), and
+  torch's Adam and the three with CUDA graphs and inductor's combo kernels
+  (:data:`benchmarks.optim_step.COMPILE_SETTINGS`);
 - peers: Prodigy, schedule-free AdamW, D-Adapt Adam (each skipped with a message when not installed). timm's
   ``Lars`` is a row of ``benchmarks.optim_step`` where timm is installed (it needs torchvision: not here).
 
@@ -39,7 +41,7 @@ from typing import Any
 import torch
 
 from benchmarks._timing import machine_description, median_ms, peak_transient_bytes, sync
-from benchmarks.optim_step import mark_static, resnet18_shapes
+from benchmarks.optim_step import compile_step, resnet18_shapes
 
 __all__ = ["main"]
 
@@ -50,7 +52,7 @@ class _Row:
     make: Callable[[list[torch.nn.Parameter]], Any]
     bytes_per_param: int | None  # elements read + written per parameter by the update (None: not counted)
     compile: bool = False
-    mode: str | None = None  # torch.compile's mode ("reduce-overhead": CUDA graphs)
+    setting: str | None = None  # a key of benchmarks.optim_step.COMPILE_SETTINGS (None: inductor's defaults)
 
 
 class _ScheduleFree:
@@ -150,6 +152,15 @@ def _rows(compile: bool, cuda: bool = False) -> list[_Row]:
                 "reduce-overhead",
             )
         )
+        rows += [
+            _Row(f"{name} compiled, CUDA graphs + combo kernels", make, size, True, "cudagraphs+combo")
+            for name, make, size in (
+                ("torch Adam", lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True), 7),
+                ("theorylr AdaMo", lambda ps: AdaMo(ps, lipschitz="observed"), 6),
+                ("theorylr AutoAdam", lambda ps: AutoAdam(ps, lr=1e-3, lipschitz="observed"), 8),
+                ("theorylr AdaptiveRMSprop", lambda ps: AdaptiveRMSprop(ps, lr=1e-3, lipschitz="observed"), 6),
+            )
+        ]
     peers: list[tuple[str, str, Callable[[Any, list[torch.nn.Parameter]], Any]]] = [
         ("Prodigy (peer)", "prodigyopt", lambda m, ps: m.Prodigy(ps, lr=1.0)),
         ("schedule-free AdamW (peer)", "schedulefree", lambda m, ps: _ScheduleFree(m.AdamWScheduleFree(ps))),
@@ -238,10 +249,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             step = opt.step
             if row.compile:
                 start = time.perf_counter()
-                if row.mode == "reduce-overhead":
-                    mark_static(opt)
                 # torch's own optimizers break the graph on purpose (torch.optim.optimizer._use_grad): no fullgraph.
-                step = torch.compile(opt.step, fullgraph=row.name.startswith("theorylr"), mode=row.mode)
+                step = compile_step(opt, row.setting, fullgraph=row.name.startswith("theorylr"))
                 step()
                 sync(device)
                 compile_seconds[row.name] = time.perf_counter() - start
@@ -312,8 +321,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"adaptive optimizer step on 62 ResNet-18 tensors ({n_params:,} params, {args.dtype}, {device});")
     print(f"{args.rounds} rounds x {args.repeats} steps; machine: {machine_description()}")
     print(f"copy_ bandwidth {copy_rate:.1f} GB/s (read + write); memory in units of the parameters' size")
+    width = max(40, *(len(r["name"]) for r in rows))
     print(
-        f"{'row':<40} {'ms/step':>8} {'x Adam':>6} {'range':>11} {'GB/s':>6} {'% copy':>6} {'state':>6} "
+        f"{'row':<{width}} {'ms/step':>8} {'x Adam':>6} {'range':>11} {'GB/s':>6} {'% copy':>6} {'state':>6} "
         f"{'temp':>5} {'compile s':>9}"
     )
     for r in rows:
@@ -323,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         temp = "" if r["transient_peak_x_params"] is None else f"{r['transient_peak_x_params']:.2f}"
         comp = "" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
         print(
-            f"{r['name']:<40} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
+            f"{r['name']:<{width}} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
             f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {rate:>6} {pct:>6} {state:>6} {temp:>5} {comp:>9}"
         )
     return {

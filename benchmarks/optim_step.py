@@ -12,8 +12,8 @@ measured on the same tensors: a step at 100% of it would move its data as fast a
 
 Peers where installed: pytorch_optimizer's ``LARS`` (``trust_coefficient=1``) and timm's ``Lars``
 (``trust_coeff=1, always_adapt=True``). With ``--compile``, LARS under ``torch.compile`` (inductor), and on CUDA
-also with ``mode="reduce-overhead"`` (CUDA graphs). A row other than the baseline that fails to build or compile
-is reported and skipped.
+also with ``mode="reduce-overhead"`` (CUDA graphs) and with CUDA graphs plus inductor's combo kernels
+(:data:`COMPILE_SETTINGS`). A row other than the baseline that fails to build or compile is reported and skipped.
 
 The "lars_param_groups" row is LARS as the README recommends it: the 1-D tensors (biases, BatchNorm gains and
 shifts: 41 of the 62) in a plain-SGD group (``adapt=False``), so their norms are never taken. The other LARS rows
@@ -27,7 +27,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -89,22 +89,35 @@ def mark_static(opt: Any) -> None:
                     torch._dynamo.mark_static_address(t)
 
 
+# The torch.compile settings of the CUDA-graph rows (CUDA only). "reduce-overhead" replays the step as a CUDA
+# graph; "cudagraphs+combo" does the same with inductor's combo kernels, which fuse the step's independent kernels
+# (one reduction or update per tensor) horizontally, so that the graph launches far fewer of them. In both the
+# parameters, gradients and state are marked as static addresses first: they are updated in place, which CUDA
+# graphs allow only for static inputs (torch's own optimizers do the same under compile).
+COMPILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "reduce-overhead": {"mode": "reduce-overhead"},
+    "cudagraphs+combo": {"options": {"triton.cudagraphs": True, "combo_kernels": True}},
+}
+
+
+def compile_step(opt: Any, setting: str | None = None, *, fullgraph: bool = True) -> Callable[[], Any]:
+    """``torch.compile(opt.step)`` with inductor's defaults (``setting=None``) or one of :data:`COMPILE_SETTINGS`."""
+    kwargs = {} if setting is None else COMPILE_SETTINGS[setting]
+    if setting is not None:
+        mark_static(opt)
+    return cast(Callable[[], Any], torch.compile(opt.step, fullgraph=fullgraph, **kwargs))
+
+
 class _Compiled:
-    """An optimizer whose ``step`` is ``torch.compile(opt.step, fullgraph=True)`` (inductor), compiled after one eager
-    step so that the state exists and one graph serves every timed step; the first compiled step runs here, so
-    that a compile error surfaces while the rows are built.
+    """An optimizer whose ``step`` is ``torch.compile(opt.step, fullgraph=True)`` (inductor, or a setting of
+    :data:`COMPILE_SETTINGS`), compiled after one eager step so that the state exists and one graph serves every
+    timed step; the first compiled step runs here, so that a compile error surfaces while the rows are built."""
 
-    ``mode="reduce-overhead"`` (CUDA only) replays the step as a CUDA graph: the parameters, gradients and state
-    are marked as static addresses first (they are updated in place, which CUDA graphs allow only for static
-    inputs), as torch's own optimizers do under compile."""
-
-    def __init__(self, opt: Any, mode: str | None = None) -> None:
+    def __init__(self, opt: Any, setting: str | None = None) -> None:
         opt.step()
-        if mode == "reduce-overhead":
-            mark_static(opt)
         self.opt = opt
         self.param_groups = opt.param_groups
-        self.step = torch.compile(opt.step, fullgraph=True, mode=mode)
+        self.step = compile_step(opt, setting)
         self.step()
 
 
@@ -145,7 +158,10 @@ def _factories(
         )
     if compile and cuda:
         rows["theorylr LARS compiled, CUDA graphs"] = lambda ps: _Compiled(
-            LARS(ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True), mode="reduce-overhead"
+            LARS(ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True), "reduce-overhead"
+        )
+        rows["theorylr LARS compiled, CUDA graphs + combo kernels"] = lambda ps: _Compiled(
+            LARS(ps, lr=0.1, momentum=momentum, weight_decay=weight_decay, foreach=True), "cudagraphs+combo"
         )
     try:
         from pytorch_optimizer import LARS as PEER_LARS
@@ -255,10 +271,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"optimizer step on {len(shapes)} ResNet-18 tensors ({n_params:,} params, {args.dtype}, {device}),")
     print(f"momentum {args.momentum}, weight decay {args.weight_decay}; {args.rounds} rounds x {args.repeats} steps;")
     print(f"machine: {machine_description()}; copy_ bandwidth {copy_rate:.1f} GB/s (read + write)")
-    print(f"{'row':<41} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
+    width = max(41, *(len(r["name"]) for r in rows))
+    print(f"{'row':<{width}} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
     for r in rows:
         print(
-            f"{r['name']:<41} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
+            f"{r['name']:<{width}} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
             f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {r['effective_gbps']:>9.1f} "
             f"{100 * r['effective_gbps'] / copy_rate:>5.0f}%"
         )

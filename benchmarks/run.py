@@ -159,6 +159,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             None if compiled is None else compiled["ratio_max"],
         )
     )
+    graphed = _row(optim, "theorylr LARS compiled, CUDA graphs + combo kernels")
+    if graphed is not None:  # CUDA only: the recipe for a compiled step on a GPU (benchmarks.optim_step)
+        out.append(
+            _target(
+                "compiled LARS, CUDA graphs + combo kernels <= 1.0x torch SGD foreach",
+                1.0,
+                graphed["ratio_median"],
+                graphed["ratio_min"],
+                graphed["ratio_max"],
+            )
+        )
     peer = _row(optim, "pytorch_optimizer LARS (peer)")
     speedup = None if peer is None or lars is None else lars["median_ms"] / peer["median_ms"]
     out.append(_target("foreach LARS time / pytorch_optimizer LARS time <= 0.5 (2x faster)", 0.5, speedup))
@@ -183,6 +194,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for name, row_name in compiled_names.items():
         value, low, high = _ratio_rows(adaptive, row_name, "torch Adam fused")
         out.append(_target(f"{name} compiled <= 1.5x torch Adam fused", 1.5, value, low, high))
+        graphed_name = f"theorylr {name} compiled, CUDA graphs + combo kernels"
+        if _row(adaptive, graphed_name) is not None:  # CUDA only
+            value, low, high = _ratio_rows(adaptive, graphed_name, "torch Adam fused")
+            label = f"{name} compiled, CUDA graphs + combo kernels <= 1.5x torch Adam fused"
+            out.append(_target(label, 1.5, value, low, high))
 
     curvature = results.get("curvature")
     cost = curvature.get("cost", {}) if isinstance(curvature, dict) else {}
