@@ -54,6 +54,18 @@ def _assert_same(
             torch.testing.assert_close(fast.state[p][key], slow.state[q][key], rtol=rtol, atol=atol)
 
 
+def _step_in_lockstep(
+    fast: Optimizer, slow: Optimizer, a: list[nn.Parameter], b: list[nn.Parameter], steps: int, rtol: float, atol: float
+) -> None:
+    """Give both parameter lists the same gradients, step both optimizers, compare: ``steps`` times."""
+    for step in range(steps):
+        _set_grads(a, step)
+        _set_grads(b, step)
+        fast.step()
+        slow.step()
+        _assert_same(fast, slow, a, b, rtol=rtol, atol=atol)
+
+
 def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     """Wrap ``adaptive.<name>`` to record the length of its first argument (a list of tensors) at every call."""
     calls: list[int] = []
@@ -82,12 +94,7 @@ def test_foreach_over_several_slabs_equals_the_loop(
     b = copy.deepcopy(a)
     fast = cls(a, foreach=True, lipschitz="observed", **kwargs, **options)  # type: ignore[call-arg]
     slow = cls(b, foreach=False, lipschitz="observed", **kwargs, **options)  # type: ignore[call-arg]
-    for step in range(5):
-        _set_grads(a, step)
-        _set_grads(b, step)
-        fast.step()
-        slow.step()
-        _assert_same(fast, slow, a, b, rtol=1e-12, atol=1e-14)
+    _step_in_lockstep(fast, slow, a, b, 5, rtol=1e-12, atol=1e-14)
     assert slabs[:4] == [1, 2, 2, 1]  # (9, 7) | (7,), (40,) | (3, 2, 2), (5,) | (12, 3)
 
 
@@ -99,12 +106,7 @@ def test_foreach_on_a_group_mixing_float32_and_float64_equals_the_loop(
     b = copy.deepcopy(a)
     fast = cls(a, foreach=True, lipschitz="observed", bias_correction=True, **kwargs)  # type: ignore[call-arg]
     slow = cls(b, foreach=False, lipschitz="observed", bias_correction=True, **kwargs)  # type: ignore[call-arg]
-    for step in range(4):
-        _set_grads(a, step)
-        _set_grads(b, step)
-        fast.step()
-        slow.step()
-        _assert_same(fast, slow, a, b, rtol=1e-5, atol=1e-6)
+    _step_in_lockstep(fast, slow, a, b, 4, rtol=1e-5, atol=1e-6)
     assert {fast.state[p]["lipschitz_avg"].dtype for p in a} == {torch.float32, torch.float64}
 
 
@@ -181,12 +183,7 @@ def test_shared_scalar_states_equal_the_loop(
     a, b = _params(), _params()
     fast = cls(a, lipschitz="observed", foreach=True, **kwargs, **options)
     slow = cls(b, lipschitz="observed", foreach=False, **kwargs, **options)
-    for step in range(5):
-        _set_grads(a, step)
-        _set_grads(b, step)
-        fast.step()
-        slow.step()
-        _assert_same(fast, slow, a, b, rtol=1e-12, atol=1e-14)
+    _step_in_lockstep(fast, slow, a, b, 5, rtol=1e-12, atol=1e-14)
     assert calls == [len(SHAPES)] * 5
 
 

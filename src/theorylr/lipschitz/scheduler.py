@@ -202,12 +202,10 @@ class LipschitzLR(LRScheduler):
         """Give the latest batch's targets to the tracker (required for least squares, optional otherwise)."""
         self.tracker.observe_targets(targets)
 
-    _FIELDS = EPOCH_FIELDS
-
     def _record(self, epoch: int, source: str, values: dict[str, Any] | None, lrs: list[float]) -> None:
         entry: dict[str, Any] = {"epoch": epoch, "source": source, "lr": list(lrs)}
         if values is None:
-            entry.update(dict.fromkeys(self._FIELDS), batches=0)
+            entry.update(dict.fromkeys(EPOCH_FIELDS), batches=0)
         else:
             entry.update(values)
         self.history.append(entry)
