@@ -62,6 +62,26 @@ def test_output_shape_final_linear_and_gradients(name: str) -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_slices_are_plain_sequentials_of_the_same_modules(name: str) -> None:
+    # nn.Sequential builds a slice with self.__class__(OrderedDict(...)), which a model class with its own
+    # constructor arguments cannot take: model[:-1] (the features) failed for every model here before.
+    kwargs, shape, _ = CASES[name]
+    model = build_model(name, **kwargs).eval()
+    features = model[:-1]
+    assert type(features) is nn.Sequential
+    assert list(features.named_children()) == list(model.named_children())[:-1]  # same names, same objects
+    assert isinstance(model[-1], nn.Linear) and model[len(model) - 1] is model[-1]
+    seen = {}
+    final_linear(model).register_forward_pre_hook(lambda m, args: seen.update(a=args[0]))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        model(x)
+        assert torch.equal(features(x), seen["a"])
+        assert torch.equal(model[-1:](features(x)), model(x))
+        assert torch.equal(model[::1](x), model(x))
+
+
 def test_linear_model() -> None:
     m = LinearModel(6, 2)
     x = torch.randn(4, 2, 3)

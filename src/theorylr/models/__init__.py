@@ -1,8 +1,9 @@
 """Models for the lab, defined here (no torchvision needed): linear models, MLPs, LeNet-5, VGG-9, ResNet-20 and the
 LipschitzLR paper's MNIST CNN; weight initialisation schemes; hinge losses for linear SVMs.
 
-Every model is a :class:`torch.nn.Sequential` ending in a :class:`torch.nn.Linear` that outputs logits (no softmax
-or sigmoid: the losses include it). LipschitzLR's closed forms read the input of that final layer, which
+Every model is a :class:`torch.nn.Sequential` (a :class:`SequentialModel`, whose slices such as ``model[:-1]`` are
+plain ``nn.Sequential``) ending in a :class:`torch.nn.Linear` that outputs logits (no softmax or sigmoid: the
+losses include it). LipschitzLR's closed forms read the input of that final layer, which
 :func:`final_linear` returns.
 
 Example:
@@ -27,6 +28,7 @@ from theorylr.models.losses import (
 from theorylr.models.mlp import ACTIVATIONS, MLP, LinearModel, make_activation
 from theorylr.models.registry import MODELS, build_model, final_linear
 from theorylr.models.resnet import BasicBlock, ResNet20
+from theorylr.models.sequential import SequentialModel
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,6 +44,7 @@ __all__ = [
     "LipschitzCNN",
     "MulticlassHingeLoss",
     "ResNet20",
+    "SequentialModel",
     "binary_hinge_loss",
     "build_model",
     "final_linear",

@@ -6,11 +6,12 @@ from torch import nn
 
 from theorylr._validation import check_bool, check_choice, check_int
 from theorylr.models.mlp import ACTIVATIONS, make_activation
+from theorylr.models.sequential import SequentialModel
 
 __all__ = ["VGG9", "LeNet5", "LipschitzCNN"]
 
 
-class LeNet5(nn.Sequential):
+class LeNet5(SequentialModel):
     """LeNet-5 (LeCun et al., 1998) in its common modern form, for 1- or 3-channel images.
 
     ``conv5x5(6) -> act -> maxpool2 -> conv5x5(16) -> act -> maxpool2 -> flatten -> Linear(120) -> act ->
@@ -73,7 +74,7 @@ def _conv_block(in_channels: int, out_channels: int, batch_norm: bool) -> list[n
     return layers
 
 
-class VGG9(nn.Sequential):
+class VGG9(SequentialModel):
     """VGG-9 for 32x32 images: six 3x3 convolutions and three fully connected layers.
 
     ``(2 x conv(w)) -> maxpool -> (2 x conv(2w)) -> maxpool -> (2 x conv(4w)) -> maxpool -> flatten ->
@@ -134,7 +135,7 @@ class VGG9(nn.Sequential):
         self.image_size = image_size
 
 
-class LipschitzCNN(nn.Sequential):
+class LipschitzCNN(SequentialModel):
     """The MNIST CNN of the LipschitzLR paper (Yedida & Saha, §7.3.1, Table 4).
 
     Table 4, top to bottom (3x3 convolutions; "valid" = no padding, "same" = padding 1)::

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from theorylr._validation import check_bool, check_choice, check_int, check_probability
+from theorylr.models.sequential import SequentialModel
 
 __all__ = ["ACTIVATIONS", "MLP", "LinearModel", "make_activation"]
 
@@ -26,7 +27,7 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class LinearModel(nn.Sequential):
+class LinearModel(SequentialModel):
     """``f(x) = W flatten(x) + b``: one :class:`torch.nn.Linear` after flattening the input.
 
     With the matching loss this is least squares (``MSELoss``, ``out_features=1``), logistic regression
@@ -57,7 +58,7 @@ class LinearModel(nn.Sequential):
         self.out_features = out_features
 
 
-class MLP(nn.Sequential):
+class MLP(SequentialModel):
     """A multilayer perceptron: ``flatten -> [Linear -> (BatchNorm1d) -> activation -> (Dropout)] x depth -> Linear``.
 
     Args:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from theorylr._validation import check_choice, check_int
+from theorylr.models.sequential import SequentialModel
 
 __all__ = ["BasicBlock", "ResNet20"]
 
@@ -60,7 +61,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet20(nn.Sequential):
+class ResNet20(SequentialModel):
     """ResNet-20 for 32x32 images (He et al., 2016, "Deep Residual Learning", §4.2, n = 3).
 
     ``conv3x3(16) -> BN -> ReLU -> 3 blocks (16 ch, 32x32) -> 3 blocks (32 ch, 16x16) -> 3 blocks (64 ch, 8x8)
