@@ -519,7 +519,13 @@ def _single_tensor_lars(
                 dampening=dampening,
                 sign=sign,
             )
-            buf.lerp_(u, a.to(p.dtype))
+            if torch.compiler.is_compiling():
+                # v + a (u - v) as plain arithmetic, as in _momentum_sweeps: inductor's lowering of lerp evaluates
+                # both of lerp's formulas and blends them, per element (a compiled LARS step on the ResNet-18 set,
+                # CPU, 2 threads: 1.088x -> 1.070x torch SGD foreach, interleaved).
+                buf.add_((u - buf) * a.to(p.dtype))
+            else:
+                buf.lerp_(u, a.to(p.dtype))
         if old_k is None:
             momentum_scale_list[i] = k.clone()
         else:
