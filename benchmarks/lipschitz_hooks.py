@@ -1,7 +1,15 @@
 """Overhead of LipschitzLR's hooks and per-epoch recompute over plain mini-batch training (target: <= 2 %).
 
-An MLP on sklearn's digits (1797 x 64, 10 classes), SGD, mini-batches, one CPU thread. Four ways to run an epoch
-on four copies of the same model, timed interleaved (random order in every round) in one process:
+Workloads (:data:`WORKLOADS`), each trained with SGD in mini-batches on one CPU thread:
+
+- ``mlp128`` and ``mlp512``: MLPs 64-128-128-10 (batches of 64) and 64-512-512-10 (batches of 128) on sklearn's
+  digits (1797 x 64, 10 classes). Their batches take well under a millisecond, the worst case for a per-batch hook;
+- ``paper_cnn``: the LipschitzLR paper's MNIST CNN (:class:`~theorylr.models.cnn.LipschitzCNN`, 730K parameters)
+  on 512 digits upscaled to 28 x 28 (batches of 64), the paper's own setting (§7.3.1). Its epochs take seconds,
+  so it runs ``repeats // 6`` rounds (at least 3) and one warm-up epoch.
+
+Four ways to run an epoch on four copies of the same model, timed interleaved (random order in every round) in
+one process:
 
 - ``plain``: the training loop alone (the baseline);
 - ``noop_hook``: the loop with a forward pre-hook that does nothing on the last Linear (the floor: what any hook
@@ -27,8 +35,8 @@ import argparse
 import random
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -39,27 +47,65 @@ from theorylr.lipschitz.tracker import ActivationTracker
 
 __all__ = ["main"]
 
-CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (((128, 128), 64), ((512, 512), 128))
+
+class Workload(NamedTuple):
+    """One timed configuration: a model (an ``nn.Sequential`` whose last module is the final ``nn.Linear``), its
+    training inputs and labels, and the batch size."""
+
+    name: str
+    description: str
+    model: Callable[[], nn.Sequential]
+    data: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    batch_size: int
+    heavy: bool = False  # seconds per epoch: fewer rounds and one warm-up epoch
 
 
-def _digits(device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32, device=device) / 16.0
-    y = torch.tensor(data.target, dtype=torch.int64, device=device)
-    return x, y
+    return torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.int64)
 
 
-def _model(hidden: tuple[int, ...], device: torch.device | None = None) -> nn.Sequential:
+def _digits_images(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    from theorylr.data.registry import load_dataset
+
+    ds = load_dataset("digits", image=True, resize=28)
+    return ds.x_train[:n], ds.y_train[:n]
+
+
+def _mlp(hidden: tuple[int, ...]) -> Callable[[], nn.Sequential]:
+    def build() -> nn.Sequential:
+        layers: list[nn.Module] = []
+        width = 64
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 10))
+        return nn.Sequential(*layers)
+
+    return build
+
+
+def _paper_cnn() -> nn.Sequential:
+    from theorylr.models.cnn import LipschitzCNN
+
+    return LipschitzCNN()
+
+
+WORKLOADS: dict[str, Workload] = {
+    "mlp128": Workload("mlp128", "MLP 64-128-128-10, digits", _mlp((128, 128)), _digits, 64),
+    "mlp512": Workload("mlp512", "MLP 64-512-512-10, digits", _mlp((512, 512)), _digits, 128),
+    "paper_cnn": Workload(
+        "paper_cnn", "LipschitzLR's MNIST CNN, 512 digits at 28x28", _paper_cnn, _digits_images, 64, heavy=True
+    ),
+}
+
+
+def _model(workload: Workload, device: torch.device) -> nn.Sequential:
+    """A fresh copy of the workload's model, the same weights every time."""
     torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    width = 64
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, 10))
-    return nn.Sequential(*layers).to(device)
+    return workload.model().to(device)
 
 
 def _cpu_us(fn: Callable[[], Any], calls: int) -> float:
@@ -93,29 +139,32 @@ def _epoch_fn(
     return epoch
 
 
-def _measure(hidden: tuple[int, ...], batch_size: int, repeats: int, device: torch.device) -> dict[str, Any]:
-    x, y = _digits(device)
+def _measure(workload: Workload, repeats: int, device: torch.device) -> dict[str, Any]:
+    x, y = (t.to(device) for t in workload.data())
+    batch_size = workload.batch_size
     batches = list(zip(x.split(batch_size), y.split(batch_size)))
+    if workload.heavy:
+        repeats = max(repeats // 6, 3)
     runs: dict[str, Callable[[], None]] = {}
     closers: list[Any] = []
 
-    model = _model(hidden, device)
+    model = _model(workload, device)
     runs["plain"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
-    model = _model(hidden, device)
+    model = _model(workload, device)
     model[-1].register_forward_pre_hook(_noop_hook)
     runs["noop_hook"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
-    model = _model(hidden, device)
+    model = _model(workload, device)
     tracker = ActivationTracker(model, "softmax", num_classes=10)
     closers.append(tracker)
     runs["hooks"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, tracker.reset_epoch)
-    model = _model(hidden, device)
+    model = _model(workload, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)  # multiplier 0.1: at 1.0 the ReLUs die on this data
     sched = LipschitzLR(opt, model, "softmax", num_classes=10)
     closers.append(sched)
     runs["lipschitz"] = _epoch_fn(model, opt, batches, sched.step)
 
     for fn in runs.values():  # warm-up
-        for _ in range(3):
+        for _ in range(1 if workload.heavy else 3):
             fn()
     wall: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
@@ -130,11 +179,11 @@ def _measure(hidden: tuple[int, ...], batch_size: int, repeats: int, device: tor
 
     # Components, in thread CPU time: the last Linear's call with and without the tracker (interleaved blocks), and
     # LipschitzLR.step() at the end of a full epoch of recorded batches.
-    probe = _model(hidden, device)
+    probe = _model(workload, device)
     last = probe[-1]
     with torch.no_grad():
         a = probe[:-1](batches[0][0])
-    tracked = _model(hidden, device)
+    tracked = _model(workload, device)
     tracked[-1].load_state_dict(last.state_dict())
     probe_tracker = ActivationTracker(tracked, "softmax", num_classes=10)  # records every call (reduced every 256)
     bare, hooked = [], []
@@ -166,7 +215,8 @@ def _measure(hidden: tuple[int, ...], batch_size: int, repeats: int, device: tor
     for obj in closers:
         obj.close()
     return {
-        "hidden": list(hidden),
+        "workload": workload.name,
+        "description": workload.description,
         "batch_size": batch_size,
         "batches_per_epoch": len(batches),
         "repeats": repeats,
@@ -183,18 +233,24 @@ def _measure(hidden: tuple[int, ...], batch_size: int, repeats: int, device: tor
 
 def main(
     *,
-    configs: tuple[tuple[tuple[int, ...], int], ...] = CONFIGS,
+    workloads: Sequence[str] = tuple(WORKLOADS),
     repeats: int = 30,
     threads: int = 1,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Time every configuration ``(hidden, batch_size)``, print the overhead figures and return them as a dict."""
+    """Time every workload named (keys of :data:`WORKLOADS`), print the overhead figures and return them as a dict."""
+    unknown = [name for name in workloads if name not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"workloads must be among {', '.join(WORKLOADS)} (got {', '.join(unknown)})")
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    results = [_measure(hidden, batch, repeats, dev) for hidden, batch in configs]
-    print(f"LipschitzLR hooks overhead, digits MLP on {dev}, SGD, {threads} thread(s), {repeats} interleaved rounds")
+    results = [_measure(WORKLOADS[name], repeats, dev) for name in workloads]
+    print(f"LipschitzLR hooks overhead on {dev}, SGD, {threads} thread(s), {repeats} interleaved rounds")
     for r in results:
-        print(f"  hidden {r['hidden']}, batch {r['batch_size']} ({r['batches_per_epoch']} batches/epoch):")
+        print(
+            f"  {r['workload']} ({r['description']}), batch {r['batch_size']} "
+            f"({r['batches_per_epoch']} batches/epoch, {r['repeats']} rounds):"
+        )
         for name, ms in r["epoch_ms"].items():
             print(
                 f"    {name:10s} wall {ms:8.3f} ms/epoch  x{r['ratio_wall'][name]:.4f}   "
@@ -214,5 +270,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="where the model and data live (default cpu; e.g. cuda)")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, among {', '.join(WORKLOADS)} (default: all)",
+    )
     args = parser.parse_args()
-    main(repeats=args.repeats, threads=args.threads, device=args.device)
+    main(workloads=args.workloads.split(","), repeats=args.repeats, threads=args.threads, device=args.device)

@@ -236,7 +236,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for config in hooks.get("configs", []) if isinstance(hooks, dict) else []:
         out.append(
             _target(
-                f"LipschitzLR hooks <= 2% per epoch (hidden {config.get('hidden')}, batch {config.get('batch_size')})",
+                f"LipschitzLR hooks <= 2% per epoch ({config.get('workload')}, batch {config.get('batch_size')})",
                 0.02,
                 config.get("estimated_overhead"),
                 unit="fraction",
