@@ -127,8 +127,14 @@ def _epoch_fn(
     after: Callable[[], None] | None,
 ) -> Callable[[], None]:
     loss_fn = nn.CrossEntropyLoss()
+    epochs = 0
 
     def epoch() -> None:
+        # The n-th epoch of every copy draws the same dropout masks, so that the copies trained at the same lr stay
+        # identical and their times differ by what the hooks add, not by where training took them.
+        nonlocal epochs
+        torch.manual_seed(epochs)
+        epochs += 1
         for xb, yb in batches:
             opt.zero_grad(set_to_none=True)
             loss_fn(model(xb), yb).backward()
