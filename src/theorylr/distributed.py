@@ -182,7 +182,9 @@ def mean_reduce(process_group: Any = None, *, num_samples: int | None = None) ->
         tensor([2., 4.])
         >>> dist.destroy_process_group()
 
-    Use: ``hessian_spectral_norm(model, loss_fn, local_data, reduce=mean_reduce(num_samples=len(local_data)))``.
+    Use, with ``local_data = (x_r, y_r)`` the rank's shard:
+    ``hessian_spectral_norm(model, loss_fn, local_data, reduce=mean_reduce(num_samples=len(y_r)))``
+    (the number of samples, not ``len(local_data)``, which is 2 for a pair).
 
     Reference: the Hessian of the mean loss is the sample-weighted mean of the shards' Hessians; the estimator is
     the paper's Algorithm 2 (*A Theoretical and Empirical Study on the Convergence of Adam with an "Exact" Constant

@@ -168,3 +168,11 @@ def test_invalid_arguments(kwargs: dict[str, object], name: str) -> None:
     model, data = mlp(nn.Tanh), classification_data()
     with pytest.raises(ValueError, match=name):
         smoothness(model, nn.CrossEntropyLoss(), data, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_summed_loss_is_refused_before_any_sample() -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    before = state_snapshot(model)
+    with pytest.raises(ValueError, match="loss_fn must return the batch's mean loss"):
+        smoothness(model, nn.CrossEntropyLoss(reduction="sum"), data, num_samples=2)
+    assert_same_state(model, before)

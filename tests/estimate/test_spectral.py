@@ -211,3 +211,49 @@ def test_works_inside_no_grad() -> None:
     ref = hessian_spectral_norm(model, nn.CrossEntropyLoss(), data, seed=0)
     with torch.no_grad():
         assert hessian_spectral_norm(model, nn.CrossEntropyLoss(), data, seed=0) == ref
+
+
+def test_a_graph_built_before_the_estimate_can_still_be_differentiated() -> None:
+    # The estimate writes back only what it changed: an untouched parameter keeps its autograd version, so the
+    # caller's pending backward (a sharpness measured inside a training step) still runs.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).to(F64)
+    x, y = classification_data()
+    loss = nn.CrossEntropyLoss()(model(x), y)
+    versions = [t._version for t in [*model.parameters(), *model.buffers()]]
+    for mode in ("eval", "train"):  # train mode updates the running statistics on copies only
+        hessian_spectral_norm(model, nn.CrossEntropyLoss(), (x, y), mode=mode, max_matvecs=10)
+        data_loss(model, nn.CrossEntropyLoss(), (x, y), mode=mode)
+    assert [t._version for t in [*model.parameters(), *model.buffers()]] == versions
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_data_loss_in_train_mode_is_the_estimated_loss() -> None:
+    # Dropout over several batches: data_loss seeds batch b with seed + b, as the Hessian operator does.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3)).to(F64)
+    x, y = classification_data()
+    batches = list(zip(x.split(8), y.split(8)))
+    r = hessian_spectral_norm(model, nn.CrossEntropyLoss(), batches, mode="train", max_matvecs=5)
+    assert data_loss(model, nn.CrossEntropyLoss(), batches, mode="train") == pytest.approx(r.loss, rel=1e-12)
+    other = data_loss(model, nn.CrossEntropyLoss(), batches, mode="train", seed=1)
+    assert other != pytest.approx(r.loss, rel=1e-6)  # the seed does select the masks
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_a_criterion_that_is_not_mean_reduced_is_refused(reduction: str) -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+    with pytest.raises(ValueError, match=f"loss_fn.*reduction='{reduction}'"):
+        hessian_spectral_norm(model, loss_fn, data)
+    with pytest.raises(ValueError, match="loss_fn"):
+        data_loss(model, loss_fn, data)
+
+
+def test_parameters_of_another_module_are_refused() -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    other = nn.Linear(8, 3).to(F64)  # e.g. a copy of the head: it takes no part in the model's loss
+    for backend in ("double_backward", "forward_over_reverse"):
+        with pytest.raises(ValueError, match=r"params must be parameters of model \(params\[0\]"):
+            hessian_spectral_norm(model, nn.CrossEntropyLoss(), data, params=other.parameters(), backend=backend)

@@ -405,6 +405,15 @@ def test_invalid_arguments_raise_value_error(kwargs: dict[str, Any], match: str)
         gradient_norm_bound(torch.ones(4, 3), **kwargs)
 
 
+@pytest.mark.parametrize("loss", ["bce", "softmax"])
+def test_non_finite_activations_give_a_non_finite_bound(loss: str) -> None:
+    a = torch.ones(4, 3)
+    a[1, 2] = math.inf
+    assert gradient_norm_bound(a, loss).item() == math.inf
+    a[0, 0] = math.nan
+    assert math.isnan(gradient_norm_bound(a, loss).item())
+
+
 def test_invalid_activations_raise_value_error() -> None:
     with pytest.raises(ValueError, match="activations"):
         gradient_norm_bound(torch.ones(4), "bce")

@@ -110,6 +110,19 @@ def test_spectral_norm_bound_special_cases() -> None:
         spectral_norm_bound(big, squarings=-1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_spectral_norm_bound_of_a_non_finite_matrix_is_not_finite(dtype: torch.dtype) -> None:
+    # A diverged network's activations: never a finite (let alone zero) "upper bound".
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=dtype)
+    with_inf, with_nan, both = a.clone(), a.clone(), a.clone()
+    with_inf[0, 0] = -math.inf
+    with_nan[1, 0] = math.nan
+    both[0, 0], both[1, 1] = math.inf, math.nan
+    assert spectral_norm_bound(with_inf).item() == math.inf
+    assert math.isnan(spectral_norm_bound(with_nan).item())
+    assert math.isnan(spectral_norm_bound(both).item())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Least squares (§4.1, §4.2, §7.1)
 # ----------------------------------------------------------------------------------------------------------------

@@ -82,3 +82,15 @@ def test_invalid_arguments(kwargs: dict[str, object], name: str) -> None:
     args: dict[str, object] = {"total_steps": 10, "num_samples": 1, **kwargs}
     with pytest.raises(ValueError, match=name):
         exact_step_adam(model, nn.CrossEntropyLoss(), data, **args)  # type: ignore[arg-type]
+
+
+def test_a_final_loss_above_the_initial_loss_is_refused_before_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    import theorylr.optim.exact_adam as module
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("smoothness ran")
+
+    monkeypatch.setattr(module, "smoothness", never)
+    model, data = mlp(nn.Tanh), classification_data()
+    with pytest.raises(ValueError, match="final_loss must be below initial_loss"):
+        exact_step_adam(model, nn.CrossEntropyLoss(), data, 10, final_loss=100.0)

@@ -18,10 +18,19 @@ __all__ = [
     "MODES",
     "Batch",
     "as_batches",
+    "batch_size",
     "batch_weights",
+    "check_loss_fn",
+    "cuda_devices",
+    "forward",
     "forward_context",
+    "is_batch",
     "preserved",
+    "same_values",
+    "seed_global",
     "select_params",
+    "set_mode",
+    "to_device",
     "tracks_running_stats",
     "unflatten",
 ]
@@ -31,7 +40,7 @@ MODES = ("eval", "train", "current")
 Batch = tuple[Any, Any]
 
 
-def _is_batch(data: Any) -> bool:
+def is_batch(data: Any) -> bool:
     return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor)
 
 
@@ -45,17 +54,17 @@ def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
     Raises:
         ValueError: if ``data`` is empty or a batch is not an ``(inputs, targets)`` pair.
     """
-    batches = [data] if _is_batch(data) else list(_iter_batches(data))
+    batches = [data] if is_batch(data) else list(_iter_batches(data))
     if not batches:
         raise ValueError("data must be an (inputs, targets) pair or a non-empty iterable of such pairs (got none)")
     out: list[Batch] = []
     for i, batch in enumerate(batches):
-        if not _is_batch(batch):
+        if not is_batch(batch):
             raise ValueError(
                 f"data must be an (inputs, targets) pair or an iterable of such pairs; batch {i} is {type(batch)!r}"
             )
         inputs, targets = batch
-        out.append((_to(inputs, device), _to(targets, device)))
+        out.append((to_device(inputs, device), to_device(targets, device)))
     return out
 
 
@@ -65,13 +74,13 @@ def _iter_batches(data: Any) -> Iterator[Any]:
     yield from data
 
 
-def _to(value: Any, device: torch.device | None) -> Any:
+def to_device(value: Any, device: torch.device | None) -> Any:
     if device is not None and isinstance(value, Tensor) and value.device != device:
         return value.to(device)
     return value
 
 
-def _batch_size(inputs: Any, targets: Any) -> int:
+def batch_size(inputs: Any, targets: Any) -> int:
     for value in (targets, inputs):
         if isinstance(value, Tensor) and value.dim() > 0:
             return int(value.shape[0])
@@ -82,26 +91,49 @@ def _batch_size(inputs: Any, targets: Any) -> int:
 
 def batch_weights(batches: Sequence[Batch]) -> list[float]:
     """Batch-size weights ``n_b / sum(n)``: the weighted sum of mean-reduced batch losses is the data's mean loss."""
-    sizes = [_batch_size(x, y) for x, y in batches]
+    sizes = [batch_size(x, y) for x, y in batches]
     total = sum(sizes)
     if total == 0:
         raise ValueError("data holds no samples (every batch is empty)")
     return [n / total for n in sizes]
 
 
+def check_loss_fn(loss_fn: Any) -> None:
+    """Refuse a ``loss_fn`` that is not callable or declares a reduction other than the batch mean.
+
+    The estimators weight each batch's loss by ``n_b / N``: that is the data's mean loss only when ``loss_fn``
+    returns its batch's mean. A summed loss would make the estimate depend on how the data is batched, and
+    ``reduction="none"`` returns no scalar. Criteria without a ``reduction`` attribute (plain functions) are taken
+    as mean-reduced.
+    """
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable as loss_fn(outputs, targets) (got {loss_fn!r})")
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if reduction not in ("mean", "batchmean"):
+        raise ValueError(
+            f"loss_fn must return the batch's mean loss: reduction must be 'mean' (got reduction={reduction!r}). "
+            "Batches are weighted by their share of the samples, so a summed loss would make the estimate depend "
+            "on the batching; for the curvature of the summed loss, multiply the mean loss's by the sample count"
+        )
+
+
 def select_params(model: nn.Module, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
     """The parameters to differentiate: ``params`` if given, else the model's parameters that require grad.
 
     Raises:
-        ValueError: if none is left, or a given tensor does not require grad.
+        ValueError: if none is left, or a given tensor does not require grad or is not a parameter of ``model``
+            (another module's parameters would take no part in the loss: a Hessian of zeros, silently).
     """
     if params is None:
         chosen: tuple[Tensor, ...] = tuple(p for p in model.parameters() if p.requires_grad)
     else:
         chosen = tuple(params)
+        own = {id(p) for p in model.parameters()}
         for i, p in enumerate(chosen):
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise ValueError(f"params must be tensors that require grad (params[{i}] does not)")
+            if id(p) not in own:
+                raise ValueError(f"params must be parameters of model (params[{i}] is not)")
     if not chosen:
         raise ValueError("params must hold at least one tensor that requires grad (the model has none)")
     dtypes = {p.dtype for p in chosen}
@@ -120,7 +152,7 @@ def unflatten(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     return [chunk.view_as(p) for chunk, p in zip(flat.split(sizes), like)]
 
 
-def _cuda_devices(model: nn.Module) -> list[int]:
+def cuda_devices(model: nn.Module) -> list[int]:
     devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
     return sorted(
         {d.index if d.index is not None else torch.cuda.current_device() for d in devices if d.type == "cuda"}
@@ -130,7 +162,7 @@ def _cuda_devices(model: nn.Module) -> list[int]:
 def seed_global(seed: int, model: nn.Module) -> None:
     """Seed the global CPU generator and the CUDA generators of the model's devices (nothing else)."""
     torch.random.default_generator.manual_seed(seed)
-    for index in _cuda_devices(model):
+    for index in cuda_devices(model):
         torch.cuda.default_generators[index].manual_seed(seed)
 
 
@@ -141,22 +173,34 @@ def preserved(model: nn.Module) -> Iterator[None]:
     That is: the values of every parameter and buffer (copied back in place, so tensors keep their identity and
     optimizers holding them are unaffected), each module's ``training`` flag, and the global RNG state (CPU and the
     CUDA devices the model lives on). Gradients (``.grad``) are never touched by the estimators, so are not saved.
+
+    Only a tensor whose value changed is written back: an in-place write bumps the tensor's autograd version
+    counter, and a graph the caller built before the estimate (a forward pass awaiting its ``backward()``) could no
+    longer be differentiated.
     """
     tensors = [*model.parameters(), *model.buffers()]
     saved = [t.detach().clone() for t in tensors]
     flags = [(m, m.training) for m in model.modules()]
     try:
-        with torch.random.fork_rng(devices=_cuda_devices(model), device_type="cuda"):
+        with torch.random.fork_rng(devices=cuda_devices(model), device_type="cuda"):
             yield
     finally:
         with torch.no_grad():
             for t, value in zip(tensors, saved):
-                t.copy_(value)
+                if not same_values(t, value):
+                    t.copy_(value)
         for m, flag in flags:
             m.training = flag
 
 
-def _set_mode(model: nn.Module, mode: str) -> None:
+def same_values(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors of one shape hold the same values, nan equal to nan (the test :func:`preserved` uses)."""
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True).all())
+    return torch.equal(a, b)
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
     if mode == "eval":
         model.eval()
     elif mode == "train":
@@ -174,11 +218,11 @@ def forward_context(model: nn.Module, mode: str, seed: int) -> Iterator[bool]:
     """
     check_choice("mode", mode, MODES)
     flags = [(m, m.training) for m in model.modules()]
-    _set_mode(model, mode)
+    set_mode(model, mode)
     training = any(m.training for m in model.modules())
     try:
         if training:
-            with torch.random.fork_rng(devices=_cuda_devices(model), device_type="cuda"):
+            with torch.random.fork_rng(devices=cuda_devices(model), device_type="cuda"):
                 seed_global(seed, model)
                 yield True
         else:
@@ -186,6 +230,20 @@ def forward_context(model: nn.Module, mode: str, seed: int) -> Iterator[bool]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def forward(model: nn.Module, x: Any, training: bool) -> Any:
+    """``model(x)``; a training pass (``training``) runs on copies of the buffers.
+
+    A training pass may update buffers in place (BatchNorm statistics): on copies, the model's own buffers stay as
+    they are, and neither a graph's saved tensors nor the caller's autograd versions are touched.
+    """
+    if not training:
+        return model(x)
+    from torch.func import functional_call
+
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    return functional_call(model, buffers, (x,)) if buffers else model(x)
 
 
 def tracks_running_stats(model: nn.Module, mode: str) -> bool:

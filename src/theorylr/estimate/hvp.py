@@ -43,6 +43,8 @@ from theorylr.estimate._state import (
     MODES,
     as_batches,
     batch_weights,
+    check_loss_fn,
+    forward,
     forward_context,
     select_params,
     tracks_running_stats,
@@ -205,10 +207,11 @@ class HessianOperator:
     Args:
         model: the network.
         loss_fn: a criterion ``loss_fn(outputs, targets) -> scalar tensor``, mean-reduced (e.g.
-            ``nn.CrossEntropyLoss()``), so that the batch-size weighting gives the mean over all samples.
+            ``nn.CrossEntropyLoss()``), so that the batch-size weighting gives the mean over all samples. A
+            criterion whose ``reduction`` attribute is not ``"mean"`` is refused.
         data: an ``(inputs, targets)`` pair, or an iterable of such pairs (read once and kept, so every matvec
             sees the same batches). Tensors are moved to the parameters' device.
-        params: the tensors to differentiate (default: every parameter of ``model`` that requires grad); they
+        params: the parameters of ``model`` to differentiate (default: all that require grad); they
             must share one dtype and device.
         backend: ``"double_backward"`` or ``"forward_over_reverse"`` (default: :func:`default_backend`).
         mode: ``"eval"`` (default: BatchNorm uses running statistics and dropout is off, so the loss is a
@@ -272,8 +275,7 @@ class HessianOperator:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module (got {type(model)!r})")
-        if not callable(loss_fn):
-            raise ValueError(f"loss_fn must be callable as loss_fn(outputs, targets) (got {loss_fn!r})")
+        check_loss_fn(loss_fn)
         check_choice("mode", mode, MODES)
         check_int("seed", seed, min_value=0)
         if reduce is not None and not callable(reduce):
@@ -356,12 +358,7 @@ class HessianOperator:
     # -- internals -------------------------------------------------------------------------------------------
     def _param_names(self) -> list[str]:
         names = {id(p): name for name, p in self.model.named_parameters()}
-        missing = [i for i, p in enumerate(self.params) if id(p) not in names]
-        if missing:
-            raise ValueError(
-                f"params must be parameters of model for backend 'forward_over_reverse' (params[{missing[0]}] is not)"
-            )
-        return [names[id(p)] for p in self.params]
+        return [names[id(p)] for p in self.params]  # select_params checked that each is the model's
 
     def _reduce(self, t: Tensor) -> Tensor:
         return t if self.reduce is None else self.reduce(t)
@@ -371,14 +368,7 @@ class HessianOperator:
             self._loss = float(self._reduce(loss.detach().clone()))
 
     def _forward(self, x: Any, training: bool) -> Any:
-        if not training:
-            return self.model(x)
-        # A training pass may update buffers in place (BatchNorm statistics): run it on copies, so the model's own
-        # buffers stay as they are and the graph's saved tensors are never modified behind autograd's back.
-        from torch.func import functional_call
-
-        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
-        return functional_call(self.model, buffers, (x,)) if buffers else self.model(x)
+        return forward(self.model, x, training)
 
     def _batch_loss(self, index: int, x: Any, y: Any) -> Tensor:
         # Each batch's forward in its own context: in train mode the RNG is seeded with seed + index before the

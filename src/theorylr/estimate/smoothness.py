@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import check_bool, check_int
-from theorylr.estimate._state import as_batches, preserved, seed_global
+from theorylr.estimate._state import as_batches, check_loss_fn, preserved, seed_global
 from theorylr.estimate.hvp import LossFn, Reduce
 from theorylr.estimate.spectral import SpectralNormResult, hessian_spectral_norm
 
@@ -177,7 +177,9 @@ def smoothness(
     whole estimate is reproducible, and one sample can be repeated alone from its two recorded seeds.
 
     The model comes back exactly as it was: weights and buffers, each module's train/eval flag, and the global
-    RNG state (CPU and the model's CUDA devices) are restored, also on error.
+    RNG state (CPU and the model's CUDA devices) are restored, also on error. The sampled weights are written into
+    the parameters in place, so their autograd versions move: a graph built before the call can no longer be
+    differentiated (unlike :func:`hessian_spectral_norm`, which writes nothing back that it did not change).
 
     Args:
         model: the network (its current weights are only used with ``at_current=True``).
@@ -227,6 +229,7 @@ def smoothness(
         check_bool("progress", progress)
     if sampler is not None and not callable(sampler):
         raise ValueError(f"sampler must be a callable sampler(model, generator) or None (got {sampler!r})")
+    check_loss_fn(loss_fn)
     draw = sampler if sampler is not None else reset_parameters_sampler
     first = next(iter(model.parameters()), None)
     batches = as_batches(data, first.device if first is not None else None)

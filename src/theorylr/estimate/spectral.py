@@ -10,7 +10,15 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import check_choice, check_int, check_number
-from theorylr.estimate._state import MODES, as_batches, batch_weights, forward_context, preserved
+from theorylr.estimate._state import (
+    MODES,
+    as_batches,
+    batch_weights,
+    check_loss_fn,
+    forward,
+    forward_context,
+    preserved,
+)
 from theorylr.estimate.eigen import lanczos, power_iteration
 from theorylr.estimate.hvp import HessianOperator, LossFn, Reduce
 
@@ -29,7 +37,10 @@ class SpectralNormResult:
         lambda_min: the smallest eigenvalue estimate.
         matvecs: Hessian-vector products spent.
         residual: ``||H v - lambda v||`` for the eigenpair that gives ``value``.
-        converged: the residual test held at both ends of the spectrum.
+        converged: the stopping test held: for Lanczos, the end of largest magnitude has relative residual
+            ``<= tol`` and the other end either does too or is resolved as the smaller magnitude (its value is
+            then less accurate: see :func:`~theorylr.estimate.lanczos`, ``which="norm"``); for the power method,
+            both runs converged.
         loss: the loss on the data at these weights.
         method: ``"lanczos"`` or ``"power"``.
         seed: seed of the random starting vector (pass it back as ``seed=`` to repeat the estimate exactly).
@@ -93,8 +104,10 @@ def hessian_spectral_norm(
     neural-network losses are indefinite and their most negative eigenvalue can dominate; both ends are therefore
     found and the larger magnitude reported, never a signed Rayleigh quotient:
 
-    * ``method="lanczos"`` (default): one Lanczos run (:func:`lanczos`) gives both ends; it stops when both have
-      relative residual ``<= tol`` or after ``max_matvecs`` products.
+    * ``method="lanczos"`` (default): one Lanczos run (:func:`lanczos`) gives both ends; it stops when the end of
+      largest magnitude has relative residual ``<= tol`` and the other end is converged too or known to be the
+      smaller magnitude (so ``value`` is converged, ``lambda_min`` or ``lambda_max`` may be rougher), or after
+      ``max_matvecs`` products.
     * ``method="power"``: power iteration (:func:`power_iteration`) finds the largest-magnitude eigenvalue
       :math:`\lambda_1` (with its sign), then a second run on :math:`H - \lambda_1 I` finds the opposite end.
       ``max_matvecs`` caps each of the two runs.
@@ -142,6 +155,7 @@ def hessian_spectral_norm(
     check_number("tol", tol, min_value=0.0)
     check_int("max_matvecs", max_matvecs, min_value=1)
     check_choice("mode", mode, MODES)
+    check_loss_fn(loss_fn)
     start = _start_seed(seed)
     with preserved(model):
         op = HessianOperator(
@@ -175,16 +189,25 @@ def hessian_spectral_norm(
 
 
 def data_loss(
-    model: nn.Module, loss_fn: LossFn, data: Any, *, mode: str = "eval", reduce: Reduce | None = None
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    *,
+    mode: str = "eval",
+    reduce: Reduce | None = None,
+    seed: int = 0,
 ) -> float:
     r"""The loss :math:`L(w) = \sum_b \tfrac{n_b}{N}\,\ell(f_w(x_b), y_b)` at the current weights, without side effects.
 
-    The same loss whose Hessian :func:`hessian_spectral_norm` examines (batch-size weights, ``mode`` as there),
-    computed under ``torch.no_grad()``; the model's flags, buffers and the RNG state are restored.
+    The same loss whose Hessian :func:`hessian_spectral_norm` examines (batch-size weights, ``mode`` as there, and
+    in train mode the same dropout masks: the RNG is seeded with ``seed + b`` before batch ``b``, as
+    :class:`HessianOperator` does), computed under ``torch.no_grad()``; the model's flags, buffers and the RNG state
+    are restored.
 
     Args:
         model, loss_fn, data, mode: as for :func:`hessian_spectral_norm`.
         reduce: applied to the loss tensor before it is read (e.g. an average across ranks).
+        seed: the train-mode forward passes' seed, as :class:`HessianOperator`'s (default ``0``, its default).
 
     Example:
         >>> import torch
@@ -196,14 +219,16 @@ def data_loss(
         1.0
     """
     check_choice("mode", mode, MODES)
+    check_int("seed", seed, min_value=0)
+    check_loss_fn(loss_fn)
     first = next(iter(model.parameters()), None)
     batches = as_batches(data, first.device if first is not None else None)
     weights = batch_weights(batches)
     with preserved(model), torch.no_grad():
         total: Tensor | None = None
-        for (x, y), w in zip(batches, weights):
-            with forward_context(model, mode, 0):
-                term = w * loss_fn(model(x), y).detach().to(torch.float64)
+        for b, ((x, y), w) in enumerate(zip(batches, weights)):
+            with forward_context(model, mode, seed + b) as training:
+                term = w * loss_fn(forward(model, x, training), y).detach().to(torch.float64)
             total = term if total is None else total + term
         assert total is not None
         if reduce is not None:

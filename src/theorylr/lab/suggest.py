@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from theorylr._validation import check_bool, check_choice, check_int, check_number
 from theorylr.estimate import Sampler, SpectralNormResult, data_loss, hessian_spectral_norm, smoothness
+from theorylr.estimate._state import MODES, Batch, as_batches, batch_size, preserved, set_mode, to_device
 from theorylr.lab.range_test import RangeTestResult, lr_range_test
 from theorylr.lipschitz.bounds import LOSSES as LIPSCHITZ_LOSSES
 from theorylr.lipschitz.bounds import gradient_norm_bound
@@ -72,10 +73,8 @@ __all__ = ["LIPSCHITZ_LOSSES", "OPTIMIZERS", "Cost", "Suggestion", "SuggestionRo
 
 #: The optimizers :func:`suggest` has rules for (``"all"`` selects the three).
 OPTIMIZERS = ("sgd", "adam", "lars")
-_MODES = ("eval", "train", "current")
 _RANGE_OPTIONS = ("start_lr", "end_lr", "num_steps", "smoothing", "diverge_factor")
 
-Batch = tuple[Any, Any]
 LossFn = Callable[[Any, Any], Tensor]
 
 
@@ -307,70 +306,16 @@ class _ForwardCounter:
         return self  # the range test's deep copy keeps counting into this counter
 
 
-def _cuda_devices(model: nn.Module) -> list[int]:
-    tensors = [*model.parameters(), *model.buffers()]
-    indices = {t.device.index for t in tensors if t.device.type == "cuda"}
-    return sorted(torch.cuda.current_device() if i is None else i for i in indices)
-
-
 @contextlib.contextmanager
 def _untouched(model: nn.Module) -> Iterator[_ForwardCounter]:
     """Count forward passes, and restore on exit (errors included) values, train/eval flags and the global RNG."""
-    tensors = [*model.parameters(), *model.buffers()]
-    saved = [t.detach().clone() for t in tensors]
-    flags = [(m, m.training) for m in model.modules()]
     counter = _ForwardCounter()
     handle = model.register_forward_hook(counter)
     try:
-        with torch.random.fork_rng(devices=_cuda_devices(model)):
+        with preserved(model):
             yield counter
     finally:
         handle.remove()
-        with torch.no_grad():
-            for t, value in zip(tensors, saved):
-                if not torch.equal(t, value):
-                    t.copy_(value)
-        for m, flag in flags:
-            m.training = flag
-
-
-def _set_mode(model: nn.Module, mode: str) -> None:
-    if mode == "eval":
-        model.eval()
-    elif mode == "train":
-        model.train()
-
-
-def _is_batch(data: Any) -> bool:
-    return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor)
-
-
-def _as_batches(data: Any) -> list[Batch]:
-    """``data`` as a list of ``(inputs, targets)`` pairs (an iterable is read once)."""
-    if _is_batch(data):
-        return [(data[0], data[1])]
-    if isinstance(data, Tensor) or not hasattr(data, "__iter__"):
-        raise ValueError(f"data must be an (inputs, targets) pair or an iterable of such pairs (got {type(data)!r})")
-    batches = list(data)
-    if not batches:
-        raise ValueError("data must be an (inputs, targets) pair or a non-empty iterable of such pairs (got none)")
-    for i, batch in enumerate(batches):
-        if not _is_batch(batch):
-            raise ValueError(f"data must hold (inputs, targets) pairs; batch {i} is {type(batch)!r}")
-    return [(x, y) for x, y in batches]
-
-
-def _size(x: Any, y: Any) -> int:
-    for value in (y, x):
-        if isinstance(value, Tensor) and value.dim() > 0:
-            return int(value.shape[0])
-    raise ValueError(
-        "cannot tell a batch's size: neither its targets nor its inputs is a tensor with a batch dimension"
-    )
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    return value.to(device) if isinstance(value, Tensor) and value.device != device else value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -508,12 +453,12 @@ def _capture_last_layer(
     post = last.register_forward_hook(keep_output)
     captured: list[Tensor] = []
     try:
-        _set_mode(model, mode)
+        set_mode(model, mode)
         with torch.no_grad():
             for x, _ in batches:
                 inputs.clear()
                 outputs.clear()
-                out = model(_to(x, device))
+                out = model(to_device(x, device))
                 if not inputs or not outputs or not isinstance(out, Tensor):
                     return [], "the model's output does not come from its last nn.Linear"
                 last_out = outputs[-1]
@@ -649,7 +594,7 @@ def _lipschitz_rows(
     rigorous: tuple[float | None, dict[str, Any], str] = (-math.inf, common, "")
     for a, (_, y) in zip(activations, batches):
         try:
-            value, error, bound, stats = _batch_constants(a, _to(y, a.device), info, last, weight_bound)
+            value, error, bound, stats = _batch_constants(a, to_device(y, a.device), info, last, weight_bound)
         except ValueError as exc:
             return _lipschitz_failure(kind, f"the rigorous bound cannot use these targets: {exc}")
         if error or value is None:
@@ -709,13 +654,13 @@ def _full_gradient(
     model: nn.Module, loss_fn: LossFn, batches: list[Batch], params: Sequence[Tensor], device: torch.device, mode: str
 ) -> list[Tensor]:
     """The gradient of the batch-size-weighted mean loss, by ``torch.autograd.grad`` (``.grad`` is not touched)."""
-    sizes = [_size(x, y) for x, y in batches]
+    sizes = [batch_size(x, y) for x, y in batches]
     total = sum(sizes)
     grads = [torch.zeros_like(p) for p in params]
-    _set_mode(model, mode)
+    set_mode(model, mode)
     for (x, y), n in zip(batches, sizes):
         with torch.enable_grad():
-            loss = loss_fn(model(_to(x, device)), _to(y, device)) * (n / total)
+            loss = loss_fn(model(to_device(x, device)), to_device(y, device)) * (n / total)
             parts = torch.autograd.grad(loss, params, allow_unused=True)
         for g, part in zip(grads, parts):
             if part is not None:
@@ -911,7 +856,7 @@ def _check_arguments(
     check_bool("range_test", range_test)
     for key in range_test_options:
         check_choice("range_test_options key", key, _RANGE_OPTIONS)
-    check_choice("mode", mode, _MODES)
+    check_choice("mode", mode, MODES)
     check_int("seed", seed, min_value=0)
 
 
@@ -1020,7 +965,7 @@ def suggest(
         model, total_steps, loss, target_accuracy, bounds_args, num_samples, range_test, range_options, mode, seed
     )
     optimizers = _optimizers(optimizer)
-    batches = _as_batches(data)
+    batches = as_batches(data)
     info = _inspect_loss(loss_fn)
     if loss is not None:
         info = _LossInfo(loss, info.source, info.scale if info.kind == loss else "paper")
@@ -1083,7 +1028,7 @@ def suggest(
     settings = {
         "model": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "examples": sum(_size(x, y) for x, y in batches),
+        "examples": sum(batch_size(x, y) for x, y in batches),
         "batches": len(batches),
         "loss": info.kind,
         "criterion": info.source,

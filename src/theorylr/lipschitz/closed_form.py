@@ -152,7 +152,8 @@ def spectral_norm_bound(a: Tensor, *, squarings: int = 10) -> Tensor:
     renormalised to unit trace, the logarithm of the scale carried separately, so nothing overflows). The result is
     therefore an upper bound that exceeds :math:`\|A\|_2` by a factor of at most :math:`n^{1/2^{q+1}}`
     (``q = 10``: below 1.005 for ``n <= 10^4``; in practice the top eigenvalue dominates after a few squarings and
-    the excess is about 1e-6). Unlike an SVD it never waits for the device, so it is safe inside hooks; unlike power
+    the excess is about 1e-6). A matrix holding an infinite entry gets ``inf``, one holding a nan gets ``nan``.
+    Unlike an SVD it never waits for the device, so it is safe inside hooks; unlike power
     iteration it does not under-estimate, except by rounding: in float32 we measured results down to
     ``(1 - 1e-6) ||A||_2`` (Gaussian and ReLU matrices up to 128 x 2048), the same order as the rounding of the
     gradients it bounds. The entries are rescaled to [-1, 1] first, so nothing overflows. The result is detached.
@@ -172,7 +173,8 @@ def spectral_norm_bound(a: Tensor, *, squarings: int = 10) -> Tensor:
     check_int("squarings", squarings, min_value=0)
     a = _as_matrix("a", a).detach()
     tiny = torch.finfo(a.dtype).tiny
-    entry_scale = a.abs().amax().clamp_min(tiny)  # work with entries in [-1, 1]: the Gram matrix cannot overflow
+    largest = a.abs().amax()  # nan if any entry is nan (amax propagates it), else inf if any is infinite
+    entry_scale = largest.clamp_min(tiny)  # work with entries in [-1, 1]: the Gram matrix cannot overflow
     a = a / entry_scale
     gram = a.mT @ a if a.shape[0] >= a.shape[1] else a @ a.mT
     trace = torch.diagonal(gram).sum()
@@ -186,7 +188,8 @@ def spectral_norm_bound(a: Tensor, *, squarings: int = 10) -> Tensor:
         if j + 1 < squarings:
             mat = (mat @ mat) / ratio
     bound = torch.exp(log_trace / 2.0 ** (squarings + 1)) * entry_scale
-    return torch.where(trace > 0, bound, 0.0)
+    # A zero matrix has norm 0; a non-finite one gets its largest magnitude (inf or nan), never a finite bound.
+    return torch.where(largest.isfinite(), torch.where(trace > 0, bound, 0.0), largest)
 
 
 # ----------------------------------------------------------------------------------------------------------------

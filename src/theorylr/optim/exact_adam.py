@@ -139,6 +139,11 @@ def exact_step_adam(
         data = list(data)
     reduce = extra.get("reduce")
     initial_loss = data_loss(model, loss_fn, data, mode=mode, reduce=reduce)
+    if not initial_loss > final_loss:  # before the costly estimate, which could not give a step
+        raise ValueError(
+            f"final_loss must be below initial_loss, the loss L(w0) = {initial_loss!r} on data (got "
+            f"final_loss={final_loss!r}): the step sqrt(2 (L(w0) - L(w*)) / (K_hat T)) needs a positive gap"
+        )
     estimate = smoothness(model, loss_fn, data, num_samples=num_samples, seed=seed, mode=mode, **extra)
     alpha = constant_step(initial_loss, estimate.k_hat, total_steps, final_loss)
     optimizer = optimizer_class(model.parameters(), lr=alpha, **optimizer_kwargs)  # type: ignore[call-arg]
