@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 from typing import Any
@@ -191,6 +192,22 @@ def test_only_training_mode_forward_passes_are_recorded() -> None:
         assert after is not None and after.batches == 1
         assert float(after.data_lipschitz) == float(before.data_lipschitz)
         assert tracker.batch_size == 8
+
+
+@pytest.mark.parametrize("penultimate", [None, "3"], ids=["input-of-last-linear", "output-of-named-module"])
+def test_a_deep_copy_of_the_model_does_not_report_to_the_tracker(penultimate: str | None) -> None:
+    """A copy (an EMA / AveragedModel, ``copy.deepcopy((model, opt))``) carries the hook along; its training passes,
+    e.g. ``update_bn``'s, are not the tracked model's."""
+    model = _mlp()
+    with ActivationTracker(model, "softmax", penultimate=penultimate) as tracker:
+        model(_x(8, 0))
+        before = tracker.epoch_stats()
+        assert before is not None
+        twin = copy.deepcopy(model)
+        twin(_x(8, 1) * 100)  # a training-mode pass of the copy, with huge activations
+        after = tracker.epoch_stats()
+        assert after is not None and after.batches == 1
+        assert float(after.data_lipschitz) == float(before.data_lipschitz)
 
 
 def test_explicit_penultimate_module_by_name_or_object() -> None:

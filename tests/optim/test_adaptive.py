@@ -218,6 +218,48 @@ def test_observed_adamo_moves_no_coordinate_more_than_lr() -> None:
         assert moved <= 0.7 * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamo_with_float16_parameters_takes_a_step_size_beyond_float16s_range(foreach: bool) -> None:
+    """Gradients of norm 1e-5 make 1/K = 1e5 > 65,504 (float16's largest value); the step, lr * V / K, is small."""
+    gen = torch.Generator().manual_seed(5)
+    w0 = torch.randn(32, generator=gen).half()
+    half, single = nn.Parameter(w0.clone()), nn.Parameter(w0.float())
+    opts = [AdaMo([q], lr=0.1, foreach=foreach) for q in (half, single)]
+    drift = torch.randn(32, generator=gen)
+    for _ in range(20):
+        g = drift + 0.3 * torch.randn(32, generator=gen)
+        g = (g / g.norm() * 1e-5).half()
+        half.grad, single.grad = g, g.float()
+        for opt in opts:
+            opt.step()
+    assert 1.0 / float(opts[0].state[half]["lipschitz_avg"]) > 65504
+    assert torch.isfinite(half).all()
+    moved, ref = half.detach().float() - w0.float(), single.detach() - w0.float()
+    assert float(ref.norm()) > 1.0  # steps of up to lr = 0.1 per entry, well above float16's spacing here
+    assert float((moved - ref).norm()) <= 0.03 * float(ref.norm())
+
+
+def test_closed_form_mode_refuses_a_closed_tracker() -> None:
+    model = _mlp()
+    opt = AdaMo(model.parameters(), model=model)
+    x, y = _batch()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    opt.close()
+    with pytest.raises(RuntimeError, match="tracker is closed"):
+        opt.step()
+
+
+def test_a_rejected_argument_leaves_no_hook_on_the_model() -> None:
+    model = _mlp()
+    for bad in ({"beta": 2.0}, {"lr": -1.0}):
+        with pytest.raises(ValueError):
+            AdaMo(model.parameters(), model=model, **bad)
+    with pytest.raises(ValueError, match="empty"):
+        AdaMo([], model=model)
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
 def test_squared_lipschitz_estimate_forms() -> None:
     d, r = torch.tensor(3.0, dtype=F64), 2.0
     assert float(squared_lipschitz_estimate(d, r, "square")) == 25.0

@@ -7,6 +7,7 @@ every configuration a row lists (its ``descent_kwargs`` and ``sample_kwargs``).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -108,6 +109,29 @@ def test_invalid_arguments_raise_value_error_naming_the_argument(row: OptimInfo)
     for bad, name in row.invalid_kwargs:
         with pytest.raises(ValueError, match=name):
             _make(row, model.parameters(), row.descent_kwargs, **bad)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_invalid_group_settings_raise_value_error_naming_the_argument(row: OptimInfo) -> None:
+    """A param group's own settings are checked as the constructor's are: in a group given to the constructor and
+    in one added later (torch checks only the defaults)."""
+    model, _, _ = _problem()
+    for bad, name in row.invalid_kwargs:
+        with pytest.raises(ValueError, match=name):
+            _make(row, [{"params": model.fc1.parameters(), **bad}], row.descent_kwargs)
+        opt = _make(row, model.fc1.parameters(), row.descent_kwargs)
+        with pytest.raises(ValueError, match=name):
+            opt.add_param_group({"params": list(model.fc2.parameters()), **bad})
+        assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_complex_parameter_is_rejected(row: OptimInfo) -> None:
+    p = nn.Parameter(torch.randn(3, dtype=torch.complex128))
+    opt = _make(row, [p], row.descent_kwargs)
+    p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="complex"):
+        opt.step()
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
@@ -250,6 +274,32 @@ def test_state_dict_round_trip_then_identical_continuation(row: OptimInfo, cfg: 
     for p, q in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     _assert_same_state(opt, twin_opt, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_state_dict_round_trip_with_16_bit_parameters(row: OptimInfo, dtype: torch.dtype) -> None:
+    """A resumed run equals the uninterrupted one with 16-bit parameters too: the scalar states saved in float32
+    come back in float32 (torch casts floating state to the parameter's dtype)."""
+    kwargs = dict(row.descent_kwargs)
+    eps = inspect.signature(row.load()).parameters.get("eps")
+    if dtype == torch.float16 and eps is not None and eps.default < 1e-4:
+        kwargs["eps"] = 1e-4  # as for torch's Adam: 1e-8 is 0 in float16, and 0 / 0 a nan at the first step
+    model, x, y = _problem(dtype)
+    opt = _make(row, model.parameters(), kwargs)
+    _train(opt, model, x, y, 3)
+    twin = copy.deepcopy(model)
+    twin_opt = _make(row, twin.parameters(), kwargs)
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    _assert_same_state(opt, twin_opt, rtol=0, atol=0)
+    for key, value in _state_tensors(twin_opt):
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+            assert value.dtype == torch.float32, key
+    _train(opt, model, x, y, 3)
+    _train(twin_opt, twin, x, y, 3)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.isfinite(p).all()
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
 def _event_names(fn: Callable[[], None]) -> set[str]:

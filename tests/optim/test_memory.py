@@ -71,10 +71,10 @@ def test_lars_state_is_sgds_plus_scalars_per_parameter(cls: type[LARS], momentum
     full, scalars, nbytes = _state(opt, params)
     sgd_full, _, sgd_bytes = _state(sgd, sgd_params)
     assert full == sgd_full == ({"momentum_buffer": len(params)} if momentum else {})
-    # trust_ratio in the parameter's dtype; with momentum also momentum_scale, in float32 or wider
-    scale_bytes = torch.empty((), dtype=torch.promote_types(dtype, torch.float32)).element_size() if momentum else 0
+    # trust_ratio and, with momentum, momentum_scale: 0-dim, in float32 or wider (a float16 ratio would overflow)
+    scalar_bytes = torch.empty((), dtype=torch.promote_types(dtype, torch.float32)).element_size()
     assert scalars == len(params) * (2 if momentum else 1)
-    assert nbytes == sgd_bytes + len(params) * (torch.empty((), dtype=dtype).element_size() + scale_bytes)
+    assert nbytes == sgd_bytes + len(params) * scalar_bytes * (2 if momentum else 1)
 
 
 @pytest.mark.parametrize(

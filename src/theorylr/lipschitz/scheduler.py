@@ -247,6 +247,11 @@ class LipschitzLR(LRScheduler):
             self._lipschitz_lrs = None
             return [group["lr"] for group in self.optimizer.param_groups]
         values = self.tracker.epoch_values(weight_decay=self.weight_decay)
+        if values is None and self.tracker.closed:
+            raise RuntimeError(
+                "LipschitzLR.step(): the tracker is closed (close() removed its hook), so no forward pass was recorded "
+                "since the last step; build a new LipschitzLR to go on"
+            )
         if values is None:
             raise RuntimeError(
                 "LipschitzLR.step(): no training forward pass was recorded since the last step (the tracker records "

@@ -261,10 +261,13 @@ class ActivationTracker:
 
             def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
                 tracker = ref()
+                # ``mod is tracker.module``: a deep copy of the model (an EMA / AveragedModel copy) carries this hook
+                # along, and its passes are not the tracked model's.
                 if (
                     tracker is not None
                     and mod.training
                     and not tracker._paused
+                    and mod is tracker.module
                     and args
                     and isinstance(args[0], Tensor)
                 ):
@@ -275,7 +278,7 @@ class ActivationTracker:
 
             def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
                 tracker = ref()
-                if tracker is not None and mod.training and not tracker._paused:
+                if tracker is not None and mod.training and not tracker._paused and mod is tracker.module:
                     if not isinstance(output, Tensor):
                         raise TypeError(
                             f"penultimate module {type(mod).__name__} returned {type(output).__name__}; "
@@ -285,6 +288,7 @@ class ActivationTracker:
 
             handle = module.register_forward_hook(hook)
         self._finalizer = weakref.finalize(self, handle.remove)
+        self._closed = False
 
     @staticmethod
     def _resolve(model: nn.Module, penultimate: str | nn.Module | None) -> tuple[nn.Module, str]:
@@ -308,11 +312,12 @@ class ActivationTracker:
     @property
     def closed(self) -> bool:
         """Whether the hook has been removed."""
-        return not self._finalizer.alive
+        return self._closed  # a plain flag: torch.compile reads it without guarding on weakref.finalize's registry
 
     def close(self) -> None:
         """Remove the hook (idempotent). The statistics gathered so far stay readable."""
         self._finalizer()
+        self._closed = True
 
     def __enter__(self) -> ActivationTracker:
         return self

@@ -8,7 +8,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["params_with_grad", "resolve_foreach"]
+__all__ = [
+    "add_scaled_",
+    "foreach_add_scaled_",
+    "params_with_grad",
+    "resolve_foreach",
+    "restore_scalar_states",
+    "scalar_dtype",
+    "scale_list",
+    "scaled",
+]
 
 # Devices whose _foreach_* kernels we use by default (CPU included: one C++ loop instead of a Python one).
 _FOREACH_DEVICES = ("cpu", "cuda", "xpu", "mps")
@@ -33,7 +42,7 @@ def params_with_grad(group: dict[str, Any], owner: str) -> tuple[list[Tensor], l
     """The group's parameters that have a gradient, and those gradients (never modified).
 
     Raises:
-        RuntimeError: if a gradient is sparse (``owner`` names the optimizer in the message).
+        RuntimeError: if a gradient is sparse or a parameter complex (``owner`` names the optimizer).
     """
     params: list[Tensor] = []
     grads: list[Tensor] = []
@@ -42,6 +51,70 @@ def params_with_grad(group: dict[str, Any], owner: str) -> tuple[list[Tensor], l
             continue
         if p.grad.is_sparse:
             raise RuntimeError(f"{owner} does not support sparse gradients; use a dense optimizer for that parameter")
+        if p.is_complex():
+            raise RuntimeError(
+                f"{owner} does not support complex parameters (got {p.dtype}): its norms are of real tensors; "
+                "optimize torch.view_as_real(p) instead"
+            )
         params.append(p)
         grads.append(p.grad)
     return params, grads
+
+
+def scalar_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a parameter's scalar state (norms, ratios, running scales): the parameter's, at least float32."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+def restore_scalar_states(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], keys: Iterable[str]) -> None:
+    """After ``torch.optim.Optimizer.load_state_dict``: give the 0-dim states ``keys`` back their saved values in
+    :func:`scalar_dtype` of their parameter.
+
+    torch casts every floating state but ``step`` to its parameter's dtype, which for a 16-bit parameter rounds a
+    running scale at every reload (and can overflow float16), so a resumed run would leave the uninterrupted one.
+    """
+    keys = tuple(keys)
+    saved = state_dict.get("state", {})
+    ids = [i for group in state_dict.get("param_groups", []) for i in group["params"]]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, p in zip(ids, params):
+        entry = saved.get(i, {})
+        if p not in optimizer.state:
+            continue
+        for key in keys:
+            value = entry.get(key)
+            if isinstance(value, Tensor):
+                optimizer.state[p][key] = value.detach().to(device=p.device, dtype=scalar_dtype(p.dtype), copy=True)
+
+
+def scaled(u: Tensor, c: Tensor) -> Tensor:
+    """``c * u`` in ``u``'s dtype, for a 0-dim ``c`` in float32 or wider.
+
+    A float16 ``u`` is multiplied in float32: ``c`` (a trust ratio, ``lr / K``) may exceed float16's range (65504)
+    while the product does not, and torch's kernels would cast ``c`` to float16 first (``inf``).
+    """
+    if u.dtype == torch.float16:
+        return torch.mul(u.float(), c.float()).to(torch.float16)
+    return torch.mul(u, c.to(u.dtype))
+
+
+def add_scaled_(p: Tensor, t: Tensor, c: Tensor) -> None:
+    """``p += c * t`` in place, for a 0-dim ``c``: ``addcmul_``, or for float16 the product of :func:`scaled`."""
+    if p.dtype == torch.float16:
+        p.add_(scaled(t, c))
+    else:
+        p.addcmul_(t, c.to(p.dtype))
+
+
+def scale_list(c: Tensor, dtype: torch.dtype) -> list[Tensor]:
+    """A stacked 1-D vector of per-tensor scales as 0-dim tensors for :func:`foreach_add_scaled_`: cast to ``dtype``
+    once (the kernels take them so), except for float16, whose range may not hold them."""
+    return list((c if dtype == torch.float16 else c.to(dtype)).unbind(0))
+
+
+def foreach_add_scaled_(ps: list[Tensor], ts: list[Tensor], cs: list[Tensor]) -> None:
+    """``ps[i] += cs[i] * ts[i]`` for each ``i`` (one ``_foreach_addcmul_``; float16: products of :func:`scaled`)."""
+    if ps and ps[0].dtype == torch.float16:
+        torch._foreach_add_(ps, [scaled(t, c) for t, c in zip(ts, cs)])
+    else:
+        torch._foreach_addcmul_(ps, ts, cs)

@@ -57,7 +57,14 @@ from torch.optim import Optimizer
 
 from theorylr._validation import check_bool, check_choice, check_int, check_number, check_probability
 from theorylr.lipschitz.tracker import ActivationTracker
-from theorylr.optim._base import params_with_grad, resolve_foreach
+from theorylr.optim._base import (
+    foreach_add_scaled_,
+    params_with_grad,
+    resolve_foreach,
+    restore_scalar_states,
+    scalar_dtype,
+    scaled,
+)
 from theorylr.optim.lars import local_norms
 
 __all__ = [
@@ -224,6 +231,7 @@ def _step_scales(
     bias_correction: bool,
     initial_step_size: float | None,
     initial_steps: int,
+    lr: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The scalars of one step, elementwise: on one parameter's 0-dim states or on several parameters' stacked in 1-D.
 
@@ -231,6 +239,9 @@ def _step_scales(
     or ``initial_step_size`` during the override) times the first moment's bias correction ``1 / (1 - beta1^t)``,
     so that the update is ``W -= lr * scale * V`` (first moment only) or ``W -= lr * V / (sqrt(S_hat + eps) /
     scale)``; ``correction2 = 1 - beta2^t`` divides ``S`` (``None`` without bias correction or second moment).
+    With ``lr`` (the first-moment-only form), ``scale`` is multiplied by ``-lr``: the update is then
+    ``W += scale * V``, and what is cast to the parameters' dtype is a step's size, not ``1 / K1_hat`` (above
+    float16's range, 65504, for gradients with norms below about 1.5e-5).
     """
     correction1 = None
     k1_hat = k1
@@ -251,6 +262,8 @@ def _step_scales(
         scale = torch.where(step <= initial_steps, initial_step_size, scale)
     if correction1 is not None:
         scale = scale.div(correction1)
+    if lr is not None:
+        scale = scale.mul(-lr)
     return scale, correction2
 
 
@@ -301,10 +314,14 @@ def _single_tensor_adaptive(
             bias_correction=bias_correction,
             initial_step_size=initial_step_size,
             initial_steps=initial_steps,
+            lr=lr if exp_avg_sqs is None else None,
         )
         direction = grad if exp_avgs is None else exp_avgs[i].lerp_(grad, 1.0 - beta1)
-        if exp_avg_sqs is None:
-            param.addcmul_(direction, scale, value=-lr)
+        if exp_avg_sqs is None:  # scale = -lr / K1_hat, which may be beyond float16's range (the step is not)
+            if param.dtype == torch.float16:
+                param.add_(scaled(direction, scale))
+            else:
+                param.addcmul_(direction, scale)  # as the multi-tensor path's kernel: scale uncast
             continue
         s = exp_avg_sqs[i]
         s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
@@ -393,6 +410,7 @@ def _multi_tensor_adaptive(
         "bias_correction": bias_correction,
         "initial_step_size": initial_step_size,
         "initial_steps": initial_steps,
+        "lr": lr if exp_avg_sqs is None else None,  # first moment only: scale = -lr / K1_hat
     }
     scales: list[Tensor] | Tensor
     corrections2: list[Tensor] | Tensor | None
@@ -498,11 +516,13 @@ def _multi_tensor_update(
     if exp_avgs is not None:
         torch._foreach_lerp_(exp_avgs, g, 1.0 - beta1)
         direction = exp_avgs
-    if exp_avg_sqs is None:
-        if isinstance(scales, Tensor):  # no single-scalar addcmul: a scaled copy, then an add
-            torch._foreach_add_(params, torch._foreach_mul(direction, scales), alpha=-lr)
-        else:
-            torch._foreach_addcmul_(params, direction, scales, value=-lr)
+    if exp_avg_sqs is None:  # the scales include -lr here (see _step_scales)
+        if isinstance(scales, Tensor) and params[0].dtype != torch.float16:  # no single-scalar addcmul:
+            torch._foreach_add_(params, torch._foreach_mul(direction, scales))  # a scaled copy, then an add
+        else:  # float16: products in float32, as -lr / K1_hat may be beyond float16's range (the step is not)
+            foreach_add_scaled_(
+                params, list(direction), [scales] * len(params) if isinstance(scales, Tensor) else scales
+            )
         return
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
@@ -527,10 +547,6 @@ def _shared_scalars_pay(params: list[Tensor]) -> bool:
     slab-wise per-tensor path (a foreach kernel is a loop there)."""
     first = params[0]
     return not first.is_cpu and all(p.device == first.device and p.dtype == first.dtype for p in params)
-
-
-def _scalar_dtype(param: Tensor) -> torch.dtype:
-    return torch.float64 if param.dtype == torch.float64 else torch.float32
 
 
 def _max_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
@@ -600,50 +616,85 @@ class _LipschitzAdaptive(Optimizer):
         tracker: ActivationTracker | None,
         tracker_kwargs: dict[str, Any],
     ) -> None:
-        check_number("lr", defaults["lr"], min_value=0.0)
-        check_number("weight_decay", defaults["weight_decay"], min_value=0.0)
-        check_bool("bias_correction", defaults["bias_correction"])
-        check_bool("maximize", defaults["maximize"])
-        if defaults["foreach"] is not None:
-            check_bool("foreach", defaults["foreach"])
-        if defaults["initial_step_size"] is not None:
-            check_number("initial_step_size", defaults["initial_step_size"], min_value=0.0)
-            check_int("initial_steps", defaults["initial_steps"], min_value=1)
-        else:
-            check_int("initial_steps", defaults["initial_steps"], min_value=0, max_value=0)
         if model is not None and tracker is not None:
             raise ValueError("pass either model (the optimizer builds a tracker) or tracker, not both")
-        if model is not None:
-            if not isinstance(model, nn.Module):
-                raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
-            tracker = ActivationTracker(model, **tracker_kwargs)
-            self._owns_tracker = True
-        else:
-            self._owns_tracker = False
-            if tracker is not None and not isinstance(tracker, ActivationTracker):
-                raise ValueError(f"tracker must be an ActivationTracker (got {type(tracker).__name__})")
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+        if tracker is not None and not isinstance(tracker, ActivationTracker):
+            raise ValueError(f"tracker must be an ActivationTracker (got {type(tracker).__name__})")
+        self._owns_tracker = model is not None
+        self._coupled = model is not None or tracker is not None
         mode = defaults["lipschitz"]
         if mode is None:
-            mode = "closed_form" if tracker is not None else "observed"
-        check_choice("lipschitz", mode, LIPSCHITZ_MODES)
-        if mode == "closed_form" and tracker is None:
-            raise ValueError("lipschitz='closed_form' needs model= or tracker= (use lipschitz='observed' without one)")
+            mode = "closed_form" if self._coupled else "observed"
         defaults = {**defaults, "lipschitz": mode}
-        super().__init__(params, defaults)
+        self.tracker = tracker
+        self._check_group(defaults)
+        super().__init__(params, defaults)  # checks every group through add_param_group
+        if model is not None:  # hooks only once every argument is known good: an error above leaves the model bare
+            self.tracker = ActivationTracker(model, **tracker_kwargs)
         # Per param group (by position): its parameters (ids) when last seen, and the positions of those whose
         # scalar states (step, K1, K2) hold equal values -- created together and stepped together since. Kept on
         # the host, rebuilt by __setstate__ (load_state_dict, unpickling); see _shared_state.
         self._cohorts: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-        self.tracker = tracker
-        if self._owns_tracker and tracker is not None:
-            self._finalizer: weakref.finalize | None = weakref.finalize(self, tracker.close)
+        if self._owns_tracker and self.tracker is not None:
+            self._finalizer: weakref.finalize | None = weakref.finalize(self, self.tracker.close)
         else:
             self._finalizer = None
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate one param group's hyperparameters (the defaults, and every group, added later too)."""
+        check_number("lr", group["lr"], min_value=0.0)
+        check_number("weight_decay", group["weight_decay"], min_value=0.0)
+        check_bool("bias_correction", group["bias_correction"])
+        check_bool("maximize", group["maximize"])
+        if group["foreach"] is not None:
+            check_bool("foreach", group["foreach"])
+        if group["initial_step_size"] is not None:
+            check_number("initial_step_size", group["initial_step_size"], min_value=0.0)
+            check_int("initial_steps", group["initial_steps"], min_value=1)
+        elif group["initial_steps"] != 0:
+            raise ValueError(
+                f"initial_steps must be 0 without initial_step_size (got {group['initial_steps']!r}): pass "
+                "initial_step_size, the step size of those first steps"
+            )
+        check_choice("lipschitz", group["lipschitz"], LIPSCHITZ_MODES)
+        if group["lipschitz"] == "closed_form" and not self._coupled:
+            raise ValueError("lipschitz='closed_form' needs model= or tracker= (use lipschitz='observed' without one)")
+        if "beta" in group:
+            check_probability("beta", group["beta"])
+        if "betas" in group:
+            betas = group["betas"]
+            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1) (got {betas!r})")
+            check_probability("betas[0]", betas[0])
+            check_probability("betas[1]", betas[1])
+        if "eps" in group:
+            check_number("eps", group["eps"], min_value=0.0)
+        if "l2_estimate" in group:
+            check_choice("l2_estimate", group["l2_estimate"], L2_ESTIMATES)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (torch semantics), checking its own settings as the constructor checks the defaults."""
+        if "lipschitz" in param_group and param_group["lipschitz"] is None:  # as in the constructor
+            param_group["lipschitz"] = "closed_form" if self._coupled else "observed"
+        self._check_group({**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}})
+        super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As :meth:`torch.optim.Optimizer.load_state_dict`, except that the 0-dim running estimates
+        (``lipschitz_avg``, ``lipschitz_sq_avg``) keep their float32/float64 dtype: torch casts floating state to
+        the parameter's dtype, which for 16-bit parameters would round them (float16: overflow) at every reload,
+        and the resumed run would leave the uninterrupted one."""
+        super().load_state_dict(state_dict)
+        restore_scalar_states(self, state_dict, ("lipschitz_avg", "lipschitz_sq_avg"))
+        self._cohorts = self._equal_scalar_states()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("tracker", None)
         self.__dict__.setdefault("_owns_tracker", False)
+        self.__dict__.setdefault("_coupled", self.tracker is not None)
         self.__dict__.setdefault("_finalizer", None)
         for group in self.param_groups:
             group.setdefault("lipschitz", "observed")
@@ -731,6 +782,11 @@ class _LipschitzAdaptive(Optimizer):
         if "closed_form" in modes:
             if self.tracker is None:
                 raise RuntimeError("lipschitz='closed_form' needs a tracker; build the optimizer with model=")
+            if self.tracker.closed:
+                raise RuntimeError(
+                    "lipschitz='closed_form' reads the tracker's activations, but the tracker is closed (its hook "
+                    "removed by close()); its L would be stale. Use lipschitz='observed' or a new optimizer"
+                )
             bound = self.tracker.weight_bound(foreach=foreach) if "closed_form" in need_bound else None
             out["closed_form"] = (self.tracker.batch_lipschitz(), bound)
         return out
@@ -767,7 +823,7 @@ class _LipschitzAdaptive(Optimizer):
             for p in params:
                 state = self.state[p]
                 if len(state) == 0:
-                    dtype = _scalar_dtype(p)
+                    dtype = scalar_dtype(p.dtype)
                     state["step"] = torch.zeros((), dtype=dtype, device=p.device)
                     state["lipschitz_avg"] = torch.zeros((), dtype=dtype, device=p.device)
                     if self._first_moment:
@@ -904,7 +960,6 @@ class AdaMo(_LipschitzAdaptive):
         weight_bound: float | None = None,
         rigorous: bool = False,
     ) -> None:
-        check_probability("beta", beta)
         defaults = {
             "lr": lr,
             "beta": beta,
@@ -993,12 +1048,6 @@ class AutoAdam(_LipschitzAdaptive):
         weight_bound: float | None = None,
         rigorous: bool = False,
     ) -> None:
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1) (got {betas!r})")
-        check_probability("betas[0]", betas[0])
-        check_probability("betas[1]", betas[1])
-        check_number("eps", eps, min_value=0.0)
-        check_choice("l2_estimate", l2_estimate, L2_ESTIMATES)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -1081,9 +1130,6 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
         weight_bound: float | None = None,
         rigorous: bool = False,
     ) -> None:
-        check_probability("beta", beta)
-        check_number("eps", eps, min_value=0.0)
-        check_choice("l2_estimate", l2_estimate, L2_ESTIMATES)
         defaults = {
             "lr": lr,
             "beta": beta,

@@ -18,7 +18,16 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from theorylr._validation import check_bool, check_choice, check_number, check_probability
-from theorylr.optim._base import params_with_grad, resolve_foreach
+from theorylr.optim._base import (
+    add_scaled_,
+    foreach_add_scaled_,
+    params_with_grad,
+    resolve_foreach,
+    restore_scalar_states,
+    scalar_dtype,
+    scale_list,
+    scaled,
+)
 
 __all__ = ["DENOMINATORS", "LARS", "NORMS", "NormFn", "PercentDelta", "lars", "local_norms"]
 
@@ -241,9 +250,7 @@ def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
     return torch.get_num_threads() >= 2
 
 
-def _norm_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype norms and ratios are computed in: the tensor's, at least float32."""
-    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+_norm_dtype = scalar_dtype  # the dtype norms and ratios are computed in: the tensor's, at least float32
 
 
 def _zero_norm(t: Tensor) -> Tensor:
@@ -487,9 +494,11 @@ def _single_tensor_lars(
         ratio = ratios[i] if adapt else torch.ones((), dtype=_norm_dtype(p.dtype), device=p.device)
         if trust_ratios is not None:
             trust_ratios[i].copy_(ratio)
+        # Scalars reach the parameter's dtype only multiplied by lr (-lr * ratio, -lr * k: the size of a step), so
+        # that a float16 parameter does not see a ratio or scale above float16's range (65504) as inf.
         if momentum == 0:
             if adapt:
-                p.addcmul_(u, ratio.to(p.dtype), value=-lr * sign)  # w -= lr * ratio * d
+                add_scaled_(p, u, ratio * (-lr * sign))  # w -= lr * ratio * d
             else:
                 p.add_(u, alpha=-lr * sign)  # bit for bit torch's SGD
             continue
@@ -497,12 +506,12 @@ def _single_tensor_lars(
         buf = momentum_buffer_list[i]
         if momentum_scale_list is None:  # the plain buffer
             if buf is None:
-                buf = torch.mul(u, (ratio * sign).to(p.dtype)).detach()
+                buf = scaled(u, ratio * sign).detach()
                 momentum_buffer_list[i] = buf
             else:
-                buf.mul_(momentum).addcmul_(u, (ratio * (sign * (1.0 - dampening))).to(p.dtype))
+                add_scaled_(buf.mul_(momentum), u, ratio * (sign * (1.0 - dampening)))
             if nesterov:
-                p.addcmul_(u, ratio.to(p.dtype), value=-lr * sign)
+                add_scaled_(p, u, ratio * (-lr * sign))
             p.add_(buf, alpha=-lr * (momentum if nesterov else 1.0))
             continue
         # the factored buffer, buf = k * v
@@ -531,10 +540,10 @@ def _single_tensor_lars(
         else:
             old_k.copy_(k)
         if nesterov:  # step = ratio * d + momentum * buf
-            p.addcmul_(u, ratio.to(p.dtype), value=-lr * sign)
-            p.addcmul_(buf, k.to(p.dtype), value=-lr * momentum)
+            add_scaled_(p, u, ratio * (-lr * sign))
+            add_scaled_(p, buf, k * (-lr * momentum))
         else:
-            p.addcmul_(buf, k.to(p.dtype), value=-lr)
+            add_scaled_(p, buf, k * -lr)
 
 
 def _multi_tensor_lars(
@@ -613,16 +622,18 @@ def _multi_tensor_lars(
             )
         else:
             ratio = torch.ones(len(idx), dtype=compute, device=device)
-        ratio_list = list(ratio.to(dtype).unbind(0))
         if trust_ratios is not None:
-            torch._foreach_copy_([trust_ratios[i] for i in idx], ratio_list)
-
+            torch._foreach_copy_([trust_ratios[i] for i in idx], list(ratio.unbind(0)))
+        # Scalars reach the parameters' dtype only multiplied by lr (see _single_tensor_lars): a float16 parameter
+        # must not see a ratio or scale above float16's range as inf.
         if momentum == 0:
             if adapt:
-                torch._foreach_addcmul_(ps, ds, ratio_list, value=-lr * sign)
+                foreach_add_scaled_(ps, ds, scale_list(ratio * (-lr * sign), dtype))
             else:
                 torch._foreach_add_(ps, ds, alpha=-lr * sign)
             continue
+        # -lr sign ratio, the scale of u in a Nesterov step
+        u_steps = scale_list(ratio * (-lr * sign), dtype) if nesterov else []
 
         old = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is not None]
         new = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is None]
@@ -631,7 +642,7 @@ def _multi_tensor_lars(
                 ps,
                 ds,
                 ratio,
-                ratio_list,
+                u_steps,
                 [momentum_buffer_list[i] for i in idx],
                 lr=lr,
                 momentum=momentum,
@@ -680,25 +691,23 @@ def _multi_tensor_lars(
                 momentum_buffer_list[idx[k]] = torch.clone(ds[k]).detach()
                 momentum_scale_list[idx[k]] = q.clone()
         if new and old:
-            k_cast = list(torch.stack([cast(Tensor, momentum_scale_list[i]) for i in idx]).to(dtype).unbind(0))
-        elif old and dtype == compute:
-            k_cast = k_old_list  # the scales just written: no second unbind
+            scales = torch.stack([cast(Tensor, momentum_scale_list[i]) for i in idx])
         else:
-            k_cast = list((k_old if old else k_new).to(dtype).unbind(0))
+            scales = k_old if old else k_new
+        # -lr k (Nesterov: -lr momentum k), the scale of v in the step of w
+        v_steps = scale_list(scales * (-lr * (momentum if nesterov else 1.0)), dtype)
         bufs_all = [cast(Tensor, momentum_buffer_list[i]) for i in idx]
         weights: list[Tensor | None] = [None] * len(idx)  # the lerp weight a of each old buffer (new ones: None)
         for k, a_k in zip(old, a_list if old else []):
             weights[k] = a_k
-        _momentum_sweeps(
-            ps, ds, bufs_all, weights, k_cast, ratio_list, lr=lr, momentum=momentum, sign=sign, nesterov=nesterov
-        )
+        _momentum_sweeps(ps, ds, bufs_all, weights, v_steps, u_steps, nesterov=nesterov)
 
 
 def _plain_momentum(
     ps: list[Tensor],
     us: list[Tensor],
     ratio: Tensor,
-    ratio_list: list[Tensor],
+    u_steps: list[Tensor],
     bufs: list[Tensor | None],
     *,
     lr: float,
@@ -713,7 +722,8 @@ def _plain_momentum(
     ``buf *= momentum`` and ``w -= lr * buf`` take Python scalars, so torch's multi-tensor kernels run them in a
     few launches on a GPU; only ``buf += c * u`` (``c = sign (1 - dampening) ratio``, per tensor) and, for
     Nesterov, ``w -= lr sign ratio u`` go tensor by tensor there (torch has no multi-tensor kernel taking a
-    device scalar per tensor).
+    device scalar per tensor). ``u_steps`` holds ``-lr sign ratio`` per tensor in the parameters' dtype (Nesterov
+    only). A float16 bucket multiplies ``c * u`` in float32 (:func:`_scaled`): ``c`` may exceed float16's range.
     """
     dtype = ps[0].dtype
     old = [k for k, b in enumerate(bufs) if b is not None]
@@ -722,21 +732,19 @@ def _plain_momentum(
     if old:
         v_old = [cast(Tensor, bufs[k]) for k in old]
         torch._foreach_mul_(v_old, momentum)
-        coef = sign * (1.0 - dampening)
-        if coef == 1.0 and not new:
-            c_list = ratio_list
-        else:
-            c = ratio if not new else torch.stack([ratio[k] for k in old])
-            c_list = list((c * coef).to(dtype).unbind(0))
-        torch._foreach_addcmul_(v_old, [us[k] for k in old], c_list)
+        c = ratio if not new else torch.stack([ratio[k] for k in old])
+        foreach_add_scaled_(v_old, [us[k] for k in old], scale_list(c * (sign * (1.0 - dampening)), dtype))
     if new:  # first step: buf = ratio * d = sign * ratio * u
-        c_new = ratio_list if sign == 1.0 else list((ratio * sign).to(dtype).unbind(0))
-        made = torch._foreach_mul([us[k] for k in new], [c_new[k] for k in new])
+        c_new = (ratio if not old else torch.stack([ratio[k] for k in new])) * sign
+        if dtype == torch.float16:
+            made = [scaled(us[k], c_k) for k, c_k in zip(new, c_new.unbind(0))]
+        else:
+            made = list(torch._foreach_mul([us[k] for k in new], list(c_new.to(dtype).unbind(0))))
         for k, b in zip(new, made):
             out[k] = b
     full = cast(list[Tensor], out)
     if nesterov:  # step = ratio * d + momentum * buf
-        torch._foreach_addcmul_(ps, us, ratio_list, value=-lr * sign)
+        foreach_add_scaled_(ps, us, u_steps)
         torch._foreach_add_(ps, full, alpha=-lr * momentum)
     else:
         torch._foreach_add_(ps, full, alpha=-lr)
@@ -748,18 +756,16 @@ def _momentum_sweeps(
     us: list[Tensor],
     bufs: list[Tensor],
     weights: list[Tensor | None],
-    scales: list[Tensor],
-    ratios: list[Tensor],
+    v_steps: list[Tensor],
+    u_steps: list[Tensor],
     *,
-    lr: float,
-    momentum: float,
-    sign: float,
     nesterov: bool,
 ) -> None:
     """The parameter-sized passes of a momentum step of :func:`_multi_tensor_lars`, on one bucket's tensors.
 
     ``v.lerp_(u, a)`` where ``weights`` holds an ``a`` (a buffer made this step already holds ``u``), then
-    ``w.addcmul_(v, k, value=-lr)``, or for Nesterov ``w -= lr * (sign * ratio * u + momentum * k * v)``.
+    ``w.addcmul_(v, s)`` with ``s = -lr k`` in ``v_steps``, or for Nesterov ``w += t u + s v`` with
+    ``t = -lr sign ratio`` (``u_steps``) and ``s = -lr momentum k``.
     On the CPU a large tensor takes its sweeps back to back (the ``v`` just written is read from the cache, see
     :func:`_large_on_cpu`); the others go through the foreach kernels, sweep after sweep.
     """
@@ -783,19 +789,15 @@ def _momentum_sweeps(
             return xs if not large else [xs[k] for k in rest]
 
         if nesterov:  # two fused passes over w
-            torch._foreach_addcmul_(pick(ps), pick(us), pick(ratios), value=-lr * sign)
-            torch._foreach_addcmul_(pick(ps), pick(bufs), pick(scales), value=-lr * momentum)
-        else:
-            torch._foreach_addcmul_(pick(ps), pick(bufs), pick(scales), value=-lr)
+            foreach_add_scaled_(pick(ps), pick(us), pick(u_steps))
+        foreach_add_scaled_(pick(ps), pick(bufs), pick(v_steps))
     for k in large:
         weight = weights[k]
         if weight is not None:
             bufs[k].lerp_(us[k], weight)
         if nesterov:
-            ps[k].addcmul_(us[k], ratios[k], value=-lr * sign)
-            ps[k].addcmul_(bufs[k], scales[k], value=-lr * momentum)
-        else:
-            ps[k].addcmul_(bufs[k], scales[k], value=-lr)
+            add_scaled_(ps[k], us[k], u_steps[k])
+        add_scaled_(ps[k], bufs[k], v_steps[k])
 
 
 def _large_on_cpu(params: list[Tensor]) -> list[int]:
@@ -902,11 +904,12 @@ class LARS(Optimizer):
         factored_momentum: keep the momentum buffer factored, ``buf = k * v`` (see the note); ``None`` (default)
             factors it where every parameter of the group is on the CPU and keeps the plain buffer elsewhere.
 
-    State (per parameter, created at its first gradient): ``trust_ratio``, a 0-dim tensor holding the last step's
-    ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in ...])``); and,
-    only when ``momentum != 0``, the heavy-ball buffer: ``momentum_buffer`` (one tensor of the parameter's shape
-    and dtype, as torch's SGD), and where the buffer is factored also ``momentum_scale`` (a 0-dim float32/float64
-    tensor), with ``buf = momentum_scale * momentum_buffer``; :meth:`momentum_buffer` returns ``buf`` either way.
+    State (per parameter, created at its first gradient): ``trust_ratio``, a 0-dim float32/float64 tensor holding
+    the last step's ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in
+    ...])``); and, only when ``momentum != 0``, the heavy-ball buffer: ``momentum_buffer`` (one tensor of the
+    parameter's shape and dtype, as torch's SGD), and where the buffer is factored also ``momentum_scale`` (a 0-dim
+    float32/float64 tensor), with ``buf = momentum_scale * momentum_buffer``; :meth:`momentum_buffer` returns
+    ``buf`` either way.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -1060,19 +1063,11 @@ class LARS(Optimizer):
                     group.setdefault(key, self.defaults[key])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As :meth:`torch.optim.Optimizer.load_state_dict`, except that ``momentum_scale`` keeps its float32/float64
-        dtype: torch casts floating state to the parameter's dtype, which for 16-bit parameters would round the
-        scale of the whole buffer at every reload."""
-        saved = state_dict.get("state", {})
-        ids = [i for group in state_dict.get("param_groups", []) for i in group["params"]]
-        params = [p for group in self.param_groups for p in group["params"]]
+        """As :meth:`torch.optim.Optimizer.load_state_dict`, except that ``momentum_scale`` and ``trust_ratio`` keep
+        their float32/float64 dtype: torch casts floating state to the parameter's dtype, which for 16-bit
+        parameters would round the scale of the whole buffer at every reload (and overflow float16)."""
         super().load_state_dict(state_dict)
-        for i, p in zip(ids, params):
-            scale = saved.get(i, {}).get("momentum_scale")
-            if isinstance(scale, Tensor) and p in self.state:
-                self.state[p]["momentum_scale"] = scale.detach().to(
-                    device=p.device, dtype=_norm_dtype(p.dtype), copy=True
-                )
+        restore_scalar_states(self, state_dict, ("momentum_scale", "trust_ratio"))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -1095,7 +1090,7 @@ class LARS(Optimizer):
             for p in params:
                 state = self.state[p]
                 if "trust_ratio" not in state:
-                    state["trust_ratio"] = torch.ones((), dtype=p.dtype, device=p.device)
+                    state["trust_ratio"] = torch.ones((), dtype=_norm_dtype(p.dtype), device=p.device)
                 if not factored and "momentum_scale" in state:  # a factored buffer becomes plain, once
                     scale = state.pop("momentum_scale")
                     if state.get("momentum_buffer") is not None:
