@@ -528,6 +528,10 @@ def test_param_groups_exclude_patterns_callables_and_flags() -> None:
     assert lars_param_groups([]) == []
     with pytest.raises(ValueError, match="exclude"):
         lars_param_groups(block, exclude=[1, 2])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="exclude"):
+        lars_param_groups(block, exclude=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"model_or_named_params .* \(got an item of type Parameter\)"):
+        lars_param_groups(block.parameters())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="exclude_1d"):
         lars_param_groups(block, exclude_1d="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="params"):

@@ -22,6 +22,8 @@ def _excluder(exclude: ExcludeRule) -> Callable[[str, Tensor], bool]:
         return exclude
     if isinstance(exclude, str):
         exclude = (exclude,)
+    if not isinstance(exclude, Iterable):
+        raise ValueError(f"exclude must be a callable (name, param) -> bool or glob patterns (got {exclude!r})")
     patterns = tuple(exclude)
     if not all(isinstance(pattern, str) for pattern in patterns):
         raise ValueError(f"exclude must be a callable (name, param) -> bool or glob patterns (got {patterns!r})")
@@ -84,9 +86,13 @@ def lars_param_groups(
     adapted: list[Tensor] = []
     plain: list[Tensor] = []
     seen: set[int] = set()
-    for name, param in named:
-        if not isinstance(param, Tensor):
-            raise ValueError(f"expected (name, tensor) pairs, got {name!r}: {type(param).__name__}")
+    for item in named:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Tensor)):
+            raise ValueError(
+                "model_or_named_params must be a module or (name, tensor) pairs such as model.named_parameters() "
+                f"(got an item of type {type(item).__name__})"
+            )
+        name, param = item
         if id(param) in seen:
             continue
         seen.add(id(param))
