@@ -353,6 +353,42 @@ def test_find_last_linear() -> None:
         find_last_linear(nn.Sequential(nn.ReLU()))
 
 
+class _Attending(nn.Module):
+    """Attention, then a head; the attention, registered after the head, holds an nn.Linear (out_proj) never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, 3)
+        self.attention = nn.MultiheadAttention(4, 2, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.attention(x, x, x)
+        return self.head(input=h.mean(1))  # called with a keyword argument
+
+
+def test_find_last_linear_skips_attention_projections_and_keyword_calls_are_recorded() -> None:
+    torch.manual_seed(0)
+    model = _Attending().to(F64)
+    assert find_last_linear(model) == ("head", model.head)
+    with ActivationTracker(model, "softmax") as tracker:
+        x = torch.randn(6, 5, 4, dtype=F64)
+        model(x)
+        stats = tracker.epoch_stats()
+        assert stats is not None and stats.batches == 1
+        h = model.attention(x, x, x)[0].mean(1).detach()
+        assert float(stats.k_z) == pytest.approx(float(torch.linalg.matrix_norm(h)), rel=1e-12)
+
+
+def test_a_module_forward_never_calls_is_named_in_the_error() -> None:
+    model = _mlp()
+    with ActivationTracker(model, "softmax", penultimate=model[1]) as tracker:
+        model.train()
+        with torch.no_grad():
+            model[2](torch.zeros(2, 9, dtype=F64))  # a call that is not the tracked module's
+        with pytest.raises(RuntimeError, match=r"tracked module, '1' \(ReLU, its output\)"):
+            tracker.batch_lipschitz()
+
+
 def test_rigorous_least_squares_bound_holds_with_a_large_bias() -> None:
     """With a large output bias the bias-free bound can fall short; the tracker's bias-aware one must not."""
     torch.manual_seed(0)

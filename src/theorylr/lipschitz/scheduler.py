@@ -255,7 +255,8 @@ class LipschitzLR(LRScheduler):
         if values is None:
             raise RuntimeError(
                 "LipschitzLR.step(): no training forward pass was recorded since the last step (the tracker records "
-                "forward passes of the model in training mode); step the scheduler once per epoch, after training"
+                "forward passes of the model in training mode that call the tracked module, "
+                f"{self.tracker.module_label()}); step the scheduler once per epoch, after training"
             )
         lipschitz = self._checked(values["lipschitz"], f"epoch {self.last_epoch - 1}")
         lrs = self._new_lrs(lipschitz, absolute=self.last_epoch == 0)
@@ -273,8 +274,9 @@ class LipschitzLR(LRScheduler):
         if self.tracker.batch_size is None:
             raise RuntimeError(
                 "LipschitzLR could not set the first epoch's lr: no training forward pass of the model was seen "
-                "before the first optimizer.step() (model in eval mode, or the forward pass runs inside "
-                "step(closure)); pass initial_lr="
+                "before the first optimizer.step() (model in eval mode, the forward pass runs inside step(closure), "
+                f"or forward never calls the tracked module, {self.tracker.module_label()}); pass initial_lr=, or "
+                "penultimate= to name the right module"
             )
         value = self.tracker.batch_lipschitz(weight_decay=self.weight_decay)
         lipschitz = self._checked(float(value), "the first batch")

@@ -39,6 +39,10 @@ __all__ = ["EPOCH_FIELDS", "ActivationTracker", "EpochStats", "find_last_linear"
 def find_last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     """The model's last :class:`torch.nn.Linear` in registration order (``model.named_modules()``), with its name.
 
+    Registration order is the order of the ``__init__`` assignments, not of the calls in ``forward``: a model that
+    defines its head before its body needs ``penultimate=``. The ``out_proj`` of an :class:`torch.nn.MultiheadAttention`
+    is skipped: the attention applies its weights functionally, never calling that module.
+
     Raises:
         ValueError: if the model has no ``nn.Linear``.
 
@@ -48,8 +52,11 @@ def find_last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
         '2'
     """
     found: tuple[str, nn.Linear] | None = None
+    inside_attention = {
+        id(sub) for m in model.modules() if isinstance(m, nn.MultiheadAttention) for sub in m.modules() if sub is not m
+    }
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and id(module) not in inside_attention:
             found = (name, module)
     if found is None:
         raise ValueError(
@@ -172,8 +179,9 @@ class ActivationTracker:
         loss: ``"softmax"`` (default), ``"bce"`` or ``"least_squares"``.
         num_classes: ``k`` for ``"softmax"`` (default ``None``: the ``out_features`` of the model's last
             ``nn.Linear``); must be ``None`` (or 1 for ``"bce"``) otherwise.
-        penultimate: ``None`` (default, the input of the last ``nn.Linear``), a module name, or a module of
-            ``model`` whose output is the penultimate activation.
+        penultimate: ``None`` (default, the input of the last ``nn.Linear`` in registration order, see
+            :func:`find_last_linear`), a module name, or a module of ``model`` whose output is the penultimate
+            activation.
         activation_norm: the norm giving ``K_z``: ``"fro"`` (default), ``"spectral"`` or ``"max_row"`` (see
             :func:`~theorylr.lipschitz.closed_form.activation_norm`; ``"spectral"`` uses an SVD, which on CUDA
             waits for the device).
@@ -259,21 +267,16 @@ class ActivationTracker:
         ref = weakref.ref(self)
         if mode == "input":
 
-            def pre_hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            def pre_hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
                 tracker = ref()
                 # ``mod is tracker.module``: a deep copy of the model (an EMA / AveragedModel copy) carries this hook
                 # along, and its passes are not the tracked model's.
-                if (
-                    tracker is not None
-                    and mod.training
-                    and not tracker._paused
-                    and mod is tracker.module
-                    and args
-                    and isinstance(args[0], Tensor)
-                ):
-                    tracker.record(args[0])
+                if tracker is not None and mod.training and not tracker._paused and mod is tracker.module:
+                    x = args[0] if args else kwargs.get("input")  # head(h) or head(input=h)
+                    if isinstance(x, Tensor):
+                        tracker.record(x)
 
-            handle = module.register_forward_pre_hook(pre_hook)
+            handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
         else:
 
             def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -289,6 +292,12 @@ class ActivationTracker:
             handle = module.register_forward_hook(hook)
         self._finalizer = weakref.finalize(self, handle.remove)
         self._closed = False
+
+    def module_label(self) -> str:
+        """The tracked module for messages: its name in the model, its class, and whether its input or output."""
+        names = [name for name, m in self.model.named_modules() if m is self.module]
+        where = f"'{names[0]}'" if names and names[0] else "the model itself"
+        return f"{where} ({type(self.module).__name__}, its {self.mode})"
 
     @staticmethod
     def _resolve(model: nn.Module, penultimate: str | nn.Module | None) -> tuple[nn.Module, str]:
@@ -490,7 +499,8 @@ class ActivationTracker:
         if self._batch is None:
             raise RuntimeError(
                 "no training forward pass of the model has been recorded yet (the tracker records forward passes "
-                "made in training mode; call model.train())"
+                f"made in training mode, call model.train(); and only those that call the tracked module, "
+                f"{self.module_label()}: if forward never calls it, name the right one with penultimate=)"
             )
         return self._batch
 
