@@ -112,6 +112,37 @@ def test_step_compiles_without_graph_breaks_and_matches_eager(row: OptimInfo, kw
             closer()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+@pytest.mark.parametrize(("row", "kwargs"), [(r, k) for r, k, _ in CASES], ids=[i for _, _, i in CASES])
+def test_a_tensor_lr_changed_by_a_scheduler_does_not_recompile(row: OptimInfo, kwargs: Mapping[str, Any]) -> None:
+    """A 0-dim tensor lr, as torch's optimizers take (torch's schedulers update it in place): the compiled step
+    reads it as a graph input, follows the eager step with a float lr as a scheduler lowers it, and compiles no
+    graph after the second step.
+
+    The step is compiled before the scheduler wraps ``optimizer.step`` (dynamo does not trace that wrapper, so the
+    scheduler cannot see the compiled calls and warns; the warning is filtered)."""
+    torch._dynamo.reset()
+    model, twin = _model(), _model()
+    lr = float(kwargs["lr"])
+    compiled_opt = _build(row, model, {**kwargs, "lr": torch.tensor(lr, dtype=torch.float64)})
+    eager_opt = _build(row, twin, kwargs)
+    backend = _CountingBackend()
+    compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=backend)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.8**t) for o in (compiled_opt, eager_opt)]
+    graphs = []
+    for step in range(STEPS + 1):
+        _step_both(step, compiled_step, (compiled_opt, model), (eager_opt, twin))
+        for scheduler in schedulers:
+            scheduler.step()
+        graphs.append(backend.graphs)
+    assert isinstance(compiled_opt.param_groups[0]["lr"], torch.Tensor)
+    assert float(compiled_opt.param_groups[0]["lr"]) == pytest.approx(lr * 0.8 ** (STEPS + 1))
+    assert graphs[1] == graphs[-1], f"recompiled as the lr changed: {graphs}"
+    for closer in (getattr(compiled_opt, "close", None), getattr(eager_opt, "close", None)):
+        if closer is not None:
+            closer()
+
+
 @pytest.mark.parametrize("row", [r for r in ROWS if r.supports_foreach], ids=lambda r: r.name)
 def test_foreach_is_the_default_on_cpu(row: OptimInfo) -> None:
     model = _model()

@@ -337,12 +337,45 @@ def test_foreach_equals_loop(row: OptimInfo, cfg: int, dtype: torch.dtype) -> No
 
 
 @pytest.mark.parametrize(("row", "cfg"), CONFIGS, ids=CONFIG_IDS)
+def test_a_tensor_lr_equals_the_float_lr(row: OptimInfo, cfg: int) -> None:
+    """``lr`` as a 0-dim tensor (torch's optimizers take one) gives the float run's steps, foreach and loop, and a
+    scheduler changes it in place; a tensor that is not a number in range is refused."""
+    kwargs = row.configurations()[cfg]
+    for foreach in (True, False) if row.supports_foreach else (None,):
+        extra = {} if foreach is None else {"foreach": foreach}
+        model, x, y = _problem()
+        twin = copy.deepcopy(model)
+        lr = torch.tensor(float(kwargs["lr"]), dtype=torch.float64)
+        fast = _make(row, model.parameters(), kwargs, lr=lr, **extra)
+        ref = _make(row, twin.parameters(), kwargs, **extra)
+        schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5) for o in (fast, ref)]
+        for _ in range(5):
+            for opt, net in ((fast, model), (ref, twin)):
+                opt.zero_grad()
+                _loss(net, x, y).backward()
+                opt.step()
+            for scheduler in schedulers:
+                scheduler.step()
+        assert fast.param_groups[0]["lr"] is lr and float(lr) == ref.param_groups[0]["lr"]
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="lr"):
+        _make(row, model.parameters(), kwargs, lr=torch.tensor(-1.0))
+    with pytest.raises(ValueError, match="lr"):
+        _make(row, model.parameters(), kwargs, lr=torch.ones(2))
+
+
+@pytest.mark.parametrize(("row", "cfg"), CONFIGS, ids=CONFIG_IDS)
 def test_step_makes_no_host_sync(row: OptimInfo, cfg: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """``step()`` never reads a tensor's value on the host (``.item()``, ``bool()``, ``float()``...)."""
     model, x, y = _problem()
-    opts = [_make(row, model.parameters(), row.configurations()[cfg])]
+    kwargs = row.configurations()[cfg]
+    opts = [_make(row, model.parameters(), kwargs)]
     if row.supports_foreach:
-        opts += [_make(row, model.parameters(), row.configurations()[cfg], foreach=f) for f in (True, False)]
+        opts += [_make(row, model.parameters(), kwargs, foreach=f) for f in (True, False)]
+        opts += [
+            _make(row, model.parameters(), kwargs, foreach=f, lr=torch.tensor(kwargs["lr"])) for f in (True, False)
+        ]
     _loss(model, x, y).backward()
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:

@@ -282,7 +282,10 @@ class LipschitzLR(LRScheduler):
         lipschitz = self._checked(float(value), "the first batch")
         lrs = self._new_lrs(lipschitz, absolute=False)
         for group, lr in zip(self.optimizer.param_groups, lrs):
-            group["lr"] = lr
+            if isinstance(group["lr"], Tensor):  # a tensor lr stays the same tensor (a compiled step's input)
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
         self._last_lr = [float(group["lr"]) for group in self.optimizer.param_groups]
         bound = self.tracker.weight_bound()
         self.history.append(

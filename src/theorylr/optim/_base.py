@@ -8,9 +8,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+#: A learning rate: a Python number, or a 0-dim tensor (as torch's optimizers take, so that a compiled step does
+#: not recompile when a scheduler changes it: the tensor is an input of the graph, a number a constant in it).
+LR = float | Tensor
+
 __all__ = [
+    "LR",
     "add_scaled_",
+    "add_times_",
     "foreach_add_scaled_",
+    "foreach_add_times_",
     "params_with_grad",
     "resolve_foreach",
     "restore_scalar_states",
@@ -118,3 +125,21 @@ def foreach_add_scaled_(ps: list[Tensor], ts: list[Tensor], cs: list[Tensor]) ->
         torch._foreach_add_(ps, [scaled(t, c) for t, c in zip(ts, cs)])
     else:
         torch._foreach_addcmul_(ps, ts, cs)
+
+
+def add_times_(p: Tensor, t: Tensor, coef: float | Tensor) -> None:
+    """``p += coef * t`` in place: ``add_(alpha=)`` for a number, :func:`add_scaled_` for a 0-dim tensor (a tensor
+    learning rate, read on its device without a host sync)."""
+    if isinstance(coef, Tensor):
+        add_scaled_(p, t, coef)
+    else:
+        p.add_(t, alpha=coef)
+
+
+def foreach_add_times_(ps: list[Tensor], ts: list[Tensor], coef: float | Tensor) -> None:
+    """``ps[i] += coef * ts[i]`` for each ``i``, :func:`add_times_`'s multi-tensor form."""
+    if isinstance(coef, Tensor):
+        c = coef if ps[0].dtype == torch.float16 else coef.to(ps[0].dtype)
+        foreach_add_scaled_(ps, ts, [c] * len(ps))
+    else:
+        torch._foreach_add_(ps, ts, alpha=coef)

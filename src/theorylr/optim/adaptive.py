@@ -58,6 +58,7 @@ from torch.optim import Optimizer
 from theorylr._validation import check_bool, check_choice, check_int, check_number, check_probability
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import (
+    LR,
     foreach_add_scaled_,
     params_with_grad,
     resolve_foreach,
@@ -134,7 +135,7 @@ def adaptive_lipschitz(
     *,
     lipschitz: Tensor,
     lipschitz_sq: Tensor | None,
-    lr: float,
+    lr: LR,
     beta1: float,
     beta2: float,
     eps: float,
@@ -231,7 +232,7 @@ def _step_scales(
     bias_correction: bool,
     initial_step_size: float | None,
     initial_steps: int,
-    lr: float | None = None,
+    lr: LR | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """The scalars of one step, elementwise: on one parameter's 0-dim states or on several parameters' stacked in 1-D.
 
@@ -278,7 +279,7 @@ def _single_tensor_adaptive(
     *,
     lipschitz: Tensor,
     lipschitz_sq: Tensor | None,
-    lr: float,
+    lr: LR,
     beta1: float,
     beta2: float,
     eps: float,
@@ -327,7 +328,10 @@ def _single_tensor_adaptive(
         s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         denom = s.add(eps) if correction2 is None else s.div(correction2).add_(eps)
         denom.sqrt_().div_(scale)
-        param.addcdiv_(direction, denom, value=-lr)
+        if isinstance(lr, Tensor):  # w += V / (d / -lr): the tensor's value is never read on the host
+            param.addcdiv_(direction, denom.div_(lr.neg().to(denom.dtype)))
+        else:
+            param.addcdiv_(direction, denom, value=-lr)
 
 
 def _grouped_step_scales(
@@ -391,7 +395,7 @@ def _multi_tensor_adaptive(
     *,
     lipschitz: Tensor,
     lipschitz_sq: Tensor | None,
-    lr: float,
+    lr: LR,
     beta1: float,
     beta2: float,
     eps: float,
@@ -492,7 +496,7 @@ def _multi_tensor_update(
     scales: list[Tensor] | Tensor,
     corrections2: list[Tensor] | Tensor | None,
     *,
-    lr: float,
+    lr: LR,
     beta1: float,
     beta2: float,
     eps: float,
@@ -533,7 +537,11 @@ def _multi_tensor_update(
         torch._foreach_add_(denom, eps)
     torch._foreach_sqrt_(denom)
     torch._foreach_div_(denom, scales)
-    torch._foreach_addcdiv_(params, direction, denom, value=-lr)
+    if isinstance(lr, Tensor):  # w += V / (d / -lr): the tensor's value is never read on the host
+        torch._foreach_div_(denom, lr.neg().to(params[0].dtype))
+        torch._foreach_addcdiv_(params, direction, denom)
+    else:
+        torch._foreach_addcdiv_(params, direction, denom, value=-lr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -644,7 +652,7 @@ class _LipschitzAdaptive(Optimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Validate one param group's hyperparameters (the defaults, and every group, added later too)."""
-        check_number("lr", group["lr"], min_value=0.0)
+        check_number("lr", group["lr"], min_value=0.0, allow_tensor=True)
         check_number("weight_decay", group["weight_decay"], min_value=0.0)
         check_bool("bias_correction", group["bias_correction"])
         check_bool("maximize", group["maximize"])
@@ -894,7 +902,8 @@ class AdaMo(_LipschitzAdaptive):
 
     Args:
         params: parameters or parameter groups.
-        lr: multiplier on the Lipschitz step (default 1.0, the paper); a torch scheduler may change it.
+        lr: multiplier on the Lipschitz step (default 1.0, the paper); a torch scheduler may change it. A 0-dim
+            tensor is taken too (a compiled step then reads it without recompiling when a scheduler changes it).
         beta: EWA coefficient of ``V`` and ``K`` (default 0.9).
         lipschitz: ``"closed_form"`` or ``"observed"`` (default: ``"closed_form"`` with a model/tracker, else
             ``"observed"``).
@@ -941,7 +950,7 @@ class AdaMo(_LipschitzAdaptive):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         beta: float = 0.9,
         *,
         lipschitz: str | None = None,
@@ -986,7 +995,8 @@ class AutoAdam(_LipschitzAdaptive):
 
     Args:
         params: parameters or parameter groups.
-        lr: multiplier (default 1.0, the paper).
+        lr: multiplier (default 1.0, the paper). A 0-dim tensor is taken too (a compiled step
+            then reads it without recompiling when a scheduler changes it).
         betas: ``(b1, b2)`` (default ``(0.9, 0.999)``, the paper's).
         eps: added inside the square root of ``S`` and to ``sqrt(K2)``, as Algorithm 3 writes it (default 1e-8).
         l2_estimate: ``"no_cross"`` (default), ``"square"`` or ``"no_weight"`` (§6.3; see
@@ -1027,7 +1037,7 @@ class AutoAdam(_LipschitzAdaptive):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         *,
@@ -1076,7 +1086,8 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
 
     Args:
         params: parameters or parameter groups.
-        lr: multiplier (default 1.0).
+        lr: multiplier (default 1.0). A 0-dim tensor is taken too (a compiled step
+            then reads it without recompiling when a scheduler changes it).
         beta: EWA coefficient of ``S`` and ``K2`` (default 0.9, the paper's RMSprop baseline).
         eps: as in :class:`AutoAdam` (default 1e-8).
         l2_estimate: as in :class:`AutoAdam` (default ``"no_cross"``).
@@ -1109,7 +1120,7 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 1.0,
+        lr: float | Tensor = 1.0,
         beta: float = 0.9,
         eps: float = 1e-8,
         *,

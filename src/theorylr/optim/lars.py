@@ -19,8 +19,11 @@ from torch.optim import Optimizer
 
 from theorylr._validation import check_bool, check_choice, check_number, check_probability
 from theorylr.optim._base import (
+    LR,
     add_scaled_,
+    add_times_,
     foreach_add_scaled_,
+    foreach_add_times_,
     params_with_grad,
     resolve_foreach,
     restore_scalar_states,
@@ -344,7 +347,7 @@ def lars(
     trust_ratios: list[Tensor] | None = None,
     momentum_scale_list: list[Tensor | None] | None = None,
     *,
-    lr: float,
+    lr: LR,
     momentum: float = 0.0,
     dampening: float = 0.0,
     nesterov: bool = False,
@@ -435,7 +438,7 @@ def _single_tensor_lars(
     trust_ratios: list[Tensor] | None,
     momentum_scale_list: list[Tensor | None] | None,
     *,
-    lr: float,
+    lr: LR,
     momentum: float,
     dampening: float,
     nesterov: bool,
@@ -500,7 +503,7 @@ def _single_tensor_lars(
             if adapt:
                 add_scaled_(p, u, ratio * (-lr * sign))  # w -= lr * ratio * d
             else:
-                p.add_(u, alpha=-lr * sign)  # bit for bit torch's SGD
+                add_times_(p, u, -lr * sign)  # bit for bit torch's SGD (a number lr)
             continue
         # buf = momentum * buf + (1 - dampening) * ratio * d (first step: buf = ratio * d)
         buf = momentum_buffer_list[i]
@@ -512,7 +515,7 @@ def _single_tensor_lars(
                 add_scaled_(buf.mul_(momentum), u, ratio * (sign * (1.0 - dampening)))
             if nesterov:
                 add_scaled_(p, u, ratio * (-lr * sign))
-            p.add_(buf, alpha=-lr * (momentum if nesterov else 1.0))
+            add_times_(p, buf, -lr * (momentum if nesterov else 1.0))
             continue
         # the factored buffer, buf = k * v
         old_k = momentum_scale_list[i]
@@ -553,7 +556,7 @@ def _multi_tensor_lars(
     trust_ratios: list[Tensor] | None,
     momentum_scale_list: list[Tensor | None] | None,
     *,
-    lr: float,
+    lr: LR,
     momentum: float,
     dampening: float,
     nesterov: bool,
@@ -630,7 +633,7 @@ def _multi_tensor_lars(
             if adapt:
                 foreach_add_scaled_(ps, ds, scale_list(ratio * (-lr * sign), dtype))
             else:
-                torch._foreach_add_(ps, ds, alpha=-lr * sign)
+                foreach_add_times_(ps, ds, -lr * sign)
             continue
         # -lr sign ratio, the scale of u in a Nesterov step
         u_steps = scale_list(ratio * (-lr * sign), dtype) if nesterov else []
@@ -710,7 +713,7 @@ def _plain_momentum(
     u_steps: list[Tensor],
     bufs: list[Tensor | None],
     *,
-    lr: float,
+    lr: LR,
     momentum: float,
     dampening: float,
     sign: float,
@@ -745,9 +748,9 @@ def _plain_momentum(
     full = cast(list[Tensor], out)
     if nesterov:  # step = ratio * d + momentum * buf
         foreach_add_scaled_(ps, us, u_steps)
-        torch._foreach_add_(ps, full, alpha=-lr * momentum)
+        foreach_add_times_(ps, full, -lr * momentum)
     else:
-        torch._foreach_add_(ps, full, alpha=-lr)
+        foreach_add_times_(ps, full, -lr)
     return full
 
 
@@ -819,7 +822,7 @@ def _large_on_cpu(params: list[Tensor]) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------------
 def _check_group(group: dict[str, Any]) -> None:
     """Validate one param group's hyperparameters (constructor defaults and every added group)."""
-    check_number("lr", group["lr"], min_value=0.0)
+    check_number("lr", group["lr"], min_value=0.0, allow_tensor=True)
     check_probability("momentum", group["momentum"])
     check_probability("dampening", group["dampening"], allow_one=True)
     check_number("weight_decay", group["weight_decay"], min_value=0.0)
@@ -866,7 +869,9 @@ class LARS(Optimizer):
     Args:
         params: parameters or param groups (every argument below can be overridden per group; see
             :func:`theorylr.optim.param_groups.lars_param_groups` for the usual split).
-        lr: the step as a fraction of ``||w||`` (default 1e-3). A torch scheduler multiplies it as usual.
+        lr: the step as a fraction of ``||w||`` (default 1e-3). A torch scheduler multiplies it as usual. A 0-dim
+            tensor is taken too, as by torch's optimizers: a step compiled with ``torch.compile`` then reads it as
+            an input instead of recompiling for every value a scheduler sets.
         momentum: heavy-ball coefficient in ``[0, 1)`` (default 0: the paper's rule).
         dampening: in ``[0, 1]`` (default 0), as :class:`torch.optim.SGD`.
         weight_decay: L2 penalty added to the gradient, ``d = g + wd * w`` (default 0).
@@ -1007,7 +1012,7 @@ class LARS(Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
@@ -1175,5 +1180,7 @@ class PercentDelta(LARS):
     *Convergence Analysis of Gradient Descent Algorithms with Proportional Updates*, eq. (1) and footnote 1.
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, *args: Any, norm: str = "l1", **kwargs: Any) -> None:
+    def __init__(
+        self, params: Iterable[Any], lr: float | Tensor = 1e-3, *args: Any, norm: str = "l1", **kwargs: Any
+    ) -> None:
         super().__init__(params, lr, *args, norm=norm, **kwargs)
