@@ -141,7 +141,8 @@ class ActivationTracker:
 
     **When.** Only forward passes made while the hooked module is in training mode are recorded
     (``model.train()``); evaluation passes (``model.eval()``) leave the statistics untouched. Nothing is recorded
-    after :meth:`close`.
+    after :meth:`close`, nor from a deep copy of the model (an EMA or ``AveragedModel`` copy carries the hook
+    along). Each call of the tracked module is one batch: a head applied twice in one forward records two.
 
     **Per batch** ``b`` (in the hook; tensors only): ``K_z = activation_norm(A_b, activation_norm)``,
     ``m = rows of A_b`` and the batch constant
