@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,72 @@ def test_checkpoint_round_trip_and_refuses_arbitrary_objects(tmp_path: Path) -> 
 
 class _Payload:
     pass
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        "0,0.5,1.0\n1,0.25,0",  # a value cut short, no final newline
+        "0,0.5,1.0\n1,0.25",  # a row cut short: missing cells
+        "0,0.5,1.0\n1,",
+        "0,0.5,1.0\n",  # cut exactly after a row: nothing lost
+    ],
+)
+def test_read_csv_drops_a_last_row_cut_short(tmp_path: Path, cut: str) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss,lr\n" + cut)
+    assert read_csv(path) == [{"epoch": 0.0, "loss": 0.5, "lr": 1.0}]
+    path.write_text("epoch,loss,lr\n0,0.5")  # only row cut short
+    assert read_csv(path) == []
+    path.write_text("epo")  # the header cut short
+    assert read_csv(path) == []
+
+
+def test_read_csv_refuses_a_ragged_row_in_the_middle(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,loss\n0,0.5\n1\n2,0.1\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: line 3 has 1 fields, the header has 2"):
+        read_csv(path)
+    path.write_text("epoch,loss\n0,0.5,7\n1,0.1\n")
+    with pytest.raises(ValueError, match="line 2 has 3 fields"):
+        read_csv(path)
+
+
+def test_load_runs_never_raises_on_damaged_files(tmp_path: Path) -> None:
+    from theorylr.lab import load_runs
+
+    def run_dir(name: str, config: object) -> Path:
+        directory = tmp_path / name
+        write_json(directory / "config.json", config)
+        return directory
+
+    good = {"workload": {"name": "w"}, "rule": {"name": "r", "kind": "baseline"}, "trial": 0, "seed": 0, "lr": 0.1}
+    truncated = run_dir("truncated", good)
+    write_json(truncated / "meta.json", {"status": "finished"})
+    write_csv(truncated / "metrics.csv", [{"epoch": 0, "train_loss": 1.0}, {"epoch": 1, "train_loss": 0.5}])
+    text = (truncated / "metrics.csv").read_text()
+    (truncated / "metrics.csv").write_text(text[: text.rindex(",") + 2])  # "1,0" of the last row
+    ragged = run_dir("ragged", {**good, "seed": 1})
+    (ragged / "metrics.csv").write_text("epoch,train_loss\n0\n1,0.5\n")
+    (ragged / "meta.json").write_text("[1, 2]")  # JSON, but not a meta record
+    binary = run_dir("binary", {**good, "seed": 2})
+    (binary / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage")
+    (binary / "meta.json").write_bytes(b"\xff\xfe")
+    for name, config in [
+        ("rule-not-a-dict", {**good, "rule": "r"}),
+        ("no-trial", {k: v for k, v in good.items() if k != "trial"}),
+        ("bad-seed", {**good, "seed": "x"}),
+        ("workload-a-list", {**good, "workload": ["w"]}),
+        ("a-list", [good]),
+    ]:
+        run_dir(name, config)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"rule": ')
+
+    runs = load_runs(tmp_path)
+    assert [(r.directory.name, r.status, len(r.rows)) for r in runs] == [
+        ("truncated", "finished", 1),
+        ("ragged", "missing", 0),
+        ("binary", "missing", 0),
+    ]
+    assert runs[0].column("train_loss").tolist() == [1.0]

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -277,3 +278,137 @@ def test_compare_rejects_bad_arguments(tmp_path: Path) -> None:
         compare("mnist-lenet", "adam", out=tmp_path)
     with pytest.raises(ValueError, match="workload must be one of"):
         compare("nope", "adam", out=tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# damaged files, bad arguments
+
+
+def _interrupted_at_2(cell: Cell, root: Path) -> Path:
+    """Run ``cell`` until a kill after epoch 2: its directory holds meta.json, metrics.csv (3 rows), checkpoint.pt."""
+    with pytest.raises(_Kill):
+        run_cell(cell, root, epoch_callback=_kill_at(2))
+    return cell.directory(root)
+
+
+@pytest.mark.parametrize("content", ['{"status": "fini', "[]"])
+def test_an_unreadable_meta_json_redoes_a_finished_run(tmp_path: Path, content: str) -> None:
+    cell = _cell(TINY, "adam", trial=1, epochs=3)
+    straight = run_cell(cell, tmp_path / "straight")
+    directory = Path(run_cell(cell, tmp_path / "damaged").directory)
+    (directory / "meta.json").write_text(content)
+    with pytest.warns(RuntimeWarning, match=r"meta\.json cannot be read: the run is redone"):
+        again = run_cell(cell, tmp_path / "damaged")
+    assert again.status == "finished" and not again.skipped  # no checkpoint left: redone from epoch 0
+    assert read_json(directory / "meta.json")["status"] == "finished"
+    assert _metrics_without_time(directory) == _metrics_without_time(Path(straight.directory))
+
+
+def test_an_unreadable_meta_json_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+    cell = _cell(TINY, "adam", trial=1, epochs=4)
+    directory = _interrupted_at_2(cell, tmp_path)
+    (directory / "meta.json").write_text('{"status": "interr')
+    with pytest.warns(RuntimeWarning, match="meta.json cannot be read"):
+        again = run_cell(cell, tmp_path)
+    assert again.status == "finished"
+    assert read_json(directory / "meta.json")["resumed_from_epoch"] == 2
+
+
+@pytest.mark.parametrize("content", ['{"workload": ', '"a string"'])
+def test_an_unreadable_config_json_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    cell = _cell(TINY, "sgd@0.1", epochs=1)
+    run_cell(cell, tmp_path)
+    path = cell.directory(tmp_path) / "config.json"
+    path.write_text(content)
+    with pytest.raises(ConfigMismatchError, match=rf"{re.escape(str(path))}.*cannot be read.*delete that directory"):
+        run_cell(cell, tmp_path)
+    with pytest.raises(ValueError, match=r"config\.json cannot be read"):
+        compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("content", ["garbage{", '{"workload": {}}'])
+def test_an_unreadable_compare_json_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
+    path = tmp_path / "tiny-wine-mlp" / "compare.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} cannot be read .*move or delete it"):
+        compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
+    assert path.read_text() == content  # never silently replaced
+
+
+@pytest.mark.parametrize("damage", ["truncate", "not-a-dict"])
+def test_an_unreadable_checkpoint_is_discarded_and_the_run_restarts(tmp_path: Path, damage: str) -> None:
+    cell = _cell(TINY_DROPOUT, "adam-cosine", trial=1, epochs=4)
+    straight = run_cell(cell, tmp_path / "straight")
+    directory = _interrupted_at_2(cell, tmp_path / "damaged")
+    checkpoint = directory / "checkpoint.pt"
+    if damage == "truncate":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    else:
+        torch.save([1, 2], checkpoint)
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(str(checkpoint))} cannot be read .*restarts from epoch 0"):
+        again = run_cell(cell, tmp_path / "damaged")
+    assert again.status == "finished", again.message
+    meta = read_json(directory / "meta.json")
+    assert "resumed_from_epoch" not in meta and str(checkpoint) in meta["discarded_checkpoint"]
+    assert _metrics_without_time(directory) == _metrics_without_time(Path(straight.directory))
+
+
+def test_a_resumed_run_drops_metrics_rows_written_after_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between writing metrics.csv and the checkpoint leaves a row the checkpoint does not have."""
+    from theorylr.lab import runner
+
+    cell = _cell(TINY, "sgd@0.1", epochs=4)
+    directory = _interrupted_at_2(cell, tmp_path)
+    rows = read_csv(directory / "metrics.csv")
+    runner.write_csv(directory / "metrics.csv", [*rows, {**rows[-1], "epoch": 3}])
+
+    def diverge_at_3(row: dict, epoch: int, step: int) -> None:
+        if epoch == 3:
+            raise runner._DivergedError(epoch, step, math.nan, "training loss")
+
+    monkeypatch.setattr(runner, "_check_finite", diverge_at_3)
+    assert run_cell(cell, tmp_path).status == "diverged"
+    assert [r["epoch"] for r in read_csv(directory / "metrics.csv")] == [0.0, 1.0, 2.0]
+
+
+def test_compare_checks_the_device_first(tmp_path: Path) -> None:
+    for bad in ("tpu", "cuda:x", ""):
+        with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"):
+            compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, device=bad)
+    unavailable = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match=rf"device '{unavailable}' is not available"):
+        compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, device=unavailable)
+    assert not any(tmp_path.iterdir())  # nothing was run nor written
+    with pytest.raises(ValueError, match="device must be"):
+        run_cell(_cell(TINY, "sgd@0.1", epochs=1), tmp_path, device="tpu")
+
+
+def test_compare_checks_the_data_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from theorylr.lab import runner, workloads
+
+    missing = tmp_path / "no-such-folder"
+    expected = rf"cannot load the mnist data of workload 'mnist-logreg' .*{re.escape(str(missing))}"
+    with pytest.raises(ValueError, match=expected):
+        compare("mnist-logreg", "sgd@0.1", out=tmp_path / "out", data_dir=missing, epochs=1)
+    assert not (tmp_path / "out").exists()
+
+    real = workloads.Workload.load_data
+
+    def no_training_examples(self: workloads.Workload, data_dir: object = None) -> object:
+        data = real(self, None)
+        return dataclasses.replace(data, x_train=data.x_train[:0], y_train=data.y_train[:0])
+
+    monkeypatch.setattr(runner, "_DATA_CACHE", {})
+    monkeypatch.setattr(workloads.Workload, "load_data", no_training_examples)
+    with pytest.raises(ValueError, match=r"hold no examples \(x_train empty\)"):
+        compare(TINY, "sgd@0.1", out=tmp_path / "out", epochs=1)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rules", ["", " , ", []])
+def test_compare_refuses_an_empty_rule_list(tmp_path: Path, rules: str | list[str]) -> None:
+    with pytest.raises(ValueError, match=r"rules must name at least one rule, one of .*adam.*lipschitz-sgd"):
+        compare(TINY, rules, out=tmp_path)

@@ -140,8 +140,8 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -
     write_text(path, buffer.getvalue())
 
 
-def _parse_cell(text: str) -> float | str | None:
-    if text == "":
+def _parse_cell(text: str | None) -> float | str | None:
+    if text is None or text == "":
         return None
     try:
         return float(text)
@@ -150,10 +150,35 @@ def _parse_cell(text: str) -> float | str | None:
 
 
 def read_csv(path: str | os.PathLike[str]) -> list[dict[str, float | str | None]]:
-    """Read a CSV written by :func:`write_csv`: numbers as floats, empty cells as ``None``."""
+    """Read a CSV written by :func:`write_csv`: numbers as floats, empty cells as ``None``.
+
+    A last row cut short (fewer fields than the header, or no final newline: what a truncated copy or a crash of a
+    non-atomic writer leaves) is dropped. Any other row with the wrong number of fields is a :class:`ValueError`
+    naming the file and the line.
+    """
     with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        return [{k: _parse_cell(v) for k, v in row.items()} for row in reader]
+        text = handle.read()
+    try:
+        records = [(number, record) for number, record in _records(text) if record]
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
+    if not records:
+        return []
+    (_, header), body = records[0], records[1:]
+    if body and (len(body[-1][1]) < len(header) or not text.endswith("\n")):
+        body = body[:-1]
+    rows = []
+    for number, record in body:
+        if len(record) != len(header):
+            raise ValueError(f"{path}: line {number} has {len(record)} fields, the header has {len(header)}")
+        rows.append({key: _parse_cell(value) for key, value in zip(header, record)})
+    return rows
+
+
+def _records(text: str) -> list[tuple[int, list[str]]]:
+    """The CSV records of ``text`` with the line each ends on."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    return [(reader.line_num, record) for record in reader]
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
@@ -168,7 +193,12 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU, never unpickling arbitrary objects."""
+    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU, never unpickling arbitrary objects.
+
+    Raises:
+        whatever :func:`torch.load` raises for a truncated or foreign file (``RuntimeError``,
+        ``pickle.UnpicklingError``, ...), and ``ValueError`` when the file holds something other than a dict.
+    """
     result = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(result, dict):
         raise ValueError(f"{path} is not a theorylr checkpoint (expected a dict, got {type(result).__name__})")

@@ -118,27 +118,40 @@ class Run:
 def load_runs(root: str | os.PathLike[str]) -> list[Run]:
     """Every run under ``root`` (any depth), sorted by workload, rule, trial and seed.
 
-    A directory counts as a run when it holds ``config.json``; a missing or unreadable ``metrics.csv`` or
-    ``meta.json`` gives an empty one (the run shows as missing or failed in the report).
+    A directory counts as a run when it holds a readable ``config.json`` naming the workload, the rule, the trial,
+    the lr and the seed; a missing or unreadable ``metrics.csv`` or ``meta.json`` gives an empty one (the run shows
+    as missing or failed in the report), and a ``metrics.csv`` whose last row was cut short loses that row. A
+    malformed file never raises.
     """
     runs = []
     for config_path in sorted(Path(root).rglob("config.json")):
         directory = config_path.parent
-        try:
+        config: Any = None
+        with contextlib.suppress(OSError, ValueError):
             config = read_json(config_path)
-        except (OSError, ValueError):
+        if not _usable_config(config):
             continue
-        if not isinstance(config, dict) or "rule" not in config or "workload" not in config:
-            continue
-        meta: dict[str, Any] = {}
+        meta: Any = {}
         rows: list[dict[str, Any]] = []
         with contextlib.suppress(OSError, ValueError):
             meta = read_json(directory / "meta.json")
         with contextlib.suppress(OSError, ValueError):
             rows = read_csv(directory / "metrics.csv")
-        runs.append(Run(directory, config, meta, rows))
+        runs.append(Run(directory, config, meta if isinstance(meta, dict) else {}, rows))
     runs.sort(key=lambda r: (r.workload, r.rule, r.trial, r.seed))
     return runs
+
+
+def _usable_config(config: Any) -> bool:
+    """Whether ``config`` (a parsed ``config.json``) has what :class:`Run`'s properties read."""
+    if not isinstance(config, dict) or not isinstance(config.get("rule"), dict):
+        return False
+    run = Run(Path(), config)
+    try:
+        run.workload, run.rule, run.kind, run.trial, run.seed, run.lr  # noqa: B018 - each raises when malformed
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, dict[int, list[Run]]]]:

@@ -11,12 +11,16 @@ Layout of a results directory (``compare(..., out=DIR)``)::
 
 Every file is written atomically (:mod:`theorylr.lab._files`). ``status`` in ``meta.json`` is ``running`` while a
 cell runs, then ``finished``, ``diverged`` (a non-finite loss; the epoch and step are recorded) or ``failed`` (the
-error and traceback are recorded); ``interrupted`` when the process was stopped with Ctrl-C.
+error and traceback are recorded); ``interrupted`` when the comparison was stopped with Ctrl-C or SIGTERM (with
+worker processes too: the running runs are interrupted, queued ones are not started, and the workers exit; on
+Linux they also exit when the comparison's process is killed).
 
 Resuming: finished and diverged cells are skipped; any other cell restarts from its checkpoint (model, optimizer,
 scheduler, averagers, torch's global RNG and the shuffling generator, the metrics rows so far and the elapsed
-time) and produces the same metrics as an uninterrupted run, wall times aside. A directory whose ``config.json``
-differs from the requested cell is an error, never silently mixed.
+time) and produces the same metrics as an uninterrupted run, wall times aside. An unreadable ``meta.json`` counts
+as unfinished; an unreadable checkpoint is discarded (with a warning) and the run restarts from epoch 0. A
+directory whose ``config.json`` differs from the requested cell, or cannot be read, is an error, never silently
+mixed.
 
 ``metrics.csv`` columns: ``epoch``, ``step`` (optimizer steps so far), ``wall_time`` (seconds of set-up and
 training so far, evaluation excluded), ``train_loss``, ``train_accuracy``, ``grad_norm`` (the full-batch gradient
@@ -28,15 +32,20 @@ parameter group's lr after the epoch), and the rule's own quantities (``effectiv
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
 import dataclasses
 import importlib
 import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +58,7 @@ from theorylr._validation import check_int
 from theorylr.lab._files import load_checkpoint, read_json, save_checkpoint, write_csv, write_json
 from theorylr.lab.environment import environment, now
 from theorylr.lab.losses import LossSpec
-from theorylr.lab.rules import DEFAULT_RULES, Rule, RuleContext, resolve_rule
+from theorylr.lab.rules import DEFAULT_RULES, RULES, Rule, RuleContext, resolve_rule
 from theorylr.lab.workloads import DEFAULT_WORKLOAD, Workload, get_workload
 
 __all__ = [
@@ -325,10 +334,45 @@ def _warm_up() -> None:
     _WARM = True
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+_DEVICES = "'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` (``"auto"``: CUDA when available, else the CPU).
+
+    Raises:
+        ValueError: naming ``device`` and the allowed values, or saying that the device is not available here.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = _parse_device(device)
+    _check_available(dev)
+    return dev
+
+
+def _parse_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in _DEVICE_TYPES:
+        raise ValueError(f"device must be {_DEVICES} (got {str(device)!r})")
+    return dev
+
+
+def _check_available(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {str(dev)!r} is not available: torch finds no CUDA device here "
+                f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not compiled in'}); use 'cpu' or 'auto'"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(dev)!r} is not available: there are {count} CUDA devices (cuda:0 ...)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(dev)!r} is not available: torch finds no MPS device here; use 'cpu' or 'auto'")
 
 
 def _check_config(directory: Path, config: dict[str, Any]) -> None:
@@ -336,7 +380,16 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
     if not path.exists():
         write_json(path, config)
         return
-    existing = read_json(path)
+    try:
+        existing = read_json(path)
+    except (OSError, ValueError) as exc:
+        existing = f"{type(exc).__name__}: {exc}"
+    if not isinstance(existing, dict):
+        problem = existing if isinstance(existing, str) else f"a JSON {type(existing).__name__}, not an object"
+        raise ConfigMismatchError(
+            f"{path} cannot be read ({problem}): the run in {directory} cannot be matched to a configuration; "
+            "delete that directory to redo the run, or choose another --out"
+        )
     if existing != json.loads(json.dumps(config)):
         changed = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
         raise ConfigMismatchError(
@@ -345,14 +398,13 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
         )
 
 
-def _status(directory: Path) -> str | None:
-    path = directory / "meta.json"
-    if not path.exists():
-        return None
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """``meta.json``, or ``None`` when it is missing or unreadable (the run is then redone)."""
     try:
-        return str(read_json(path).get("status"))
+        meta = read_json(path)
     except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 def run_cell(
@@ -379,7 +431,11 @@ def run_cell(
 
     Returns:
         a :class:`CellResult`; a failure inside the run is recorded (status ``failed``), not raised. Raises only on
-        a configuration mismatch and on ``KeyboardInterrupt`` (after recording ``interrupted``).
+        a configuration mismatch or an unreadable ``config.json`` (:class:`ConfigMismatchError`), an invalid or
+        unavailable ``device`` (``ValueError``) and on ``KeyboardInterrupt`` (after recording ``interrupted``).
+
+    An unreadable ``meta.json`` counts as an unfinished run and an unreadable ``checkpoint.pt`` is discarded: the run
+    is redone (from its checkpoint if that can be read, else from epoch 0), with a warning naming the file.
     """
     directory = cell.directory(root)
     directory.mkdir(parents=True, exist_ok=True)
@@ -387,16 +443,17 @@ def run_cell(
     base = CellResult(
         cell.workload.name, cell.rule.name, cell.trial, cell.lr, cell.seed, "running", str(directory), cell.rule.tuned
     )
-    status = _status(directory)
-    if status in TERMINAL:
-        done = read_json(directory / "meta.json")
-        base.status, base.skipped = str(status), True
-        base.wall_time = float(done.get("wall_time") or math.nan)
-        return base
-
     meta_path = directory / "meta.json"
-    meta: dict[str, Any] = read_json(meta_path) if meta_path.exists() else {}
-    dev = _resolve_device(device)
+    previous = _read_meta(meta_path)
+    if previous is not None and previous.get("status") in TERMINAL:
+        base.status, base.skipped = str(previous["status"]), True
+        base.wall_time = float(previous.get("wall_time") or math.nan)
+        return base
+    if previous is None and meta_path.exists():
+        warnings.warn(f"{meta_path} cannot be read: the run is redone", RuntimeWarning, stacklevel=2)
+
+    meta: dict[str, Any] = previous or {}
+    dev = resolve_device(device)
     started = now()
     meta.update(environment(dev))
     meta.setdefault("started", started)
@@ -499,6 +556,7 @@ def _train(
     eval_model = setup.eval_model or (lambda: _yield(model))
     batch_generator = torch.Generator(device="cpu").manual_seed(cell.seed)
     checkpoint_path = directory / "checkpoint.pt"
+    metrics_path = directory / "metrics.csv"
 
     def measure(epoch: int, step: int, wall: float) -> dict[str, Any]:
         with eval_model() as evaluated:
@@ -523,7 +581,7 @@ def _train(
         return row
 
     def save(epoch: int, step: int, elapsed: float, rows: list[dict[str, Any]]) -> None:
-        write_csv(directory / "metrics.csv", rows)
+        write_csv(metrics_path, rows)
         payload: dict[str, Any] = {
             "epoch": epoch,
             "step": step,
@@ -538,8 +596,8 @@ def _train(
         save_checkpoint(checkpoint_path, payload)
 
     try:
-        if checkpoint_path.exists():
-            saved = load_checkpoint(checkpoint_path)
+        saved = _load_saved(checkpoint_path, meta)
+        if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             if scheduler is not None and saved["scheduler"] is not None:
@@ -550,7 +608,10 @@ def _train(
             state.rows = [dict(r) for r in saved["rows"]]
             start_epoch, step, state.elapsed = int(saved["epoch"]), int(saved["step"]), float(saved["elapsed"])
             meta["resumed_from_epoch"] = start_epoch
+            write_csv(metrics_path, state.rows)  # drops any row written after this checkpoint
         else:
+            meta.pop("resumed_from_epoch", None)
+            metrics_path.unlink(missing_ok=True)  # rows of an earlier attempt, if any, do not belong to this one
             start_epoch, step, state.elapsed = 0, 0, setup_time
             row = measure(0, 0, setup_time)
             _check_finite(row, 0, 0)
@@ -589,6 +650,29 @@ def _train(
     finally:
         if setup.close is not None:
             setup.close()
+
+
+_CHECKPOINT_KEYS = ("epoch", "step", "elapsed", "rows", "model", "optimizer", "scheduler", "stateful", "rng")
+
+
+def _load_saved(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; ``None`` when there is none, or when it cannot be read: it is then removed, with a
+    warning naming it (and a note in ``meta``), and the run restarts from epoch 0 instead of failing on every rerun."""
+    if not path.exists():
+        return None
+    try:
+        saved = load_checkpoint(path)
+        missing = [key for key in _CHECKPOINT_KEYS if key not in saved]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+    except Exception as exc:  # a truncated or foreign file: torch raises RuntimeError, UnpicklingError, EOFError...
+        lines = str(exc).splitlines()
+        message = f"{path} cannot be read ({type(exc).__name__}: {lines[0] if lines else ''}); discarded"
+        warnings.warn(f"{message}: the run restarts from epoch 0", RuntimeWarning, stacklevel=2)
+        meta["discarded_checkpoint"] = message
+        path.unlink(missing_ok=True)
+        return None
+    return saved
 
 
 def _check_finite(row: dict[str, Any], epoch: int, step: int) -> None:
@@ -637,18 +721,158 @@ class CompareResult:
         return out
 
 
-def _default_start_method() -> str:
-    if sys.platform.startswith("linux") and not torch.cuda.is_initialized():
+def _default_start_method(device: str) -> str:
+    # Checking a CUDA device here (compare does, up front) leaves CUDA unusable in forked children: spawn them.
+    if sys.platform.startswith("linux") and not torch.cuda.is_initialized() and not device.startswith("cuda"):
         return "fork"
     return "spawn"
 
 
-def _worker_init(threads: int) -> None:
+@dataclass
+class _WorkerState:
+    """A worker process's view of the comparison: set by :func:`_worker_init` and :func:`_on_worker_signal`."""
+
+    parent: int | None = None  # the comparison's process id (None: not this process's parent, e.g. forkserver)
+    busy: bool = False  # a run is in progress
+    stopped: bool = False  # Ctrl-C or SIGTERM came: finish recording, start nothing new
+
+
+_WORKER = _WorkerState()
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
+    _WORKER.parent = parent if os.getppid() == parent else None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_worker_signal)
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the comparison's process dies, even by ``kill -9``."""
+    if not sys.platform.startswith("linux") or _WORKER.parent is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM))
+    if os.getppid() != _WORKER.parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _parent_gone() -> bool:
+    return _WORKER.parent is not None and os.getppid() != _WORKER.parent
+
+
+def _on_worker_signal(signum: int, frame: object) -> None:
+    """Ctrl-C (the whole process group gets it) or the comparison's SIGTERM: interrupt the running run once, so that
+    it is recorded as ``interrupted``; a repeated signal does not interrupt that recording. An orphan exits."""
+    first = not _WORKER.stopped
+    _WORKER.stopped = True
+    if not _WORKER.busy and _parent_gone():
+        os._exit(128 + signum)
+    if first and _WORKER.busy:
+        raise KeyboardInterrupt
 
 
 def _run_cell_job(cell: Cell, root: str, data_dir: str | None, device: str) -> CellResult:
-    return run_cell(cell, root, data_dir=data_dir, device=device)
+    _WORKER.busy = True
+    try:
+        if _WORKER.stopped:  # the comparison was interrupted: a queued run is not started
+            raise KeyboardInterrupt
+        return run_cell(cell, root, data_dir=data_dir, device=device)
+    finally:
+        _WORKER.busy = False
+        if _WORKER.stopped and _parent_gone():
+            os._exit(1)
+
+
+def _run_in_workers(
+    cells: list[Cell],
+    job: tuple[str, str | None, str],
+    jobs: int,
+    threads: int,
+    start_method: str,
+    report: Callable[[int, CellResult], None],
+) -> None:
+    """Run ``cells`` in ``jobs`` worker processes; on Ctrl-C or SIGTERM, interrupt the running runs (recorded as
+    ``interrupted``), start no queued one and wait for the workers before raising ``KeyboardInterrupt``."""
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context(start_method),
+        initializer=_worker_init,
+        initargs=(threads, os.getpid()),
+    )
+    try:
+        futures = {pool.submit(_run_cell_job, cell, *job): i for i, cell in enumerate(cells)}
+        for future in concurrent.futures.as_completed(futures):
+            report(futures[future], future.result())
+    except KeyboardInterrupt:
+        _interrupt_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _interrupt_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """SIGTERM to every live worker (a Ctrl-C reached them already; SIGTERM to this process alone did not)."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if process.is_alive():
+                process.terminate()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the runs go on, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (main thread only): the running
+    runs are recorded as ``interrupted`` and the workers stopped, instead of dying with the workers orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _check_data(workload: Workload, data_dir: str | None) -> None:
+    """Load the workload's data once before any run (every run would fail the same way): a clear error now."""
+    if workload.needs_data_dir and data_dir is None:
+        workload.load_data(None)  # raises the clear "needs --data-dir" error
+    where = f" from data_dir {data_dir!r}" if data_dir is not None else ""
+    try:
+        data = _load_data(workload, data_dir)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(
+            f"cannot load the {workload.dataset} data of workload {workload.name!r}{where}: {exc}"
+        ) from None
+    empty = [name for name in ("x_train", "x_test") if getattr(data, name).shape[0] == 0]
+    if empty:
+        raise ValueError(
+            f"the {workload.dataset} data of workload {workload.name!r}{where} hold no examples "
+            f"({' and '.join(empty)} empty)"
+        )
+
+
+def _resolve_rules(rules: Sequence[str | Rule] | str | None) -> list[Rule]:
+    if isinstance(rules, str):
+        rules = [r for r in rules.split(",") if r.strip()]
+    specs: Sequence[str | Rule] = DEFAULT_RULES if rules is None else rules
+    if not specs:
+        raise ValueError(f"rules must name at least one rule, one of {', '.join(sorted(RULES))} (got none)")
+    resolved = [resolve_rule(r) if isinstance(r, str) else r for r in specs]
+    if len({r.name for r in resolved}) != len(resolved):
+        raise ValueError(f"rules must not repeat (got {', '.join(r.name for r in resolved)})")
+    return resolved
 
 
 def compare(
@@ -679,18 +903,25 @@ def compare(
         epochs: the budget (default: the workload's).
         trials: the tuning budget ``k`` of tuned rules (log-grid points).
         jobs: worker processes (1 = run in this process).
-        data_dir: where MNIST/CIFAR-10 files are.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        data_dir: where MNIST/CIFAR-10 files are. The data are loaded (and checked) once before any run starts.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``; checked before any run starts.
         progress: show progress bars (default: when stderr is a terminal).
         verbose: print one line per finished run.
         threads: torch threads per run (default: torch's setting with ``jobs=1``, ``cpu_count // jobs`` with
             workers). On a shared or small machine, 1 is often fastest for the small workloads.
         start_method: how worker processes start (``"fork"``, ``"spawn"``, ``"forkserver"``); default ``"fork"``
-            on Linux while CUDA is not initialised (workers inherit the imported modules: no start-up cost), else
-            ``"spawn"``.
+            on Linux while CUDA is not initialised and the device is not a CUDA one (workers inherit the imported
+            modules and the loaded data: no start-up cost), else ``"spawn"``.
 
     Returns:
         a :class:`CompareResult`.
+
+    Raises:
+        ValueError: on a bad argument (unknown or no rules, a device that is not valid or not available here, data
+            that cannot be loaded, ...) before any run starts; :class:`ConfigMismatchError` when a run directory
+            holds another configuration or an unreadable ``config.json``.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, after the running runs were recorded as ``interrupted`` (rerun to
+            resume them); with workers, queued runs are not started and the workers have exited.
 
     Example:
         >>> import tempfile
@@ -699,12 +930,7 @@ def compare(
         {'finished': 4}
     """
     w = get_workload(workload) if isinstance(workload, str) else workload
-    if isinstance(rules, str):
-        rules = [r for r in rules.split(",") if r.strip()]
-    specs: Sequence[str | Rule] = DEFAULT_RULES if rules is None else rules
-    resolved = [resolve_rule(r) if isinstance(r, str) else r for r in specs]
-    if len({r.name for r in resolved}) != len(resolved):
-        raise ValueError(f"rules must not repeat (got {', '.join(r.name for r in resolved)})")
+    resolved = _resolve_rules(rules)
     check_int("trials", trials, min_value=1)
     check_int("jobs", jobs, min_value=1)
     if threads is not None:
@@ -712,9 +938,10 @@ def compare(
     n_epochs = w.epochs if epochs is None else epochs
     check_int("epochs", n_epochs, min_value=1)
     seed_list = parse_seeds(seeds)
+    if str(device) != "auto":  # "auto" is resolved in each run: checking CUDA here would poison forked workers
+        resolve_device(device)
     data_path = None if data_dir is None else str(data_dir)
-    if w.needs_data_dir and data_path is None:
-        w.load_data(None)  # raises the clear "needs --data-dir" error
+    _check_data(w, data_path)
     root = Path(out)
     show = _print if verbose else None
 
@@ -749,36 +976,25 @@ def compare(
 
     previous_threads = torch.get_num_threads()
     try:
-        if jobs == 1:
-            if threads is not None:
-                torch.set_num_threads(threads)
-            for i, cell in enumerate(cells):
-                bar = tqdm(total=cell.epochs, desc=cell.label, leave=False, disable=not bars, unit="ep")
+        with _sigterm_as_interrupt():
+            if jobs == 1:
+                if threads is not None:
+                    torch.set_num_threads(threads)
+                for i, cell in enumerate(cells):
+                    bar = tqdm(total=cell.epochs, desc=cell.label, leave=False, disable=not bars, unit="ep")
 
-                def tick(_epoch: int, bar: Any = bar) -> None:
-                    bar.update(1)
+                    def tick(_epoch: int, bar: Any = bar) -> None:
+                        bar.update(1)
 
-                try:
-                    res = run_cell(cell, root, data_dir=data_path, device=device, progress=tick)
-                finally:
-                    bar.close()
-                report(i, res)
-        else:
-            per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // jobs)
-            context = multiprocessing.get_context(start_method or _default_start_method())
-            with concurrent.futures.ProcessPoolExecutor(
-                max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(per_worker,)
-            ) as pool:
-                futures = {
-                    pool.submit(_run_cell_job, cell, str(root), data_path, str(device)): i
-                    for i, cell in enumerate(cells)
-                }
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        report(futures[future], future.result())
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+                    try:
+                        res = run_cell(cell, root, data_dir=data_path, device=device, progress=tick)
+                    finally:
+                        bar.close()
+                    report(i, res)
+            else:
+                per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // jobs)
+                method = start_method or _default_start_method(str(device))
+                _run_in_workers(cells, (str(root), data_path, str(device)), jobs, per_worker, method, report)
     finally:
         overall.close()
         torch.set_num_threads(previous_threads)
@@ -801,7 +1017,9 @@ def _record_invocation(
     jobs: int,
 ) -> None:
     path = root / workload.name / "compare.json"
-    record: dict[str, Any] = read_json(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
+    record: dict[str, Any] = (
+        _read_invocations(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
+    )
     record["invocations"].append(
         {
             "time": now(),
@@ -814,3 +1032,18 @@ def _record_invocation(
         }
     )
     write_json(path, record)
+
+
+def _read_invocations(path: Path) -> dict[str, Any]:
+    """An existing ``compare.json``; ``ValueError`` naming it when it cannot be read (never silently replaced)."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        if isinstance(record, dict) and isinstance(record.get("invocations"), list):
+            return record
+        problem = "not a theorylr compare record"
+    raise ValueError(
+        f"{path} cannot be read ({problem}); it only logs the earlier invocations: move or delete it and rerun"
+    )
