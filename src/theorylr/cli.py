@@ -7,7 +7,7 @@ Each sub-command lives in its own module under :mod:`theorylr.commands` and expo
 Example::
 
     theorylr list
-    theorylr compare --workload digits-mlp --rules lars,exact-adam,adam-tuned --seeds 2 --epochs 20 --out runs/x
+    theorylr compare --workload digits-mlp --rules lars,exact-adam,adam --seeds 2 --epochs 20 --out runs/x
     theorylr report runs/x
 """
 

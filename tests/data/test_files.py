@@ -264,3 +264,14 @@ def test_load_dataset_cifar10(tmp_path: Path) -> None:
     std = ds.x_train.std(dim=(0, 2, 3), correction=0)
     torch.testing.assert_close(mean, torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close(std, torch.ones(3, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"), [((0, 6, 6), "holds no images"), ((20, 0, 0), "the images have no pixels")]
+)
+def test_load_mnist_rejects_images_files_without_images(tmp_path: Path, shape: tuple, reason: str) -> None:
+    make_mnist(tmp_path)
+    images = write(tmp_path / "train-images-idx3-ubyte", idx_bytes(np.zeros(shape, dtype=np.uint8)))
+    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.zeros(shape[0], dtype=np.uint8)))
+    with pytest.raises(ValueError, match=names_file(images) + ": " + reason):
+        load_mnist(tmp_path)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from theorylr.cli import main
+from theorylr.commands.suggest import build_inputs
 from theorylr.lab import RULES, WORKLOADS
 from theorylr.lab._files import read_csv, read_json
 
@@ -60,3 +62,106 @@ def test_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "no runs" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["compare"])  # --out is required
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """The command printed exactly one line, ``theorylr COMMAND: error: ...``; returns it."""
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"theorylr {command}: error: "), lines
+    return lines[0]
+
+
+def test_device_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "runs")
+    for command, argv in (
+        ("suggest", ["suggest", "--workload", "iris-softmax", "--num-samples", "2"]),
+        ("compare", ["compare", "--workload", "iris-softmax", "--rules", "sgd@0.1", "--epochs", "1", "--out", out]),
+        ("reproduce", ["reproduce", "lars", "--quick", "--out", out]),
+    ):
+        assert main([*argv, "--device", "tpu"]) == 2
+        line = _one_error_line(capsys, command)
+        assert "--device: device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' (got 'tpu')" in line
+        if not torch.cuda.is_available():
+            assert main([*argv, "--device", "cuda"]) == 2
+            assert "--device: device 'cuda' is not available" in _one_error_line(capsys, command)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="device must be"):
+        build_inputs("iris-softmax", device="tpu")
+
+
+def test_output_paths_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for command, argv in (
+        ("compare", ["compare", "--workload", "iris-softmax", "--rules", "sgd@0.1", "--epochs", "1"]),
+        ("demo", ["demo", "--epochs", "1"]),
+        ("reproduce", ["reproduce", "lars", "--quick"]),
+    ):
+        assert main([*argv, "--out", str(afile)]) == 2
+        assert f"--out {afile}: exists and is not a directory" in _one_error_line(capsys, command)
+        assert main([*argv, "--out", str(afile / "below")]) == 2
+        assert f"--out {afile / 'below'}: {afile} is not a directory" in _one_error_line(capsys, command)
+    assert main(["reproduce", "lars", "--quick", "--out", str(tmp_path / "r"), "--page-out", str(afile)]) == 2
+    assert f"--page-out {afile}: exists" in _one_error_line(capsys, "reproduce")
+    assert main(["suggest", "--workload", "iris-softmax", "--num-samples", "2", "--plot", str(afile / "x.png")]) == 2
+    assert f"--plot {afile / 'x.png'}: {afile} is not a directory" in _one_error_line(capsys, "suggest")
+    assert main(["suggest", "--workload", "iris-softmax", "--num-samples", "2", "--plot", str(tmp_path)]) == 2
+    assert "is a directory" in _one_error_line(capsys, "suggest")
+    runs = tmp_path / "runs"
+    argv = ["compare", "--workload", "iris-softmax", "--rules", "sgd@0.1", "--epochs", "1", "--out", str(runs)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["report", str(runs), "--no-figures", "--out", str(afile)]) == 2
+    assert f"--out {afile}: exists and is not a directory" in _one_error_line(capsys, "report")
+    assert afile.read_text() == "not a directory"
+
+
+def test_os_errors_during_the_work_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What only the operating system can refuse (e.g. mkdir under /sys as root) is one line naming the path."""
+    import theorylr.lab
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted", "/sys/ua")
+
+    monkeypatch.setattr(theorylr.lab, "compare", refuse)
+    monkeypatch.setattr(theorylr.lab, "report", refuse)
+    for command, argv in (
+        ("compare", ["compare", "--rules", "sgd@0.1", "--out", str(tmp_path)]),
+        ("demo", ["demo", "--out", str(tmp_path)]),
+        ("report", ["report", str(tmp_path)]),
+    ):
+        assert main(argv) == 2
+        assert _one_error_line(capsys, command).endswith("error: /sys/ua: Operation not permitted")
+
+
+def test_demo_argument_errors_and_interrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = str(tmp_path / "demo")
+    for flag, value, message in (
+        ("--seeds", "abc", "seeds must be a count or a comma-separated list"),
+        ("--jobs", "0", "jobs must be an integer >= 1"),
+        ("--epochs", "-1", "epochs must be an integer >= 1"),
+        ("--trials", "0", "trials must be an integer >= 1"),
+    ):
+        assert main(["demo", "--out", out, flag, value]) == 2
+        assert message in _one_error_line(capsys, "demo")
+    import theorylr.lab
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(theorylr.lab, "compare", interrupt)
+    assert main(["demo", "--out", out]) == 130
+    assert f"interrupted: run the same command again to resume (results in {out})" in capsys.readouterr().out
+
+
+def test_suggest_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    absent = tmp_path / "absent"
+    assert main(["suggest", "--workload", "mnist-logreg", "--data-dir", str(absent)]) == 2
+    assert f"{absent}: not a directory" in _one_error_line(capsys, "suggest")
+    absent.mkdir()
+    assert main(["suggest", "--workload", "mnist-logreg", "--data-dir", str(absent)]) == 2
+    assert "no train images file found" in _one_error_line(capsys, "suggest")

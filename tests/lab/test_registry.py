@@ -21,6 +21,7 @@ from theorylr.lab import (
     Rule,
     Target,
     Workload,
+    compare,
     get_rule,
     get_workload,
     lr_range_test,
@@ -218,3 +219,29 @@ def test_range_test_on_a_quadratic_leaves_the_model_untouched() -> None:
     assert result.stopped_early  # the sweep to lr = 10 >> 2 / lambda_max blows up
     assert len(result.lrs) == len(result.losses) and result.lrs == sorted(result.lrs)
     assert torch.equal(model.weight, before) and not model.training
+
+
+@pytest.mark.parametrize(("name", "base"), [("adam-range-test", "adam"), ("sgd-range-test", "sgd")])
+def test_range_tests_take_no_at_lr(name: str, base: str) -> None:
+    """The range test chooses its own lr: NAME@LR would be ignored, so it is refused, naming the fixed-lr rule."""
+    assert get_rule(name).chosen_lr and not get_rule(base).chosen_lr
+    with pytest.raises(ValueError, match=f"rule '{name}' takes no @LR.*'{base}@0.5'"):
+        resolve_rule(f"{name}@0.5")
+    assert resolve_rule(f"{base}@0.5").defaults["lr"] == 0.5
+
+
+def test_exact_adam_does_not_apply_to_a_hinge_loss(tmp_path: Path) -> None:
+    """A piecewise-linear loss has no curvature (K_hat = 0): compare skips exact-adam there with the reason, and a
+    run forced through anyway fails with a message saying so, not with a bare argument check."""
+    svm = dataclasses.replace(get_workload("separable-svm"), epochs=1, rule_options={"exact-adam": {"num_samples": 2}})
+    rule = get_rule("exact-adam")
+    reason = rule.unsuitable(svm)
+    assert reason is not None and "'binary_hinge' is piecewise linear" in reason and "K_hat = 0" in reason
+    assert rule.unsuitable(TINY) is None and rule.unsuitable(TINY_BINARY) is None
+    result = compare(svm, "exact-adam", out=tmp_path / "skipped", verbose=False)
+    assert result.results == []
+    assert read_json(tmp_path / "skipped" / svm.name / "compare.json")["invocations"][0]["skipped"][0]["reason"] == (
+        reason
+    )
+    forced = run_cell(Cell(svm, rule, 0, 1.0, 0, 1), tmp_path / "forced")
+    assert forced.status == "failed" and "needs K_hat > 0" in forced.message and "no curvature" in forced.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import shutil
@@ -104,8 +105,8 @@ def test_divergence_shows_in_the_report(results: Path) -> None:
     markdown = report(results, figures=False).markdown.read_text()
     meta = read_json(results / "diabetes-leastsq" / "sgd@1e+10" / "trial-00" / "seed-0" / "meta.json")["diverged"]
     assert meta["loss"] in ("nan", "inf") and meta["step"] >= 1
-    line = (
-        f"sgd@1e+10 trial 1 seed 0: diverged ({meta['where']} = {meta['loss']}) at epoch {meta['epoch']}, "
+    line = (  # trials numbered from 0, as in compare's output and the trial-NN directories
+        f"sgd@1e+10 trial 0 seed 0: diverged ({meta['where']} = {meta['loss']}) at epoch {meta['epoch']}, "
         f"step {meta['step']}"
     )
     assert line in markdown
@@ -137,7 +138,7 @@ def test_unfinished_runs_are_listed(results: Path, tmp_path: Path) -> None:
     meta_path = copy / "tiny-cancer-logreg" / "adam" / "trial-00" / "seed-1" / "meta.json"
     meta_path.write_text(meta_path.read_text().replace('"finished"', '"running"'))
     markdown = report(copy, figures=False).markdown.read_text()
-    assert "adam trial 1 seed 1: running (rerun the same compare command to resume it)" in markdown
+    assert "adam trial 0 seed 1: running (rerun the same compare command to resume it)" in markdown
 
 
 def test_report_of_an_empty_directory(tmp_path: Path) -> None:
@@ -184,3 +185,52 @@ def test_performance_profile_by_hand() -> None:
     profile = performance_profile(times, [1.0, 2.0, 4.0])
     assert profile == {"a": [0.5, 1.0, 1.0], "b": [0.5, 1.0, 1.0], "c": [0.0, 0.0, 0.0]}
     assert math.isnan(performance_profile({"w": {"a": math.inf}}, [1.0])["a"][0])  # no usable workload
+
+
+def _section(markdown: str, workload: str) -> str:
+    return markdown.split(f"## Workload {workload}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_trials_are_numbered_from_zero_as_the_directories(results: Path) -> None:
+    best = {s.rule: s for s in summarize(load_runs(results))["tiny-wine-mlp"]}["adam"].best_trial
+    section = _section(report(results, figures=False).markdown.read_text(), "tiny-wine-mlp")
+    assert re.search(rf"\| adam \| tuned \| [^|]+ \(trial {best} of 0-1\) \|", section)
+    assert f"| adam | {best} (best) |" in section and f"| adam | {1 - best} |" in section
+    assert "'not reached' when at least half of the seeds never reach the target" in section
+
+
+def test_failed_and_diverged_trials_are_labelled_and_drawn(results: Path, tmp_path: Path) -> None:
+    """Every trial of the only tuned rule failed or diverged: the grid says which, and the figures are drawn (a log
+    axis with nothing finite on it used to stop the report)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(results / "tiny-cancer-logreg", copy / "tiny-cancer-logreg")
+    adam = copy / "tiny-cancer-logreg" / "adam"
+    degenerate = {"epoch": 2, "step": None, "loss": None, "where": "DegenerateLipschitzError: L = 0.0"}
+    for trial, status, extra in ((0, "failed", {"error": "RuntimeError: boom"}), (1, "diverged", {})):
+        for meta_path in (adam / f"trial-{trial:02d}").glob("seed-*/meta.json"):
+            meta = read_json(meta_path)
+            meta.update(status=status, **extra)
+            if status == "diverged":
+                meta["diverged"] = degenerate
+            meta_path.write_text(json.dumps(meta))
+    paths = report(copy)
+    assert "tuning.png" in {p.name for p in paths.figures}
+    assert (copy / "figures" / "tiny-cancer-logreg" / "tuning.png").read_bytes().startswith(PNG)
+    markdown = paths.markdown.read_text()
+    assert re.search(r"\| adam \| 0 \(best\) \| [^|]+ \| failed \|", markdown)
+    assert re.search(r"\| adam \| 1 \| [^|]+ \| diverged \|", markdown)
+    assert re.search(r"\| adam \| tuned \| [^|]+ \| failed \| failed \|", markdown)  # the best trial (0) failed
+    assert "adam trial 1 seed 0: diverged (DegenerateLipschitzError: L = 0.0) at epoch 2\n" in markdown
+    assert "adam trial 0 seed 1: failed: RuntimeError: boom" in markdown
+
+
+def test_range_test_shows_the_lr_it_chose(tmp_path: Path) -> None:
+    """The range test trains at the lr it chose (meta.json's chosen_lr, metrics.csv's lr), not at its configured
+    one (the rule's default 0.001): the report shows the chosen lr."""
+    compare(dataclasses.replace(TINY, epochs=1), "adam-range-test", out=tmp_path, verbose=False)
+    run_dir = tmp_path / TINY.name / "adam-range-test" / "trial-00" / "seed-0"
+    chosen = read_json(run_dir / "meta.json")["setup"]["chosen_lr"]
+    assert read_csv(run_dir / "metrics.csv")[-1]["lr"] == pytest.approx(chosen)
+    assert f"{chosen:.3g}" != "0.001"  # else this test could not tell the two apart
+    markdown = report(tmp_path, figures=False).markdown.read_text()
+    assert f"| adam-range-test | baseline | {chosen:.3g} (range test) |" in markdown

@@ -94,3 +94,15 @@ def test_a_final_loss_above_the_initial_loss_is_refused_before_the_estimate(monk
     model, data = mlp(nn.Tanh), classification_data()
     with pytest.raises(ValueError, match="final_loss must be below initial_loss"):
         exact_step_adam(model, nn.CrossEntropyLoss(), data, 10, final_loss=100.0)
+
+
+def test_a_loss_without_curvature_is_refused_with_the_reason() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    x, y = torch.randn(16, 3), torch.sign(torch.randn(16, 1))
+
+    def hinge(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.relu(1 - out * target).mean()
+
+    with pytest.raises(ValueError, match=r"K_hat = 0.0: .* needs K_hat > 0.*piecewise-linear"):
+        exact_step_adam(model, hinge, (x, y), 10, num_samples=2)

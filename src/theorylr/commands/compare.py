@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results directory (created; existing results are resumed)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: torch's, or cores/jobs with --jobs)"
     )
@@ -43,10 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed, 130 on Ctrl-C."""
+    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed, 2 on a bad argument
+    or an output path that cannot be written, 130 on Ctrl-C."""
+    from theorylr.commands._common import check_device, check_output_dir, os_error_text
     from theorylr.lab import DEFAULT_WORKLOAD, compare, report
 
     try:
+        check_output_dir("--out", args.out)
+        check_device("--device", args.device)
         result = compare(
             args.workload or DEFAULT_WORKLOAD,
             args.rules,
@@ -66,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"theorylr compare: error: {exc}")
         return 2
+    except OSError as exc:
+        print(f"theorylr compare: error: {os_error_text(exc)}")
+        return 2
     counts = result.counts()
     print(
         f"{result.workload}: {len(result.results)} runs ("
@@ -73,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         + f") in {result.out}"
     )
     if args.report:
-        paths = report(args.out)
+        try:
+            paths = report(args.out)
+        except OSError as exc:
+            print(f"theorylr compare: error: writing the report: {os_error_text(exc)}")
+            return 2
         print(f"report: {paths.markdown} and {paths.html}")
     return 1 if counts.get("failed") else 0

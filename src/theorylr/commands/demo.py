@@ -24,22 +24,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison, the report and the LARS theory demonstration; print where they are."""
+    """Run the comparison, the report and the LARS theory demonstration; print where they are. Returns 0, 2 on a
+    bad argument or an output path that cannot be written, 130 on Ctrl-C (rerun the same command to resume)."""
     from theorylr import lab
+    from theorylr.commands._common import check_output_dir, os_error_text
     from theorylr.lab.lars_theory_demo import run_lars_theory_demo
 
     out = Path(args.out)
-    result = lab.compare(
-        lab.DEFAULT_WORKLOAD,
-        None,
-        out=out,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        trials=args.trials,
-        jobs=args.jobs,
-    )
-    paths = lab.report(out)
-    theory = run_lars_theory_demo(out / "lars_theory")
+    try:
+        check_output_dir("--out", args.out)
+        result = lab.compare(
+            lab.DEFAULT_WORKLOAD,
+            None,
+            out=out,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            trials=args.trials,
+            jobs=args.jobs,
+        )
+        paths = lab.report(out)
+        theory = run_lars_theory_demo(out / "lars_theory")
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume (results in {args.out})")
+        return 130
+    except ValueError as exc:
+        print(f"theorylr demo: error: {exc}")
+        return 2
+    except OSError as exc:
+        print(f"theorylr demo: error: {os_error_text(exc)}")
+        return 2
     print(f"runs: {result.counts()}")
     print(f"report: {paths.markdown}  (HTML: {paths.html})")
     for name, path in sorted(theory.items()):

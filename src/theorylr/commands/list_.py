@@ -36,7 +36,8 @@ def format_listing(what: str = "all", kind: str | None = None) -> str:
         lines.append("")
     if what in ("all", "rules"):
         lines.append(
-            "Rules (--rules A,B,...; NAME@LR fixes the lr; * = in the default set, [pkg] = needs that package):"
+            "Rules (--rules A,B,...; NAME@LR fixes the lr, except for the range tests; * = in the default set, [pkg] = "
+            "needs that package):"
         )
         order = {"theory": 0, "lr-free": 1, "tuned": 2, "baseline": 3}
         rows = sorted((r for r in RULES.values() if kind is None or r.kind == kind), key=lambda r: order.get(r.kind, 9))

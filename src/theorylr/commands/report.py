@@ -23,13 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report and print its paths; returns 0, or 2 when the directory holds no runs."""
+    """Write the report and print its paths; returns 0, or 2 when the directory holds no runs or the report cannot
+    be written there."""
+    from theorylr.commands._common import check_output_dir, os_error_text
     from theorylr.lab import report
 
     try:
+        if args.out is not None:
+            check_output_dir("--out", args.out)
         paths = report(args.results, out_dir=args.out, title=args.title, figures=not args.no_figures)
-    except FileNotFoundError as exc:
+    except ValueError as exc:
         print(f"theorylr report: error: {exc}")
+        return 2
+    except OSError as exc:
+        print(f"theorylr report: error: {os_error_text(exc)}")
         return 2
     print(f"report: {paths.markdown}")
     print(f"        {paths.html}")

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="the CI-sized form (small networks, few epochs)")
     parser.add_argument("--out", required=True, help="results directory (created; existing results are resumed)")
     parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files (optional)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the training runs (default 1)")
     parser.add_argument("--page-out", default=None, help="write REPRODUCTION.md/.html here instead of --out")
     parser.add_argument(
@@ -38,12 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the reproduction; print the verdict counts and the page's path. Returns 0, 2 on bad arguments, 130 on
-    Ctrl-C."""
+    """Run the reproduction; print the verdict counts and the page's path. Returns 0, 2 on bad arguments or an
+    output path that cannot be written, 130 on Ctrl-C."""
+    from theorylr.commands._common import check_device, check_output_dir, os_error_text
     from theorylr.lab.reproduce import reproduce
 
     command = "theorylr reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
     try:
+        check_output_dir("--out", args.out)
+        if args.page_out is not None:
+            check_output_dir("--page-out", args.page_out)
+        check_device("--device", args.device)
         result = reproduce(
             args.target,
             args.out,
@@ -61,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except ValueError as exc:
         print(f"theorylr reproduce: error: {exc}")
+        return 2
+    except OSError as exc:
+        print(f"theorylr reproduce: error: {os_error_text(exc)}")
         return 2
     for paper in result.results:
         counts = ", ".join(f"{n} {v}" for v, n in sorted(paper.counts().items()))

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the first N training examples (default: the workload's grad_norm_samples cap, else all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the estimates")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
 
 
 def _optimizers(text: str) -> list[str]:
@@ -71,10 +71,16 @@ def build_inputs(
 
     Returns:
         ``{"workload", "model", "loss_fn", "batches", "total_steps", "sampler"}``.
+
+    Raises:
+        ValueError: a bad argument (``device`` not cpu, cuda, cuda:N or auto, or cuda without CUDA), an unknown
+            workload, or a workload that needs ``data_dir`` without it; malformed data files.
+        FileNotFoundError: ``data_dir`` or one of its files is missing.
     """
     import torch
 
     from theorylr._validation import check_int
+    from theorylr.commands._common import check_device
     from theorylr.data import iterate_batches
     from theorylr.lab import DEFAULT_WORKLOAD, get_workload
     from theorylr.models import init_weights
@@ -82,6 +88,7 @@ def build_inputs(
     check_int("seed", seed, min_value=0)
     if examples is not None:
         check_int("examples", examples, min_value=1)
+    check_device("device", device)
     workload = get_workload(workload_name or DEFAULT_WORKLOAD)
     target = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
@@ -114,12 +121,17 @@ def build_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the suggestion (table or JSON) and write the plot; returns 0, or 2 on a bad argument."""
+    """Print the suggestion (table or JSON) and write the plot; returns 0, or 2 on a bad argument, missing data
+    files or a plot path that cannot be written."""
     import dataclasses
 
+    from theorylr.commands._common import check_device, check_output_file, os_error_text
     from theorylr.lab.suggest import suggest
 
     try:
+        if args.plot:
+            check_output_file("--plot", args.plot)
+        check_device("--device", args.device)
         inputs = build_inputs(
             args.workload, seed=args.seed, data_dir=args.data_dir, examples=args.examples, device=args.device
         )
@@ -139,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"theorylr suggest: error: {exc}")
         return 2
+    except OSError as exc:
+        print(f"theorylr suggest: error: {os_error_text(exc)}")
+        return 2
     workload = inputs["workload"]
     result = dataclasses.replace(result, settings={"workload": workload.name, **result.settings})
     print(
@@ -146,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
         end="\n" if args.json else "",
     )
     if args.plot:
-        path = result.plot(args.plot)
+        try:
+            path = result.plot(args.plot)
+        except OSError as exc:
+            print(f"theorylr suggest: error: writing the plot: {os_error_text(exc)}")
+            return 2
         if not args.json:
             print(f"plot: {path}")
     return 0

@@ -166,6 +166,10 @@ def _mnist_part(path: Path, *, images: bool) -> Tensor:
         )
     if images and data.ndim != 3:
         raise ValueError(f"{path}: MNIST images must have 3 dimensions (N, rows, cols), got shape {tuple(data.shape)}")
+    if images and data.shape[0] == 0:
+        raise ValueError(f"{path}: holds no images (the IDX header declares shape {tuple(data.shape)})")
+    if images and data.numel() == 0:
+        raise ValueError(f"{path}: the images have no pixels (the IDX header declares shape {tuple(data.shape)})")
     if not images:
         if data.ndim != 1:
             raise ValueError(f"{path}: MNIST labels must have 1 dimension (N,), got shape {tuple(data.shape)}")
@@ -181,7 +185,8 @@ def load_mnist(directory: str | os.PathLike[str], *, fashion: bool = False) -> I
     Looks for the four standard files, raw or with ``.gz``: ``train-images-idx3-ubyte``,
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (the variant spelling
     ``train-images.idx3-ubyte`` is accepted too). Checks types, dimensions, labels in 0..9, matching counts of
-    images and labels, and the same image size in train and test.
+    images and labels, at least one image of at least one pixel per file, and the same image size in train and
+    test.
 
     Args:
         directory: the folder holding the files.

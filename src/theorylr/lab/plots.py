@@ -102,8 +102,16 @@ def _has(runs: Sequence[Run], column: str) -> bool:
 
 
 def _positive_log(ax: Any, values: np.ndarray) -> None:
+    """A log y-axis when every finite value is positive (and there is one)."""
     finite = values[np.isfinite(values)]
     if finite.size and np.all(finite > 0):
+        ax.set_yscale("log")
+
+
+def _log_if_any_positive(ax: Any, values: Sequence[np.ndarray]) -> None:
+    """A log y-axis when some finite value is positive (matplotlib masks the others); linear otherwise, since a
+    log axis with nothing positive on it cannot be drawn."""
+    if any(np.any(np.isfinite(v) & (v > 0)) for v in values):
         ax.set_yscale("log")
 
 
@@ -159,14 +167,17 @@ def plot_lr(
     plt = _pyplot()
     colors = _colors([s.rule for s in summaries], colors)
     fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    drawn = []
     for s in rows:
         column = "effective_lr" if _has(s.best_runs, "effective_lr") else "lr"
         med, _, _ = _band(s.best_runs, column)
         epochs, _, _ = _band(s.best_runs, "epoch")
         n = min(med.size, epochs.size)
-        positive = np.where(med[:n] > 0, med[:n], np.nan)
+        with np.errstate(invalid="ignore"):
+            positive = np.where(med[:n] > 0, med[:n], np.nan)
         ax.plot(epochs[:n], positive, _STYLES.get(s.kind, "-"), color=colors[s.rule], label=s.rule, lw=1.5)
-    ax.set_yscale("log")
+        drawn.append(positive)
+    _log_if_any_positive(ax, drawn)
     ax.set_xlabel("epoch")
     ax.set_ylabel("effective learning rate (after the epoch)")
     ax.grid(alpha=0.3, which="both")
@@ -192,7 +203,7 @@ def plot_trust_ratios(summaries: Sequence[RuleSummary], path: str | Path) -> Pat
         epochs = run.column("epoch")
         for column in columns:
             ax.plot(epochs, run.column(column), lw=1.2, label=column.removeprefix("trust_ratio/"))
-        ax.set_yscale("log")
+        _log_if_any_positive(ax, [run.column(c) for c in columns])
         ax.set_xlabel("epoch")
         ax.set_ylabel("trust ratio")
         ax.set_title(f"{s.rule} (seed {run.seed})")
@@ -250,7 +261,10 @@ def plot_estimates(
 def plot_tuning(
     summaries: Sequence[RuleSummary], path: str | Path, *, metric: str, colors: Mapping[str, Any] | None = None
 ) -> Path | None:
-    """The tuning score (median final ``metric`` over seeds) against each trial's lr, for the tuned rules."""
+    """The tuning score (median final ``metric`` over seeds) against each trial's lr, for the tuned rules.
+
+    A trial without a finite score (diverged or failed) is a dotted vertical line at its lr; when no trial has a
+    finite score, the figure says so (and the score axis stays linear)."""
     rows = [s for s in summaries if s.tuned and len(s.trial_scores) > 1]
     if not rows:
         return None
@@ -258,10 +272,12 @@ def plot_tuning(
     colors = _colors([s.rule for s in summaries], colors)
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     higher = metric.endswith("accuracy")
+    finite: list[float] = []
     for s in rows:
         lrs = [lr for lr, _ in s.trial_scores.values()]
         scores = [(-v if higher else v) for _, v in s.trial_scores.values()]
         shown = [v if math.isfinite(v) else np.nan for v in scores]
+        finite += [v for v in scores if math.isfinite(v)]
         ax.plot(lrs, shown, _STYLES.get(s.kind, "-"), color=colors[s.rule], marker="o", label=s.rule)
         best_lr, best_score = s.trial_scores[s.best_trial]
         if math.isfinite(best_score):
@@ -271,10 +287,20 @@ def plot_tuning(
                 ax.axvline(lr, color=colors[s.rule], alpha=0.3, ls=":")
     ax.set_xscale("log")
     if not higher:
-        ax.set_yscale("log")
+        _positive_log(ax, np.asarray(finite, dtype=float))
+    if not finite:
+        ax.set_yticks([])
+        ax.text(
+            0.5,
+            0.5,
+            "nothing to plot: no trial has a finite score\n(every trial of every tuned rule diverged or failed)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
     ax.set_xlabel("learning rate (trial)")
     ax.set_ylabel(f"final {metric} (median over seeds)")
-    ax.set_title("tuning: every trial (star = best; dotted line = diverged)")
+    ax.set_title("tuning: every trial (star = best; dotted line = diverged or failed)")
     ax.grid(alpha=0.3, which="both")
     _legend(fig, ax)
     return _save(fig, path)

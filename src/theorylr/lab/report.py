@@ -156,17 +156,46 @@ def _steps(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _chosen_lrs(runs: Sequence[Run]) -> list[float]:
+    """The lr each run's set-up chose (the range test's ``chosen_lr`` in ``meta.json``), where recorded."""
+    out = []
+    for r in runs:
+        value = (r.meta.get("setup") or {}).get("chosen_lr")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out.append(float(value))
+    return out
+
+
+def _chooses_lr(s: RuleSummary) -> bool:
+    """Whether the rule chooses its lr at set-up (the range test), from ``config.json`` or ``meta.json``."""
+    runs = s.best_runs
+    factory = str(runs[0].config["rule"].get("factory", "")) if runs else ""
+    return factory.endswith(":build_range_test") or bool(_chosen_lrs(runs))
+
+
 def _lr_text(s: RuleSummary) -> str:
     if s.tuned:
         edge = ", grid edge" if s.trials >= 3 and s.best_trial in (0, s.trials - 1) else ""
-        return f"{s.lr:.3g} (trial {s.best_trial + 1}/{s.trials}{edge})"
+        return f"{s.lr:.3g} (trial {s.best_trial} of 0-{s.trials - 1}{edge})"
+    if _chooses_lr(s):  # trained at the lr its set-up chose, not at the rule's configured one
+        chosen = _chosen_lrs(s.best_runs)
+        if not chosen:
+            return "- (range test: not run)"
+        low, high = min(chosen), max(chosen)
+        return f"{low:.3g} (range test)" if low == high else f"{low:.3g}-{high:.3g} (range test, per seed)"
     multiplier = bool(s.best_runs and s.best_runs[0].config["rule"].get("multiplier"))
     return f"x{s.lr:g}" if multiplier else f"{s.lr:.3g}"
 
 
+def _bad_label(runs: Sequence[Run]) -> str:
+    """Why runs have no finite score: their statuses other than finished (``failed``, ``diverged``, ...)."""
+    statuses = sorted({r.status for r in runs if r.status != "finished"})
+    return "/".join(statuses) if statuses else "not finite"
+
+
 def _loss_text(value: float, summary: RuleSummary) -> str:
     if math.isinf(value):
-        return "diverged" if summary.diverged else "failed"
+        return _bad_label(summary.best_runs)
     return _num(value)
 
 
@@ -268,9 +297,12 @@ def _workload_section(
         )
     doc.table(headers, rows)
     doc.p(
-        "lr: the chosen grid point for tuned rules; xM = a multiplier M on the step the rule derives (x1 = the "
-        "paper); otherwise the fixed lr (LARS/PercentDelta: the global lr before the trust ratios). A best trial at "
-        "the 'grid edge' means the search range may not contain the best lr. "
+        "lr: the chosen grid point for tuned rules (trials are numbered from 0, as in the trial-NN directories); "
+        "xM = a multiplier M on the step the rule derives (x1 = the paper); for the range tests the lr the test "
+        "chose and the runs trained at (chosen_lr in meta.json); otherwise the fixed lr (LARS/PercentDelta: the "
+        "global lr before the trust ratios). A best trial at the 'grid edge' means the search range may not contain "
+        "the best lr. Steps and time to target are medians over seeds: 'not reached' when at least half of the seeds "
+        "never reach the target ('reached' counts those that do). "
         "'incl. tuning' charges a tuned rule with the wall time of all its "
         "other trials (same seed); theory rules already pay their estimates inside their own time. Total compute "
         "sums every run of the rule (all trials and seeds)."
@@ -313,20 +345,23 @@ def _workload_section(
             for trial, (lr, score) in s.trial_scores.items():
                 shown = -score if metric.endswith("accuracy") and math.isfinite(score) else score
                 mark = " (best)" if trial == s.best_trial else ""
-                grid_rows.append(
-                    [s.rule, f"{trial + 1}{mark}", f"{lr:.3g}", _num(shown) if math.isfinite(shown) else "diverged"]
-                )
+                trial_runs = [r for r in runs if r.rule == s.rule and r.trial == trial]
+                text = _num(shown) if math.isfinite(shown) else _bad_label(trial_runs)
+                grid_rows.append([s.rule, f"{trial}{mark}", f"{lr:.3g}", text])
         doc.table(["rule", "trial", "lr", f"median final {metric}"], grid_rows)
 
     problems = []
     for r in runs:
-        where = f"{r.rule} trial {r.trial + 1} seed {r.seed}"
+        where = f"{r.rule} trial {r.trial} seed {r.seed}"
         if r.status == "diverged":
             d = r.meta.get("diverged", {})
-            problems.append(
-                f"{where}: diverged ({d.get('where', 'loss')} = {d.get('loss')}) at epoch {d.get('epoch')}, "
-                f"step {d.get('step')}"
-            )
+            if d.get("loss") is None:  # raised by the rule (e.g. LipschitzLR's L = 0): no loss value, no step
+                problems.append(f"{where}: diverged ({d.get('where', 'unknown cause')}) at epoch {d.get('epoch')}")
+            else:
+                problems.append(
+                    f"{where}: diverged ({d.get('where', 'loss')} = {d.get('loss')}) at epoch {d.get('epoch')}, "
+                    f"step {d.get('step')}"
+                )
         elif r.status == "failed":
             problems.append(f"{where}: failed: {r.meta.get('error', 'unknown error')}")
         elif r.status not in ("finished",):

@@ -170,6 +170,8 @@ class Rule:
             1 = the paper) rather than being the learning rate.
         applies: ``applies(workload) -> None`` when the rule can run on the workload, else the reason it cannot
             (a module-level function; ``None`` = every workload). :func:`~theorylr.lab.compare` skips such pairs.
+        chosen_lr: the factory chooses the lr itself at set-up (the range test) and records it as ``chosen_lr`` in
+            :attr:`RuleSetup.info`; ``defaults["lr"]`` is unused, so :meth:`with_lr` (``NAME@LR``) refuses it.
     """
 
     name: str
@@ -183,6 +185,7 @@ class Rule:
     reference: str = ""
     multiplier: bool = False
     applies: Callable[[Workload], str | None] | None = None
+    chosen_lr: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ ,"):
@@ -224,7 +227,18 @@ class Rule:
         return self.search.points(trials)
 
     def with_lr(self, lr: float) -> Rule:
-        """A fixed-lr copy named ``name@lr`` (kind ``baseline`` for tuned rules; no search)."""
+        """A fixed-lr copy named ``name@lr`` (kind ``baseline`` for tuned rules; no search).
+
+        Raises:
+            ValueError: ``lr`` is not a finite number > 0, or the rule chooses its lr itself (:attr:`chosen_lr`).
+        """
+        if self.chosen_lr:
+            base = self.defaults.get("optimizer", "sgd")
+            raise ValueError(
+                f"rule {self.name!r} takes no @LR: its lr is chosen at set-up by an LR range test, so "
+                f"'{self.name}@{lr:g}' would train at the test's choice anyway; for a fixed lr name the optimizer's "
+                f"own rule, e.g. '{base}@{lr:g}'"
+            )
         check_number("lr", lr, min_value=0.0, min_inclusive=False)
         kind = "baseline" if self.kind == "tuned" else self.kind
         return dataclasses.replace(
@@ -494,7 +508,7 @@ def build_exact_adam(ctx: RuleContext) -> RuleSetup:
         data = list(ctx.batches(torch.Generator(device="cpu").manual_seed(20_000 + ctx.seed)))
     optimizer, step = exact_step_adam(
         ctx.model, ctx.loss, data, ctx.total_steps, num_samples=num_samples, seed=ctx.seed, **opts
-    )
+    )  # K_hat = 0 (no curvature: a hinge on a linear model) raises a ValueError that says so
     if multiplier != 1.0:
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * multiplier
@@ -505,6 +519,20 @@ def build_exact_adam(ctx: RuleContext) -> RuleSetup:
         return {**_group_lr_probe(optimizer), **constants}
 
     return RuleSetup(optimizer, None, "step", probe=probe, info={"exact_step": info})
+
+
+#: Losses that are piecewise linear: no curvature, so Algorithm 2's K_hat is 0 on a linear or ReLU model.
+PIECEWISE_LINEAR_LOSSES = ("binary_hinge", "multiclass_hinge")
+
+
+def needs_curvature(workload: Workload) -> str | None:
+    """``applies`` check of exact-adam: the exact step assumes a smooth loss with ``K_hat > 0``."""
+    if workload.loss in PIECEWISE_LINEAR_LOSSES:
+        return (
+            f"its loss {workload.loss!r} is piecewise linear, not smooth: Algorithm 2 measures K_hat = 0 there (no "
+            "curvature), so the exact step sqrt(2 L(w0) / (K_hat T)) is undefined"
+        )
+    return None
 
 
 def needs_closed_form(workload: Workload) -> str | None:
@@ -729,6 +757,7 @@ def _register_defaults() -> None:
                 factory=build_range_test,
                 defaults={**defaults, "num_steps": 50},
                 reference="Smith 2017, §3.3",
+                chosen_lr=True,
             )
         )
 
@@ -763,6 +792,7 @@ def _register_defaults() -> None:
             defaults={"lr": 1.0, "num_samples": 10},
             reference="exact-step Adam paper, Remark 2 and Algorithm 2",
             multiplier=True,
+            applies=needs_curvature,
         )
     )
     for name, rigorous, momentum, text in (

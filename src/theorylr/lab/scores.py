@@ -6,7 +6,8 @@ Definitions (also in ``docs/lab.md``):
   oriented so that lower is better; a diverged or failed run scores ``+inf``. The **best trial** of a rule has the
   lowest score (ties: the lower trial index).
 * **steps-/time-to-target**: the ``step`` and ``wall_time`` of the first evaluated epoch at which the workload's
-  target is reached (``inf`` when never); the median over seeds (``inf`` when more than half never reach it).
+  target is reached (``inf`` when never); the median over seeds (``inf`` when at least half never reach it: a run
+  that never does counts as ``inf``).
 * **cost-inclusive time-to-target** of a tuned rule, per seed: the wall time of every other trial with that seed
   plus the best trial's time-to-target; then the median over seeds. For untuned rules it equals the plain one
   (their estimates and range tests are inside their own wall time).

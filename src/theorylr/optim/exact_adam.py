@@ -145,6 +145,12 @@ def exact_step_adam(
             f"final_loss={final_loss!r}): the step sqrt(2 (L(w0) - L(w*)) / (K_hat T)) needs a positive gap"
         )
     estimate = smoothness(model, loss_fn, data, num_samples=num_samples, seed=seed, mode=mode, **extra)
+    if not estimate.k_hat > 0:
+        raise ValueError(
+            f"K_hat = {estimate.k_hat!r}: the exact step sqrt(2 L(w0) / (K_hat T)) needs K_hat > 0, and every sampled "
+            "Hessian was zero; the loss has no curvature at those points (a piecewise-linear loss, such as a hinge, "
+            "on a linear or ReLU model)"
+        )
     alpha = constant_step(initial_loss, estimate.k_hat, total_steps, final_loss)
     optimizer = optimizer_class(model.parameters(), lr=alpha, **optimizer_kwargs)  # type: ignore[call-arg]
     step = ExactStep(

@@ -1,0 +1,80 @@
+"""Checks the commands share: output paths and ``--device``, checked before any work, and one-line OS errors.
+
+Each check raises :class:`ValueError` with a message that starts with the flag and its value, so that a command
+prints ``theorylr CMD: error: --out runs/x: ...`` and returns 2, as it does for any other bad argument.
+
+Example:
+    >>> check_device("--device", "tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device: device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' (got 'tpu')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["check_device", "check_output_dir", "check_output_file", "os_error_text"]
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` for a relative path with no existing part)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _check_creatable(flag: str, value: str, directory: Path) -> None:
+    """``directory`` exists as a writable directory, or could be created (its nearest existing ancestor is one)."""
+    existing = _nearest_existing(directory)
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {value}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {value}: {existing} is not writable")
+
+
+def check_output_dir(flag: str, value: str | os.PathLike[str]) -> None:
+    """Check that ``value`` can be the output directory: an existing writable directory, or creatable.
+
+    Raises:
+        ValueError: the path is a file, lies under a file, or under a directory that cannot be written (the
+            message names ``flag`` and the path). Checked without creating anything; what the operating system
+            refuses later (a read-only file system) is reported by the command through :func:`os_error_text`.
+    """
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {value}: exists and is not a directory")
+    _check_creatable(flag, str(value), path)
+
+
+def check_output_file(flag: str, value: str | os.PathLike[str]) -> None:
+    """Check that a file can be written at ``value`` (not a directory; its folder exists or can be created)."""
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"{flag} {value}: is a directory (expected a file name)")
+    _check_creatable(flag, str(value), path.parent)
+
+
+def check_device(flag: str, value: str) -> None:
+    """Check ``--device`` as the lab resolves it (:func:`theorylr.lab.runner.resolve_device`): ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps`` or ``auto``, and a GPU only where torch sees one.
+
+    Raises:
+        ValueError: another value, or a device that is not available here (the message starts with ``flag``).
+    """
+    from theorylr.lab.runner import resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an operating-system error, naming the path(s): ``PATH: Not a directory``."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {exc.strerror}"
