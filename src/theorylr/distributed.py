@@ -55,11 +55,33 @@ DISTRIBUTED_ACTIVATION_NORMS: tuple[str, ...] = ("fro", "max_row")
 _PACK_EVERY = 256
 
 
-def _require_initialized(what: str) -> None:
+def _check_group_arg(process_group: Any) -> None:
+    if process_group is dist.GroupMember.NON_GROUP_MEMBER:  # new_group's value on the ranks it leaves out
+        raise ValueError(
+            f"process_group: this rank (global rank {dist.get_rank()}) is not a member of the group "
+            "(torch.distributed.new_group returned GroupMember.NON_GROUP_MEMBER here); call it only on the group's "
+            "ranks"
+        )
+    if process_group is not None and not isinstance(process_group, dist.ProcessGroup):
+        raise ValueError(
+            "process_group must be a torch.distributed ProcessGroup (e.g. from torch.distributed.new_group) or None "
+            f"for the default group (got {type(process_group).__name__})"
+        )
+
+
+def _require_initialized(what: str, process_group: Any = None) -> None:
+    """Raise unless torch.distributed is initialised and this rank belongs to ``process_group``: on a rank outside
+    the group torch's collectives do nothing (with a warning) and ``get_world_size`` is -1, so a result would be
+    this rank's own values, or their negation."""
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
             f"{what} needs an initialised torch.distributed process group (call torch.distributed.init_process_group, "
             "e.g. under torchrun)"
+        )
+    if process_group is not None and dist.get_rank(process_group) < 0:
+        raise ValueError(
+            f"{what}: this rank (global rank {dist.get_rank()}) is not a member of process_group; call it only on "
+            "the group's ranks"
         )
 
 
@@ -127,6 +149,7 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
         ratio; use ``"l1"``, ``"l2"`` or ``"linf"`` with sharded parameters. Parameters that are ``DTensor`` s
         (FSDP2) are not supported by LARS's update (it mixes them with plain ratio tensors).
     """
+    _check_group_arg(process_group)
     if foreach is not None:
         check_bool("foreach", foreach)
 
@@ -134,7 +157,7 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
         check_choice("norm", norm, ("l1", "l2", "linf"))
         if not tensors:
             return []
-        _require_initialized("sharded_norm_fn")
+        _require_initialized("sharded_norm_fn", process_group)
         device = tensors[0].device
         if any(t.device != device for t in tensors):
             raise ValueError("sharded_norm_fn needs all tensors of a param group on one device")
@@ -190,7 +213,8 @@ def mean_reduce(process_group: Any = None, *, num_samples: int | None = None) ->
     the paper's Algorithm 2 (*A Theoretical and Empirical Study on the Convergence of Adam with an "Exact" Constant
     Step Size*), unchanged.
     """
-    _require_initialized("mean_reduce")
+    _check_group_arg(process_group)
+    _require_initialized("mean_reduce", process_group)
     world = dist.get_world_size(process_group)
     if num_samples is None:
         weight = 1.0 / world
@@ -314,6 +338,7 @@ class DistributedActivationTracker(ActivationTracker):
                 "rigorous must be False for a DistributedActivationTracker (the rigorous bound of the global batch "
                 "does not follow from the ranks' bounds); use the paper's forms, or a single-process tracker"
             )
+        _check_group_arg(process_group)
         # Set before the parent's constructor, which calls reset_epoch().
         self.process_group = process_group
         self._rows: list[_Row] = []  # this epoch's unpacked rows
@@ -397,7 +422,7 @@ class DistributedActivationTracker(ActivationTracker):
 
     def _combine(self, table: Tensor) -> _Global:
         """One collective: the global batches' statistics from every rank's rows (same count on every rank)."""
-        _require_initialized("DistributedActivationTracker")
+        _require_initialized("DistributedActivationTracker", self.process_group)
         group = self.process_group
         shared = 3 if self.needs_targets else 2  # the bound (column 3) is replicated: not communicated
         local = table[:, :shared]

@@ -231,6 +231,19 @@ def _scenarios(rank: int) -> dict[str, Any]:
 
     r = hessian_spectral_norm(model, nn.CrossEntropyLoss(), (xs, ys), seed=0, tol=1e-9, reduce=counted_reduce)
     out["hessian"] = {"value": r.value, "loss": r.loss, "matvecs": r.matvecs, "calls": counted[0]}
+
+    # A group that holds rank 0 only: on rank 1 torch's collectives would do nothing (and get_world_size is -1)
+    only_first = dist.new_group([0])
+    errors = []
+    for call in (
+        lambda: mean_reduce(only_first),
+        lambda: sharded_norm_fn(only_first)([torch.ones(3)], "l2"),
+    ):
+        try:
+            errors.append(repr(call()))
+        except ValueError as exc:
+            errors.append(f"ValueError: {exc}")
+    out["outside_the_group"] = errors
     return out
 
 
@@ -382,3 +395,9 @@ def test_spectral_norm_with_unequal_shards_equals_the_full_data_estimate(ranks: 
     with torch.no_grad():
         plain = sum(float(loss_fn(model(xs), ys)) for xs, ys in shards) / WORLD
     assert plain != pytest.approx(full.loss, rel=1e-6)
+
+
+def test_a_rank_outside_the_process_group_is_refused(ranks: list[dict[str, Any]]) -> None:
+    first, second = ranks[0]["outside_the_group"], ranks[1]["outside_the_group"]
+    assert not any(e.startswith("ValueError") for e in first)  # rank 0 is the group: a world of one
+    assert all("global rank 1) is not a member of" in e for e in second), second

@@ -64,6 +64,13 @@ def test_argument_checks(world_of_one: None) -> None:
         mean_reduce(num_samples=-1)
     with pytest.raises(ValueError, match="num_samples"):
         mean_reduce(num_samples=0)
+    for bad in ("foo", 3):
+        with pytest.raises(ValueError, match=r"process_group must be a torch\.distributed ProcessGroup"):
+            mean_reduce(bad)
+        with pytest.raises(ValueError, match="process_group"):
+            sharded_norm_fn(bad)
+        with pytest.raises(ValueError, match="process_group"):
+            DistributedActivationTracker(_model(), "softmax", process_group=bad)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     with pytest.raises(ValueError, match="tracker"):

@@ -193,6 +193,8 @@ def test_eval_mode_is_deterministic() -> None:
         ("mlp", {"in_features": 4, "activation": "swish"}, "activation"),
         ("mlp", {"in_features": 4, "dropout": 1.0}, "dropout"),
         ("mlp", {"in_features": 4, "hidden": (4, 0)}, r"hidden\[1\]"),
+        ("mlp", {"in_features": 4, "hidden": 8.0}, "hidden must be an int or a sequence"),
+        ("mlp", {"in_features": 4, "hidden": -3}, r"hidden must be an integer >= 1 \(got -3\)"),
         ("mlp", {"in_features": 0}, "in_features"),
         ("linear", {"in_features": 4, "out_features": 0}, "out_features"),
         ("vgg9", {"width": 0}, "width"),

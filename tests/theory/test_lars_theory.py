@@ -319,8 +319,35 @@ def test_region_radius_constant_and_validity() -> None:
         (lambda: theory.descent_bound([], [], [], 1.0), "lrs"),
         (lambda: theory.theorem2_bound(0, 0.1, 1.0, 1.0), "k"),
         (lambda: theory.quadratic_cosine_bound(0.5), "condition_number"),
+        (lambda: theory.invariant_interval(math.nan, 0.1), "a must be a finite number"),
+        (lambda: theory.steps_to_interval(math.inf, 1.0, 0.1), "w0 must be a finite number"),
+        (lambda: theory.steps_to_fallback(math.inf, 0.5, 0.1), "w0 must be a finite number"),
+        (lambda: theory.lars_1d_trajectory(1.0, 2.0, -0.5, 2), "lr"),
+        (lambda: theory.lars_1d_trajectory(1.0, 2.0, 0.1, -3), "steps"),
+        (lambda: theory.theorem2_bound(5, 0.1, -1.0, 1.0), "c1"),
+        (lambda: theory.theorem2_bound(1.5, 0.1, 1.0, 1.0), "k must be an integer"),  # type: ignore[arg-type]
+        (lambda: theory.descent_bound([0.1], [1.0], [0.0], 1.0), r"grad_norms\[0\]"),
+        (lambda: theory.corollary_2_1(1e-300, 1.0, 1.0), "overflows"),
     ],
 )
 def test_theory_arguments_are_checked(call: Callable[[], object], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         call()
+
+
+@pytest.mark.parametrize("lr", [0.5, 0.375, 0.25, 0.125])
+def test_steps_to_interval_is_exact_where_w0_lies_on_a_power_from_the_interval(lr: float) -> None:
+    """w0 = a (1 - lr) / (1 + lr)^k (or from above): the logarithms' ceiling can round to either side there. The
+    reference iterates eq. (1) in exact rational arithmetic on the floats given."""
+    from fractions import Fraction
+
+    def exact(w0: float, lr: float) -> int:
+        w, eta = Fraction(w0), Fraction(lr)
+        low, high, steps = 1 - eta, 1 + eta, 0
+        while not low <= w <= high:
+            w, steps = (w + eta * w if w < low else w - eta * w), steps + 1
+        return steps
+
+    for k in range(1, 30):
+        for w0 in ((1 - lr) / (1 + lr) ** k, (1 + lr) / (1 - lr) ** k):
+            assert theory.steps_to_interval(w0, 1.0, lr) == exact(w0, lr), (w0, lr, k)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
@@ -90,7 +90,13 @@ class MLP(SequentialModel):
         batch_norm: bool = False,
     ) -> None:
         check_int("in_features", in_features, min_value=1)
-        widths: tuple[int, ...] = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        if isinstance(hidden, int) and not isinstance(hidden, bool):
+            check_int("hidden", hidden, min_value=1)
+            widths: tuple[int, ...] = (hidden,)
+        elif isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable):
+            raise ValueError(f"hidden must be an int or a sequence of ints, the hidden widths (got {hidden!r})")
+        else:
+            widths = tuple(hidden)
         for i, width in enumerate(widths):
             check_int(f"hidden[{i}]", width, min_value=1)
         check_int("out_features", out_features, min_value=1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 __all__ = [
     "corollary_2_1",
@@ -57,7 +58,19 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'} (got {value!r})")
 
 
+def _check_finite(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number (got {value!r})")
+
+
+def _check_count(name: str, value: int, *, minimum: int) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
+
+
 def _same_sign(w0: float, a: float) -> tuple[float, float]:
+    _check_finite("w0", w0)
+    _check_finite("a", a)
     if a == 0 or w0 == 0:
         raise ValueError(f"w0 and a must be non-zero (got w0={w0!r}, a={a!r}): eq. (1) never leaves 0")
     if (w0 > 0) != (a > 0):
@@ -84,6 +97,7 @@ def invariant_interval(a: float, lr: float) -> tuple[float, float]:
         (1.5, 2.5)
     """
     _check_lr(lr)
+    _check_finite("a", a)
     ends = (a * (1 - lr), a * (1 + lr))
     return (min(ends), max(ends))
 
@@ -100,7 +114,9 @@ def steps_to_interval(w0: float, a: float, lr: float) -> int:
         k >= log(a(1+lr) / w0) / log(1-lr)     if |w0| > |a|(1+lr)   (from above)
 
     (0 inside). The iterates cannot skip the interval: from ``w < a(1-lr)`` the next one is below
-    ``a(1-lr^2) < a(1+lr)``. ``w0`` and ``a`` must be non-zero and of the same sign (§3.2 otherwise).
+    ``a(1-lr^2) < a(1+lr)``. ``w0`` and ``a`` must be non-zero and of the same sign (§3.2 otherwise). The count is
+    that of exact arithmetic on the numbers given (checked with rationals up to 10,000 steps); a float64 run of
+    eq. (1) rounds each step and can take one step more or fewer where an iterate lands on an end of the interval.
 
     Example:
         >>> steps_to_interval(0.1, 1.0, 0.1)  # 0.1 * 1.1**k >= 0.9 first at k = 24
@@ -112,8 +128,30 @@ def steps_to_interval(w0: float, a: float, lr: float) -> int:
     if low <= w <= high:
         return 0
     if w < low:
-        return max(0, math.ceil(math.log(low / w) / math.log1p(lr)))
-    return max(0, math.ceil(math.log(high / w) / math.log1p(-lr)))
+        k = max(0, math.ceil(math.log(low / w) / math.log1p(lr)))
+    else:
+        k = max(0, math.ceil(math.log(high / w) / math.log1p(-lr)))
+    if k > _EXACT_STEPS:
+        return k
+    # The logarithms round: where w0 lies on a power of (1 +- lr) from the interval's end, the ceiling can be one
+    # off. Exact arithmetic on the floats given decides (w_k = (1 +- lr)^k w0 as rationals).
+    w_q, lr_q, factor = Fraction(w), Fraction(lr), Fraction(1) + (Fraction(lr) if w < low else -Fraction(lr))
+    low_q, high_q = Fraction(a_abs) * (1 - lr_q), Fraction(a_abs) * (1 + lr_q)
+
+    def inside(steps: int) -> bool:
+        x = w_q * factor**steps
+        return low_q <= x <= high_q
+
+    while k > 0 and inside(k - 1):
+        k -= 1
+    while not inside(k):
+        k += 1
+    return k
+
+
+# steps_to_interval checks its count with exact rational arithmetic up to this many steps (beyond, the logarithms'
+# count is returned: at most one off, and only where w0 lies exactly on a power of (1 +- lr) from the interval).
+_EXACT_STEPS = 10_000
 
 
 def steps_to_interval_approx(w0: float, a: float, lr: float) -> float:
@@ -139,14 +177,19 @@ def lars_1d_trajectory(w0: float, a: float, lr: float | Sequence[float], steps: 
         >>> lars_1d_trajectory(0.5, 1.0, 0.5, 3)
         [0.5, 0.75, 1.125, 0.5625]
     """
+    _check_finite("w0", w0)
+    _check_finite("a", a)
     if isinstance(lr, (int, float)):
         if steps is None:
             raise ValueError("steps is required when lr is a number")
+        _check_count("steps", steps, minimum=0)
         lrs = [float(lr)] * steps
     else:
         lrs = [float(x) for x in lr]
         if steps is not None and steps != len(lrs):
             raise ValueError(f"steps must equal len(lr) (got steps={steps}, len(lr)={len(lrs)})")
+    for eta in lrs:
+        _check_positive("lr", eta, allow_zero=True)
     w = float(w0)
     out = [w]
     for eta in lrs:
@@ -166,6 +209,7 @@ def origin_attraction(w0: float, lr: float, k: int) -> float:
         -0.25
     """
     _check_lr(lr)
+    _check_finite("w0", w0)
     if k < 0:
         raise ValueError(f"k must be >= 0 (got {k})")
     return (1 - lr) ** k * w0
@@ -181,6 +225,7 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
         4
     """
     _check_lr(lr)
+    _check_finite("w0", w0)
     _check_positive("min_norm", min_norm)
     if w0 == 0:
         raise ValueError("w0 must be non-zero")
@@ -226,9 +271,10 @@ def theorem2_bound(k: int, lr: float, c1: float, c2: float) -> float:
         >>> round(theorem2_bound(100, 0.1, 2.0, 16.0), 6)
         0.36
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1 (got {k})")
+    _check_count("k", k, minimum=1)
     _check_positive("lr", lr)
+    _check_positive("c1", c1, allow_zero=True)
+    _check_positive("c2", c2, allow_zero=True)
     return c1 / (k * lr) + lr**2 * c2
 
 
@@ -247,8 +293,15 @@ def corollary_2_1(eps: float, c1: float, c2: float) -> tuple[float, int]:
     for name, value in (("eps", eps), ("c1", c1), ("c2", c2)):
         _check_positive(name, value)
     lr = math.sqrt(eps / (3 * c2))
-    bound = 3 * math.sqrt(3 * c2) * c1 / (2 * eps * math.sqrt(eps))
-    return lr, math.floor(bound) + 1
+    bound = 3 * math.sqrt(3 * c2) * c1 / 2 / eps / math.sqrt(eps)  # divided in turn: eps^1.5 may underflow
+    return lr, _steps_above("corollary_2_1", bound)
+
+
+def _steps_above(what: str, bound: float) -> int:
+    """The smallest integer above ``bound``; a ValueError when it is not finite (eps too small for a float)."""
+    if not math.isfinite(bound):
+        raise ValueError(f"{what}: the step count overflows a float (eps too small for these constants)")
+    return math.floor(bound) + 1
 
 
 def fixed_lr_bound(
@@ -300,7 +353,7 @@ def corollary_2_1_rigorous(eps: float, c1: float, c2: float) -> tuple[float, int
     """
     for name, value in (("eps", eps), ("c1", c1), ("c2", c2)):
         _check_positive(name, value)
-    return eps / (2 * c2), math.floor(4 * c1 * c2 / eps**2) + 1
+    return eps / (2 * c2), _steps_above("corollary_2_1_rigorous", 4 * c1 * c2 / eps / eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -339,6 +392,11 @@ def descent_bound(lrs: Sequence[float], w_norms: Sequence[float], grad_norms: Se
     """
     if not (len(lrs) == len(w_norms) == len(grad_norms)) or not lrs:
         raise ValueError("lrs, w_norms and grad_norms must be non-empty and of equal length")
+    for i, (eta, w, g) in enumerate(zip(lrs, w_norms, grad_norms)):
+        _check_positive(f"lrs[{i}]", eta, allow_zero=True)
+        _check_positive(f"w_norms[{i}]", w, allow_zero=True)
+        _check_positive(f"grad_norms[{i}]", g)  # the bound divides by it
+    _check_positive("dist0", dist0, allow_zero=True)
     num = dist0**2 + sum(eta**2 * w**2 for eta, w in zip(lrs, w_norms))
     den = 2 * sum(eta * w / g for eta, w, g in zip(lrs, w_norms, grad_norms))
     return num / den
