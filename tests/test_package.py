@@ -28,6 +28,30 @@ def test_core_import_does_not_load_the_lab_or_plotting() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_subpackages_resolve_after_import_theorylr() -> None:
+    code = (
+        "import sys, theorylr\n"
+        "assert 'theorylr.distributed' not in sys.modules\n"
+        "assert callable(theorylr.distributed.mean_reduce) and callable(theorylr.theory.lars.invariant_interval)\n"
+        "assert 'distributed' in dir(theorylr)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_estimators_run_without_tqdm_when_no_bar_is_shown() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['tqdm'] = None  # as if tqdm were not installed\n"
+        "import torch, theorylr\n"
+        "from torch import nn\n"
+        "model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))\n"
+        "data = (torch.randn(8, 3), torch.randint(0, 2, (8,)))\n"
+        "opt, info = theorylr.exact_step_adam(model, nn.CrossEntropyLoss(), data, 10, num_samples=2)\n"
+        "assert info.alpha > 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_cli_help_and_version_do_not_need_torch() -> None:
     code = (
         "import sys\n"

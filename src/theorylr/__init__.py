@@ -80,13 +80,19 @@ _LAZY = {
 }
 
 
+# Subpackages, imported on first access too: ``theorylr.distributed.mean_reduce`` works after ``import theorylr``.
+_SUBMODULES = ("data", "distributed", "estimate", "lab", "lipschitz", "models", "optim", "theory")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"theorylr.{name}")
     raise AttributeError(f"module 'theorylr' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, *_SUBMODULES})

@@ -137,12 +137,31 @@ def reset_parameters_sampler(model: nn.Module, generator: torch.Generator) -> No
         )
 
 
+class _NoBar:
+    """What :func:`_progress` returns without a bar: the estimators then need torch alone (tqdm is imported only
+    for a bar that is shown)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        return None
+
+
 def _progress(enabled: bool | None, total: int) -> Any:
     if enabled is None:
         enabled = sys.stderr.isatty()
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc="smoothness", unit="sample", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc="smoothness", unit="sample", file=sys.stderr, leave=False)
 
 
 def smoothness(
