@@ -165,6 +165,43 @@ def test_registration_and_spec_errors() -> None:
     assert fixed.defaults["schedule"] == "cosine"
 
 
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"name": ".."}, "not '.' or '..'"),
+        ({"name": "."}, "not '.' or '..'"),
+        ({"name": "a\nb"}, "control characters"),
+        ({"name": 5}, "workload name must be a non-empty string"),
+        ({"dataset": "imagenet"}, "dataset must be one of"),
+        ({"model": "nope"}, "model must be one of"),
+        ({"init": "nope"}, "init must be one of"),
+        ({"target": ("test_accuracy", 0.9)}, "target must be a Target"),
+        ({"needs_data_dir": "no"}, "needs_data_dir"),
+    ],
+)
+def test_workload_fields_are_checked_when_the_workload_is_made(fields: dict[str, object], match: str) -> None:
+    base: dict[str, object] = {
+        "name": "w",
+        "description": "d",
+        "dataset": "iris",
+        "model": "linear",
+        "loss": "cross_entropy",
+    }
+    with pytest.raises(ValueError, match=match):
+        Workload(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_registration_checks_rule_options_and_a_binary_loss_needs_two_classes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"rule_options names no rule \['larz'\]"):
+        register_workload(Workload("w-opts", "d", "iris", "linear", "cross_entropy", rule_options={"larz": {}}))
+    assert "w-opts" not in WORKLOADS
+    three_classes = Workload("w-bce-iris", "d", "iris", "linear", "bce", epochs=1)
+    for workload in (three_classes, dataclasses.replace(three_classes, name="w-hinge-iris", loss="binary_hinge")):
+        with pytest.raises(ValueError, match=r"is binary \(one logit, two classes\) but the dataset has 3 classes"):
+            compare(workload, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
+    assert not any(tmp_path.iterdir())  # refused before any run
+
+
 def test_log_grid() -> None:
     assert LogGrid(1e-3, 1.0).points(4) == [0.001, 0.01, 0.1, 1.0]
     assert LogGrid(1e-4, 1e-2).points(1) == [0.001]

@@ -97,11 +97,21 @@ class LossSpec:
         return self.fn(outputs, targets)
 
     def outputs(self, num_classes: int | None) -> int:
-        """How many outputs the model needs (``num_classes`` for multi-class losses, otherwise 1)."""
+        """How many outputs the model needs (``num_classes`` for multi-class losses, otherwise 1).
+
+        Raises:
+            ValueError: a multi-class loss on data without classes, or a binary loss (one logit: ``bce``,
+                ``binary_hinge``) on data with other than two classes, whose labels it would misread.
+        """
         if self.target_kind == "class":
             if num_classes is None or num_classes < 2:
                 raise ValueError(f"loss {self.name!r} needs a classification dataset (got num_classes={num_classes})")
             return int(num_classes)
+        if self.target_kind in ("binary", "sign") and num_classes is not None and num_classes != 2:
+            raise ValueError(
+                f"loss {self.name!r} is binary (one logit, two classes) but the dataset has {num_classes} classes; "
+                "use a multi-class loss ('cross_entropy', 'multiclass_hinge')"
+            )
         return 1
 
     def prepare_targets(self, y: Tensor, dtype: torch.dtype) -> Tensor:

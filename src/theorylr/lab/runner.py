@@ -855,6 +855,10 @@ def _check_data(workload: Workload, data_dir: str | None) -> None:
         raise ValueError(
             f"cannot load the {workload.dataset} data of workload {workload.name!r}{where}: {exc}"
         ) from None
+    try:  # the loss against the data's classes (a binary loss on three classes would misread the labels)
+        workload.loss_spec.outputs(getattr(data, "num_classes", None))
+    except ValueError as exc:
+        raise ValueError(f"workload {workload.name!r}: {exc}") from None
     empty = [name for name in ("x_train", "x_test") if getattr(data, name).shape[0] == 0]
     if empty:
         raise ValueError(

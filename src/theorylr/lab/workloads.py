@@ -133,9 +133,32 @@ class Workload:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ ,@"):
-            raise ValueError(f"workload name must be non-empty without '/', '\\\\', ' ', ',' or '@' ({self.name!r})")
+        # The name is one path component of every run directory: nothing that could leave it or split it.
+        bad_name = (
+            not isinstance(self.name, str)
+            or not self.name
+            or self.name in (".", "..")
+            or any(c in self.name for c in "/\\ ,@")
+            or not self.name.isprintable()
+        )
+        if bad_name:
+            raise ValueError(
+                "workload name must be a non-empty string without '/', '\\\\', ' ', ',', '@' or control characters, "
+                f"and not '.' or '..' (got {self.name!r})"
+            )
         check_choice("loss", self.loss, tuple(LOSSES))
+        from theorylr.data.registry import DATASETS
+        from theorylr.models import INIT_SCHEMES
+        from theorylr.models.registry import MODELS
+
+        check_choice("dataset", self.dataset, tuple(DATASETS))
+        check_choice("model", self.model, tuple(MODELS))
+        if self.init is not None:
+            check_choice("init", self.init, INIT_SCHEMES)
+        if self.target is not None and not isinstance(self.target, Target):
+            raise ValueError(f"target must be a Target(metric, value) or None (got {self.target!r})")
+        if not isinstance(self.needs_data_dir, bool):
+            raise ValueError(f"needs_data_dir must be True or False (got {self.needs_data_dir!r})")
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, min_value=1)
         check_int("epochs", self.epochs, min_value=1)
@@ -217,7 +240,15 @@ DEFAULT_WORKLOAD = "digits-mlp"
 
 
 def register_workload(workload: Workload, *, replace: bool = False) -> Workload:
-    """Add ``workload`` to :data:`WORKLOADS` (``ValueError`` on a duplicate name unless ``replace``)."""
+    """Add ``workload`` to :data:`WORKLOADS` (``ValueError`` on a duplicate name unless ``replace``, or on
+    ``rule_options`` for a rule that does not exist)."""
+    if not isinstance(workload, Workload):
+        raise ValueError(f"workload must be a Workload (got {type(workload).__name__})")
+    from theorylr.lab.rules import RULES
+
+    unknown = sorted(set(workload.rule_options) - set(RULES))
+    if unknown:
+        raise ValueError(f"rule_options names no rule {unknown}: the rules are {', '.join(sorted(RULES))}")
     if workload.name in WORKLOADS and not replace:
         raise ValueError(f"workload {workload.name!r} is already registered (pass replace=True to override)")
     WORKLOADS[workload.name] = workload
