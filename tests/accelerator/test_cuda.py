@@ -178,6 +178,31 @@ def test_step_makes_no_host_device_sync(row: OptimInfo, cfg: int) -> None:
                 opt.step()
 
 
+@pytest.mark.parametrize(("row", "cfg"), CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("lr_on_device", [False, True], ids=["cpu-lr", "device-lr"])
+def test_a_tensor_lr_on_either_device_equals_the_float_lr(row: OptimInfo, cfg: int, lr_on_device: bool) -> None:
+    """A 0-dim tensor lr (on the CPU, as users write it, or on the device) gives the float lr's steps, foreach and
+    loop, without a host-device sync in ``step()``."""
+    kwargs = row.configurations()[cfg]
+    model, x, y = _problem(torch.float64)
+    ref_model, dx, dy = _to_device(model, x, y)
+    variants: list[dict[str, Any]] = [{"foreach": True}, {"foreach": False}] if row.supports_foreach else [{}]
+    for extra in variants:
+        tensor_model = copy.deepcopy(ref_model)
+        float_model = copy.deepcopy(ref_model)
+        lr = torch.tensor(float(kwargs["lr"]), dtype=torch.float64, device=_dev() if lr_on_device else "cpu")
+        tensor_opt = _make(row, tensor_model.parameters(), kwargs, lr=lr, **extra)
+        float_opt = _make(row, float_model.parameters(), kwargs, **extra)
+        for _ in range(4):
+            _step(float_opt, float_model, dx, dy)
+            tensor_opt.zero_grad()
+            _loss(tensor_model, dx, dy).backward()
+            with _no_host_sync():
+                tensor_opt.step()
+        for p, q in zip(tensor_model.parameters(), float_model.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.name)
 def test_bfloat16_parameters_step_as_float32_ones_do(row: OptimInfo) -> None:
     model, x, y = _problem(torch.float32)

@@ -138,8 +138,9 @@ def add_times_(p: Tensor, t: Tensor, coef: float | Tensor) -> None:
 
 def foreach_add_times_(ps: list[Tensor], ts: list[Tensor], coef: float | Tensor) -> None:
     """``ps[i] += coef * ts[i]`` for each ``i``, :func:`add_times_`'s multi-tensor form."""
-    if isinstance(coef, Tensor):
-        c = coef if ps[0].dtype == torch.float16 else coef.to(ps[0].dtype)
+    if isinstance(coef, Tensor):  # on the parameters' device: a foreach kernel takes its tensors from one device
+        dtype = coef.dtype if ps[0].dtype == torch.float16 else ps[0].dtype
+        c = coef.to(device=ps[0].device, dtype=dtype, non_blocking=True)
         foreach_add_scaled_(ps, ts, [c] * len(ps))
     else:
         torch._foreach_add_(ps, ts, alpha=coef)
