@@ -258,7 +258,8 @@ class LipschitzLR(LRScheduler):
                 "forward passes of the model in training mode that call the tracked module, "
                 f"{self.tracker.module_label()}); step the scheduler once per epoch, after training"
             )
-        lipschitz = self._checked(values["lipschitz"], f"epoch {self.last_epoch - 1}")
+        epoch = self.last_epoch - 1  # counted from 0, as torch's schedulers count
+        lipschitz = self._checked(values["lipschitz"], f"epoch {epoch} (counted from 0: training epoch {epoch + 1})")
         lrs = self._new_lrs(lipschitz, absolute=self.last_epoch == 0)
         self._record(self.last_epoch, "epoch", values, lrs)
         self.tracker.reset_epoch()
