@@ -58,7 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"theorylr {name}", description=text)
     module.add_arguments(sub)
-    return int(module.run(sub.parse_args(rest)) or 0)
+    from theorylr.commands._common import CommandExitError
+
+    try:
+        return int(module.run(sub.parse_args(rest)) or 0)
+    except CommandExitError as stop:  # the command printed why
+        return stop.code
 
 
 if __name__ == "__main__":

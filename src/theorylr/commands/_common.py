@@ -12,10 +12,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["check_device", "check_output_dir", "check_output_file", "os_error_text"]
+__all__ = [
+    "CommandExitError",
+    "check_device",
+    "check_output_dir",
+    "check_output_file",
+    "command_errors",
+    "os_error_text",
+]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -78,3 +87,34 @@ def os_error_text(exc: OSError) -> str:
         return str(exc)
     where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
     return f"{where}: {exc.strerror}"
+
+
+class CommandExitError(Exception):
+    """Ends a command with ``code`` once its message is printed (``theorylr.cli.main`` returns the code)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@contextlib.contextmanager
+def command_errors(command: str, *, resume_dir: str | None = None) -> Iterator[None]:
+    """Turn a command's expected failures into one printed line and an exit code (:class:`CommandExitError`).
+
+    ``ValueError`` (a bad argument) and ``OSError`` (a path that cannot be read or written) print
+    ``theorylr COMMAND: error: ...`` and exit with 2. With ``resume_dir`` (a command that resumes its runs), Ctrl-C
+    prints how to resume and exits with 130; without, it propagates.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        if resume_dir is None:
+            raise
+        print(f"\ninterrupted: run the same command again to resume (results in {resume_dir})")
+        raise CommandExitError(130) from None
+    except ValueError as exc:
+        print(f"theorylr {command}: error: {exc}")
+        raise CommandExitError(2) from None
+    except OSError as exc:
+        print(f"theorylr {command}: error: {os_error_text(exc)}")
+        raise CommandExitError(2) from None

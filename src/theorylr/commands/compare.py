@@ -43,12 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed, 2 on a bad argument
-    or an output path that cannot be written, 130 on Ctrl-C."""
-    from theorylr.commands._common import check_device, check_output_dir, os_error_text
+    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed, 2 on a bad argument or an
+    output path that cannot be written, 130 on Ctrl-C. The errors' exit codes come as
+    :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
+    from theorylr.commands._common import check_device, check_output_dir, command_errors, os_error_text
     from theorylr.lab import DEFAULT_WORKLOAD, compare, report
 
-    try:
+    with command_errors("compare", resume_dir=args.out):
         check_output_dir("--out", args.out)
         check_device("--device", args.device)
         result = compare(
@@ -64,15 +65,6 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             verbose=not args.quiet,
         )
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to resume (results in {args.out})")
-        return 130
-    except ValueError as exc:
-        print(f"theorylr compare: error: {exc}")
-        return 2
-    except OSError as exc:
-        print(f"theorylr compare: error: {os_error_text(exc)}")
-        return 2
     counts = result.counts()
     print(
         f"{result.workload}: {len(result.results)} runs ("

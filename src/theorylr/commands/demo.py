@@ -24,14 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison, the report and the LARS theory demonstration; print where they are. Returns 0, 2 on a
-    bad argument or an output path that cannot be written, 130 on Ctrl-C (rerun the same command to resume)."""
+    """Run the comparison, the report and the LARS theory demonstration; print where they are. Returns 0, 2 on a bad
+    argument or an output path that cannot be written, 130 on Ctrl-C (rerun the same command to resume). The errors'
+    exit codes come as :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
     from theorylr import lab
-    from theorylr.commands._common import check_output_dir, os_error_text
+    from theorylr.commands._common import check_output_dir, command_errors
     from theorylr.lab.lars_theory_demo import run_lars_theory_demo
 
     out = Path(args.out)
-    try:
+    with command_errors("demo", resume_dir=args.out):
         check_output_dir("--out", args.out)
         result = lab.compare(
             lab.DEFAULT_WORKLOAD,
@@ -44,15 +45,6 @@ def run(args: argparse.Namespace) -> int:
         )
         paths = lab.report(out)
         theory = run_lars_theory_demo(out / "lars_theory")
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to resume (results in {args.out})")
-        return 130
-    except ValueError as exc:
-        print(f"theorylr demo: error: {exc}")
-        return 2
-    except OSError as exc:
-        print(f"theorylr demo: error: {os_error_text(exc)}")
-        return 2
     print(f"runs: {result.counts()}")
     print(f"report: {paths.markdown}  (HTML: {paths.html})")
     for name, path in sorted(theory.items()):

@@ -23,21 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report and print its paths; returns 0, or 2 when the directory holds no runs or the report cannot
-    be written there."""
-    from theorylr.commands._common import check_output_dir, os_error_text
+    """Write the report and print its paths; returns 0, or 2 when the directory holds no runs or the report cannot be
+    written there. The errors' exit codes come as :class:`~theorylr.commands._common.CommandExitError`, which
+    ``theorylr.cli.main`` returns."""
+    from theorylr.commands._common import check_output_dir, command_errors
     from theorylr.lab import report
 
-    try:
+    with command_errors("report"):
         if args.out is not None:
             check_output_dir("--out", args.out)
         paths = report(args.results, out_dir=args.out, title=args.title, figures=not args.no_figures)
-    except ValueError as exc:
-        print(f"theorylr report: error: {exc}")
-        return 2
-    except OSError as exc:
-        print(f"theorylr report: error: {os_error_text(exc)}")
-        return 2
     print(f"report: {paths.markdown}")
     print(f"        {paths.html}")
     if paths.figures:

@@ -38,13 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the reproduction; print the verdict counts and the page's path. Returns 0, 2 on bad arguments or an
-    output path that cannot be written, 130 on Ctrl-C."""
-    from theorylr.commands._common import check_device, check_output_dir, os_error_text
+    """Run the reproduction; print the verdict counts and the page's path. Returns 0, 2 on bad arguments or an output
+    path that cannot be written, 130 on Ctrl-C. The errors' exit codes come as
+    :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
+    from theorylr.commands._common import check_device, check_output_dir, command_errors
     from theorylr.lab.reproduce import reproduce
 
     command = "theorylr reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
-    try:
+    with command_errors("reproduce", resume_dir=args.out):
         check_output_dir("--out", args.out)
         if args.page_out is not None:
             check_output_dir("--page-out", args.page_out)
@@ -61,15 +62,6 @@ def run(args: argparse.Namespace) -> int:
             figures_subdir=args.figures_subdir,
             command=command,
         )
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to resume (results in {args.out})")
-        return 130
-    except ValueError as exc:
-        print(f"theorylr reproduce: error: {exc}")
-        return 2
-    except OSError as exc:
-        print(f"theorylr reproduce: error: {os_error_text(exc)}")
-        return 2
     for paper in result.results:
         counts = ", ".join(f"{n} {v}" for v, n in sorted(paper.counts().items()))
         print(f"{paper.paper}: {len(paper.claims)} claims ({counts}) in {paper.wall_time:.1f} s")

@@ -121,14 +121,15 @@ def build_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the suggestion (table or JSON) and write the plot; returns 0, or 2 on a bad argument, missing data
-    files or a plot path that cannot be written."""
+    """Print the suggestion (table or JSON) and write the plot; returns 0, or 2 on a bad argument, missing data files or
+    a plot path that cannot be written. The errors' exit codes come as
+    :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
     import dataclasses
 
-    from theorylr.commands._common import check_device, check_output_file, os_error_text
+    from theorylr.commands._common import check_device, check_output_file, command_errors, os_error_text
     from theorylr.lab.suggest import suggest
 
-    try:
+    with command_errors("suggest"):
         if args.plot:
             check_output_file("--plot", args.plot)
         check_device("--device", args.device)
@@ -148,12 +149,6 @@ def run(args: argparse.Namespace) -> int:
             range_test_options={"num_steps": args.range_test_steps},
             seed=args.seed,
         )
-    except ValueError as exc:
-        print(f"theorylr suggest: error: {exc}")
-        return 2
-    except OSError as exc:
-        print(f"theorylr suggest: error: {os_error_text(exc)}")
-        return 2
     workload = inputs["workload"]
     result = dataclasses.replace(result, settings={"workload": workload.name, **result.settings})
     print(
