@@ -94,7 +94,7 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
     ord_ = _ORD[check_choice("norm", norm, tuple(_ORD))]
     if not foreach:
         return [
-            torch.linalg.vector_norm(t, ord_, dtype=_norm_dtype(t.dtype)) if t.numel() else _zero_norm(t)
+            torch.linalg.vector_norm(t, ord_, dtype=scalar_dtype(t.dtype)) if t.numel() else _zero_norm(t)
             for t in tensors
         ]
     # The inf-norm of an empty tensor is undefined in torch: empty tensors get the norm 0.
@@ -104,7 +104,7 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
     for i, t in enumerate(tensors):
         if t.numel():
             if t.dtype not in norm_dtypes:
-                norm_dtypes[t.dtype] = _norm_dtype(t.dtype)
+                norm_dtypes[t.dtype] = scalar_dtype(t.dtype)
             by_dtype.setdefault(norm_dtypes[t.dtype], []).append(i)
         else:
             out[i] = _zero_norm(t)
@@ -187,7 +187,7 @@ def _compiled_l2_norms(ps: list[Tensor], us: list[Tensor]) -> list[Tensor]:
     """
     sq_p, sq_u = [], []
     for p, u in zip(ps, us):
-        dtype = _norm_dtype(p.dtype)
+        dtype = scalar_dtype(p.dtype)
         if _by_rows(p) and _by_rows(u):
             p, u = _rows(p), _rows(u)
         p, u = p.to(dtype), u.to(dtype)
@@ -253,11 +253,8 @@ def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
     return torch.get_num_threads() >= 2
 
 
-_norm_dtype = scalar_dtype  # the dtype norms and ratios are computed in: the tensor's, at least float32
-
-
 def _zero_norm(t: Tensor) -> Tensor:
-    return torch.zeros((), dtype=_norm_dtype(t.dtype), device=t.device)
+    return torch.zeros((), dtype=scalar_dtype(t.dtype), device=t.device)
 
 
 def _call_norm_fn(norm_fn: NormFn, tensors: list[Tensor], norm: str) -> list[Tensor]:
@@ -474,8 +471,8 @@ def _single_tensor_lars(
         else:
             norms = local_norms(tensors, ord_name)
         for i, p in enumerate(params):
-            w_norm = norms[i].to(device=p.device, dtype=_norm_dtype(p.dtype))
-            second_norm = norms[n + i].to(device=p.device, dtype=_norm_dtype(p.dtype))
+            w_norm = norms[i].to(device=p.device, dtype=scalar_dtype(p.dtype))
+            second_norm = norms[n + i].to(device=p.device, dtype=scalar_dtype(p.dtype))
             if norm == "mean_ratio":  # ||q||_1 / numel: the mean element-wise ratio
                 second_norm = second_norm / max(p.numel(), 1)
             ratios.append(
@@ -494,7 +491,7 @@ def _single_tensor_lars(
 
     for i, p in enumerate(params):
         u = dirs[i]
-        ratio = ratios[i] if adapt else torch.ones((), dtype=_norm_dtype(p.dtype), device=p.device)
+        ratio = ratios[i] if adapt else torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
         if trust_ratios is not None:
             trust_ratios[i].copy_(ratio)
         # Scalars reach the parameter's dtype only multiplied by lr (-lr * ratio, -lr * k: the size of a step), so
@@ -599,7 +596,7 @@ def _multi_tensor_lars(
     for (device, dtype), idx in buckets.items():
         ps = [params[i] for i in idx]
         ds = [dirs[i] for i in idx]
-        compute = _norm_dtype(dtype)
+        compute = scalar_dtype(dtype)
         if adapt:
             if norm_fn is None:  # the bucket's norms: w's, then the denominator's
                 tensors, ord_name = _norm_inputs_foreach(
@@ -1095,7 +1092,7 @@ class LARS(Optimizer):
             for p in params:
                 state = self.state[p]
                 if "trust_ratio" not in state:
-                    state["trust_ratio"] = torch.ones((), dtype=_norm_dtype(p.dtype), device=p.device)
+                    state["trust_ratio"] = torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
                 if not factored and "momentum_scale" in state:  # a factored buffer becomes plain, once
                     scale = state.pop("momentum_scale")
                     if state.get("momentum_buffer") is not None:
