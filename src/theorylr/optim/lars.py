@@ -622,8 +622,9 @@ def _multi_tensor_lars(
             )
         else:
             ratio = torch.ones(len(idx), dtype=compute, device=device)
+        ratio_parts = list(ratio.unbind(0))  # 0-dim views, unbound once: the trust ratios' and the plain buffer's
         if trust_ratios is not None:
-            torch._foreach_copy_([trust_ratios[i] for i in idx], list(ratio.unbind(0)))
+            torch._foreach_copy_([trust_ratios[i] for i in idx], ratio_parts)
         # Scalars reach the parameters' dtype only multiplied by lr (see _single_tensor_lars): a float16 parameter
         # must not see a ratio or scale above float16's range as inf.
         if momentum == 0:
@@ -642,6 +643,7 @@ def _multi_tensor_lars(
                 ps,
                 ds,
                 ratio,
+                ratio_parts,
                 u_steps,
                 [momentum_buffer_list[i] for i in idx],
                 lr=lr,
@@ -707,6 +709,7 @@ def _plain_momentum(
     ps: list[Tensor],
     us: list[Tensor],
     ratio: Tensor,
+    ratio_parts: list[Tensor],
     u_steps: list[Tensor],
     bufs: list[Tensor | None],
     *,
@@ -722,8 +725,10 @@ def _plain_momentum(
     ``buf *= momentum`` and ``w -= lr * buf`` take Python scalars, so torch's multi-tensor kernels run them in a
     few launches on a GPU; only ``buf += c * u`` (``c = sign (1 - dampening) ratio``, per tensor) and, for
     Nesterov, ``w -= lr sign ratio u`` go tensor by tensor there (torch has no multi-tensor kernel taking a
-    device scalar per tensor). ``u_steps`` holds ``-lr sign ratio`` per tensor in the parameters' dtype (Nesterov
-    only). A float16 bucket multiplies ``c * u`` in float32 (:func:`_scaled`): ``c`` may exceed float16's range.
+    device scalar per tensor). ``ratio_parts`` is ``ratio`` unbound (reused as ``c`` when ``c = ratio`` in the
+    parameters' dtype); ``u_steps`` holds ``-lr sign ratio`` per tensor in the parameters' dtype (Nesterov only). A
+    float16 bucket multiplies ``c * u`` in float32 (:func:`~theorylr.optim._base.scaled`): ``c`` may exceed float16's
+    range.
     """
     dtype = ps[0].dtype
     old = [k for k, b in enumerate(bufs) if b is not None]
@@ -732,8 +737,13 @@ def _plain_momentum(
     if old:
         v_old = [cast(Tensor, bufs[k]) for k in old]
         torch._foreach_mul_(v_old, momentum)
-        c = ratio if not new else torch.stack([ratio[k] for k in old])
-        foreach_add_scaled_(v_old, [us[k] for k in old], scale_list(c * (sign * (1.0 - dampening)), dtype))
+        coef = sign * (1.0 - dampening)
+        if coef == 1.0 and not new and ratio.dtype == dtype:
+            c_list = ratio_parts  # the default: no multiply and no second unbind (a GPU step is host-bound)
+        else:
+            c = ratio if not new else torch.stack([ratio[k] for k in old])
+            c_list = scale_list(c * coef, dtype)
+        foreach_add_scaled_(v_old, [us[k] for k in old], c_list)
     if new:  # first step: buf = ratio * d = sign * ratio * u
         c_new = (ratio if not old else torch.stack([ratio[k] for k in new])) * sign
         if dtype == torch.float16:
