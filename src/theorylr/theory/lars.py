@@ -25,6 +25,8 @@ import math
 from collections.abc import Sequence
 from fractions import Fraction
 
+from theorylr._validation import check_int, check_number
+
 __all__ = [
     "corollary_2_1",
     "corollary_2_1_rigorous",
@@ -58,19 +60,9 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'} (got {value!r})")
 
 
-def _check_finite(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number (got {value!r})")
-
-
-def _check_count(name: str, value: int, *, minimum: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
-
-
 def _same_sign(w0: float, a: float) -> tuple[float, float]:
-    _check_finite("w0", w0)
-    _check_finite("a", a)
+    check_number("w0", w0)
+    check_number("a", a)
     if a == 0 or w0 == 0:
         raise ValueError(f"w0 and a must be non-zero (got w0={w0!r}, a={a!r}): eq. (1) never leaves 0")
     if (w0 > 0) != (a > 0):
@@ -97,7 +89,7 @@ def invariant_interval(a: float, lr: float) -> tuple[float, float]:
         (1.5, 2.5)
     """
     _check_lr(lr)
-    _check_finite("a", a)
+    check_number("a", a)
     ends = (a * (1 - lr), a * (1 + lr))
     return (min(ends), max(ends))
 
@@ -177,12 +169,12 @@ def lars_1d_trajectory(w0: float, a: float, lr: float | Sequence[float], steps: 
         >>> lars_1d_trajectory(0.5, 1.0, 0.5, 3)
         [0.5, 0.75, 1.125, 0.5625]
     """
-    _check_finite("w0", w0)
-    _check_finite("a", a)
+    check_number("w0", w0)
+    check_number("a", a)
     if isinstance(lr, (int, float)):
         if steps is None:
             raise ValueError("steps is required when lr is a number")
-        _check_count("steps", steps, minimum=0)
+        check_int("steps", steps, min_value=0)
         lrs = [float(lr)] * steps
     else:
         lrs = [float(x) for x in lr]
@@ -209,7 +201,7 @@ def origin_attraction(w0: float, lr: float, k: int) -> float:
         -0.25
     """
     _check_lr(lr)
-    _check_finite("w0", w0)
+    check_number("w0", w0)
     if k < 0:
         raise ValueError(f"k must be >= 0 (got {k})")
     return (1 - lr) ** k * w0
@@ -225,7 +217,7 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
         4
     """
     _check_lr(lr)
-    _check_finite("w0", w0)
+    check_number("w0", w0)
     _check_positive("min_norm", min_norm)
     if w0 == 0:
         raise ValueError("w0 must be non-zero")
@@ -271,7 +263,7 @@ def theorem2_bound(k: int, lr: float, c1: float, c2: float) -> float:
         >>> round(theorem2_bound(100, 0.1, 2.0, 16.0), 6)
         0.36
     """
-    _check_count("k", k, minimum=1)
+    check_int("k", k, min_value=1)
     _check_positive("lr", lr)
     _check_positive("c1", c1, allow_zero=True)
     _check_positive("c2", c2, allow_zero=True)
