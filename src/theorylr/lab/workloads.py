@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from theorylr._validation import check_choice, check_int, check_number
+from theorylr._validation import check_bool, check_choice, check_int, check_number
 from theorylr.lab.losses import LOSSES, LossSpec, get_loss
 
 if TYPE_CHECKING:
@@ -157,8 +157,7 @@ class Workload:
             check_choice("init", self.init, INIT_SCHEMES)
         if self.target is not None and not isinstance(self.target, Target):
             raise ValueError(f"target must be a Target(metric, value) or None (got {self.target!r})")
-        if not isinstance(self.needs_data_dir, bool):
-            raise ValueError(f"needs_data_dir must be True or False (got {self.needs_data_dir!r})")
+        check_bool("needs_data_dir", self.needs_data_dir)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, min_value=1)
         check_int("epochs", self.epochs, min_value=1)
