@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from theorylr._validation import check_number
+
 #: A learning rate: a Python number, or a 0-dim tensor (as torch's optimizers take, so that a compiled step does
 #: not recompile when a scheduler changes it: the tensor is an input of the graph, a number a constant in it).
 LR = float | Tensor
@@ -16,18 +18,46 @@ __all__ = [
     "LR",
     "add_scaled_",
     "add_times_",
+    "check_lr",
     "foreach_add_scaled_",
     "foreach_add_times_",
     "params_with_grad",
     "resolve_foreach",
     "restore_scalar_states",
     "scalar_dtype",
+    "scalar_lr",
     "scale_list",
     "scaled",
 ]
 
 # Devices whose _foreach_* kernels we use by default (CPU included: one C++ loop instead of a Python one).
 _FOREACH_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
+def check_lr(lr: Any) -> None:
+    """Check a learning rate: a finite number ``>= 0``, or a one-element real floating-point tensor holding one.
+
+    An integer tensor is refused as well as a complex one: a torch scheduler writes its new value into the tensor
+    in place (``fill_``), which would truncate ``0.05`` to ``0`` and stop training without a word.
+
+    Raises:
+        ValueError: naming ``lr`` and what is allowed.
+    """
+    if isinstance(lr, Tensor) and not lr.is_floating_point():
+        raise ValueError(
+            f"lr must be a number or a one-element floating-point tensor (got a tensor of dtype {lr.dtype}): a "
+            "scheduler writes the new lr into the tensor in place"
+        )
+    check_number("lr", lr, min_value=0.0, allow_tensor=True)
+
+
+def scalar_lr(lr: LR) -> LR:
+    """``lr`` as the step uses it: a tensor as a 0-dim view (no copy, no host sync), a number unchanged.
+
+    torch's optimizers take any one-element tensor, e.g. ``torch.tensor([0.1])`` of shape ``(1,)``; a shape-``(1,)``
+    factor would broadcast a 0-dim parameter's in-place update to shape ``(1,)``, which torch refuses.
+    """
+    return lr.reshape(()) if isinstance(lr, Tensor) and lr.dim() != 0 else lr
 
 
 def resolve_foreach(foreach: bool | None, params: Iterable[Tensor]) -> bool:

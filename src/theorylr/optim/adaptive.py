@@ -59,11 +59,13 @@ from theorylr._validation import check_bool, check_choice, check_int, check_numb
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import (
     LR,
+    check_lr,
     foreach_add_scaled_,
     params_with_grad,
     resolve_foreach,
     restore_scalar_states,
     scalar_dtype,
+    scalar_lr,
     scaled,
 )
 from theorylr.optim.lars import local_norms
@@ -191,6 +193,7 @@ def adaptive_lipschitz(
         raise ValueError(f"beta1 must be 0 when there is no first moment (got {beta1!r})")
     if second and (lipschitz_sq_avgs is None or lipschitz_sq is None):
         raise ValueError("the second moment needs lipschitz_sq_avgs and lipschitz_sq")
+    lr = scalar_lr(lr)  # a one-element tensor of any shape, e.g. (1,), as torch's optimizers take it
     func = functools.partial(_multi_tensor_adaptive, shared_state=shared_state) if foreach else _single_tensor_adaptive
     func(
         params,
@@ -652,7 +655,7 @@ class _LipschitzAdaptive(Optimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Validate one param group's hyperparameters (the defaults, and every group, added later too)."""
-        check_number("lr", group["lr"], min_value=0.0, allow_tensor=True)
+        check_lr(group["lr"])
         check_number("weight_decay", group["weight_decay"], min_value=0.0)
         check_bool("bias_correction", group["bias_correction"])
         check_bool("maximize", group["maximize"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,8 @@ def exact_step_adam(
         mode: ``"eval"`` (default), ``"train"`` or ``"current"``, for both the loss and the Hessians.
         estimate_kwargs: further keywords for :func:`~theorylr.estimate.smoothness` (``method``, ``tol``,
             ``max_matvecs``, ``sampler``, ``progress``, ``backend``, ``reduce``, ...).
-        **optimizer_kwargs: passed to ``optimizer_class`` (``betas``, ``eps``, ``weight_decay``, ...; not ``lr``).
+        **optimizer_kwargs: passed to ``optimizer_class`` (``betas``, ``eps``, ``weight_decay``, ...; not ``lr`` or
+            ``params``). They are tried on a stand-in parameter first, so that a bad one fails before the estimate.
 
     Returns:
         ``(optimizer, step)``: the optimizer, and an :class:`ExactStep` for logging (``step.to_dict()``).
@@ -131,14 +133,31 @@ def exact_step_adam(
         raise ValueError(f"optimizer_class must be a torch.optim.Optimizer subclass (got {optimizer_class!r})")
     if "lr" in optimizer_kwargs:
         raise ValueError("lr must not be given: exact_step_adam computes it (pass the other optimizer arguments)")
+    if "params" in optimizer_kwargs:
+        raise ValueError("params must not be given: the optimizer takes model.parameters()")
+    if estimate_kwargs is not None and not isinstance(estimate_kwargs, Mapping):
+        raise ValueError(
+            f"estimate_kwargs must be a mapping of smoothness() keywords or None (got {estimate_kwargs!r})"
+        )
     extra = dict(estimate_kwargs or {})
     clash = sorted(set(extra) & {"num_samples", "seed", "mode"})
     if clash:
         raise ValueError(f"estimate_kwargs must not repeat {clash}: pass them to exact_step_adam directly")
     if not isinstance(data, (tuple, list)):  # a DataLoader or generator: read once, so both steps see the same batches
+        if isinstance(data, Tensor) or not isinstance(data, Iterable):
+            raise ValueError(
+                "data must be an (inputs, targets) pair or an iterable of such pairs (a list, a DataLoader, a "
+                f"generator; got {type(data).__name__})"
+            )
         data = list(data)
+    _check_optimizer_arguments(model, optimizer_class, optimizer_kwargs)
     reduce = extra.get("reduce")
     initial_loss = data_loss(model, loss_fn, data, mode=mode, reduce=reduce)
+    if not math.isfinite(initial_loss):  # before the costly estimate, whose Hessians would be inf/nan too
+        raise ValueError(
+            f"the initial loss L(w0) on data is {initial_loss!r}: the exact step sqrt(2 L(w0) / (K_hat T)) needs a "
+            "finite loss at the initial weights (check the model's initialisation, the data and loss_fn)"
+        )
     if not initial_loss > final_loss:  # before the costly estimate, which could not give a step
         raise ValueError(
             f"final_loss must be below initial_loss, the loss L(w0) = {initial_loss!r} on data (got "
@@ -157,3 +176,17 @@ def exact_step_adam(
         alpha=alpha, initial_loss=initial_loss, smoothness=estimate, total_steps=total_steps, final_loss=final_loss
     )
     return optimizer, step
+
+
+def _check_optimizer_arguments(
+    model: nn.Module, optimizer_class: type[Optimizer], optimizer_kwargs: Mapping[str, Any]
+) -> None:
+    """Build ``optimizer_class`` once on a one-element stand-in for the model's parameters (their dtype and device),
+    so that a bad optimizer argument (``betas=(0.9, 2.0)``, an unknown keyword) fails with the optimizer's own error
+    before the costly estimate of ``K_hat`` rather than after it. The stand-in is discarded; the model is not
+    touched."""
+    first = next(iter(model.parameters()), None)
+    if first is None or nn.parameter.is_lazy(first):  # the loss and the estimate refuse these with their reasons
+        return
+    probe = torch.zeros(1, dtype=first.dtype, device=first.device, requires_grad=True)
+    optimizer_class([probe], lr=1e-3, **optimizer_kwargs)  # type: ignore[call-arg]

@@ -22,12 +22,14 @@ from theorylr.optim._base import (
     LR,
     add_scaled_,
     add_times_,
+    check_lr,
     foreach_add_scaled_,
     foreach_add_times_,
     params_with_grad,
     resolve_foreach,
     restore_scalar_states,
     scalar_dtype,
+    scalar_lr,
     scale_list,
     scaled,
 )
@@ -382,6 +384,7 @@ def lars(
     """
     if not params:
         return
+    lr = scalar_lr(lr)  # a one-element tensor of any shape, e.g. (1,), as torch's optimizers take it
     if foreach is None:
         foreach = resolve_foreach(None, params)
     # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
@@ -829,7 +832,7 @@ def _large_on_cpu(params: list[Tensor]) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------------
 def _check_group(group: dict[str, Any]) -> None:
     """Validate one param group's hyperparameters (constructor defaults and every added group)."""
-    check_number("lr", group["lr"], min_value=0.0, allow_tensor=True)
+    check_lr(group["lr"])
     check_probability("momentum", group["momentum"])
     check_probability("dampening", group["dampening"], allow_one=True)
     check_number("weight_decay", group["weight_decay"], min_value=0.0)
@@ -1065,6 +1068,14 @@ class LARS(Optimizer):
         merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         _check_group(merged)
         super().add_param_group(param_group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's state (defaults, state, param groups) plus the ``norm_fn`` hook, so that ``copy.deepcopy`` and
+        ``pickle`` keep it (torch's own ``__getstate__`` would drop it: the copy would then take local norms)."""
+        state = super().__getstate__()
+        if self.norm_fn is not None:
+            state["norm_fn"] = self.norm_fn
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -61,7 +61,9 @@ def lars_param_groups(
         are no parameters). Pass it to :class:`~theorylr.optim.lars.LARS` or any torch optimizer.
 
     Raises:
-        ValueError: on a malformed ``exclude`` or a non-boolean flag.
+        ValueError: on a malformed ``exclude``, a non-boolean flag, or (with ``exclude_1d``) an uninitialized
+            parameter of a lazy module that ``exclude`` does not select (its shape is unknown before the first
+            forward pass).
 
     Example:
         >>> from theorylr.optim.lars import LARS
@@ -96,7 +98,16 @@ def lars_param_groups(
         if id(param) in seen:
             continue
         seen.add(id(param))
-        if (exclude_1d and param.ndim <= 1) or is_excluded(name, param):
+        if is_excluded(name, param):
+            plain.append(param)
+            continue
+        if exclude_1d and nn.parameter.is_lazy(param):  # its ndim reads 1 until the first forward pass
+            raise ValueError(
+                f"parameter {name!r} is uninitialized (a lazy module such as nn.LazyLinear): its number of "
+                "dimensions is unknown until the first forward pass; run one (e.g. model(example_input)) before "
+                "lars_param_groups, or exclude it by name"
+            )
+        if exclude_1d and param.ndim <= 1:
             plain.append(param)
         else:
             adapted.append(param)
