@@ -27,6 +27,7 @@ __all__ = [
     "is_batch",
     "preserved",
     "same_values",
+    "scalar_loss",
     "seed_global",
     "select_params",
     "set_mode",
@@ -115,6 +116,17 @@ def check_loss_fn(loss_fn: Any) -> None:
             "Batches are weighted by their share of the samples, so a summed loss would make the estimate depend "
             "on the batching; for the curvature of the summed loss, multiply the mean loss's by the sample count"
         )
+
+
+def scalar_loss(loss: Any) -> Tensor:
+    """``loss`` if it is a 0-dim tensor (the batch's mean loss); a clear error for anything else (no host read)."""
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        got = f"shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(
+            f"loss_fn must return a scalar tensor, the batch's mean loss (got {got}); a per-sample loss "
+            "(reduction='none') needs a .mean()"
+        )
+    return loss
 
 
 def select_params(model: nn.Module, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:

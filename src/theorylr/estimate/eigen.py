@@ -79,6 +79,16 @@ def _unit(v0: Tensor) -> Tensor:
     return v0 / norm
 
 
+def _apply(matvec: MatVec, v: Tensor) -> Tensor:
+    """``matvec(v)`` in ``v``'s dtype and device (an operator may compute in its own, e.g. a float32 model's HVP with
+    a float64 starting vector), checked to be a vector of ``v``'s length."""
+    w = matvec(v)
+    if not isinstance(w, Tensor) or w.shape != v.shape:
+        got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+        raise ValueError(f"matvec must return a vector shaped like its input, {tuple(v.shape)} (got {got})")
+    return w.to(dtype=v.dtype, device=v.device)
+
+
 def power_iteration(
     matvec: MatVec, v0: Tensor, max_iters: int = 1000, tol: float = 1e-4, *, shift: float = 0.0
 ) -> EigenResult:
@@ -97,7 +107,8 @@ def power_iteration(
 
     Args:
         matvec: ``v -> A v`` on flat vectors; ``A`` symmetric.
-        v0: starting vector (not all zero; its dtype and device are used throughout).
+        v0: starting vector (not all zero; its dtype and device are used throughout: the products are cast to
+            them).
         max_iters: matvec cap (default 1000).
         tol: relative residual tolerance (default ``1e-4``).
         shift: ``s`` above (default 0).
@@ -126,7 +137,7 @@ def power_iteration(
     converged = False
     matvecs = 0
     while matvecs < max_iters:
-        w = matvec(v)
+        w = _apply(matvec, v)
         if shift != 0.0:
             w = w - shift * v
         matvecs += 1
@@ -174,7 +185,8 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
 
     Args:
         matvec: ``v -> A v`` on flat vectors; ``A`` symmetric.
-        v0: starting vector (not all zero; its dtype and device are used throughout).
+        v0: starting vector (not all zero; its dtype and device are used throughout: the products are cast to
+            them).
         k: largest Krylov dimension, i.e. matvec cap (default 100).
         tol: relative residual tolerance (default ``1e-4``).
         which: ``"norm"`` or ``"both"``, the stopping test above.
@@ -211,7 +223,7 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
     residuals = torch.full((1,), math.inf, dtype=torch.float64)
     matvecs = 0
     for j in range(k):
-        w = matvec(basis[j])
+        w = _apply(matvec, basis[j])
         matvecs += 1
         alphas.append(float(torch.dot(basis[j], w)))
         for _ in range(2):  # full re-orthogonalisation, twice

@@ -46,6 +46,7 @@ from theorylr.estimate._state import (
     check_loss_fn,
     forward,
     forward_context,
+    scalar_loss,
     select_params,
     tracks_running_stats,
     unflatten,
@@ -324,7 +325,9 @@ class HessianOperator:
             got = tuple(vector.shape) if isinstance(vector, Tensor) else type(vector)
             raise ValueError(f"vector must be a tensor with {self.dim} elements (got {got})")
         v = vector.reshape(-1).to(dtype=self.dtype, device=self.device)
-        with torch.enable_grad():
+        # Differentiable also when called under torch.no_grad() or torch.inference_mode() (e.g. from an evaluation
+        # loop): the graphs are built in normal mode.
+        with torch.inference_mode(False), torch.enable_grad():
             if self.backend == "forward_over_reverse":
                 out = self._forward_over_reverse(v)
             elif self.cache_graph is False:
@@ -375,7 +378,7 @@ class HessianOperator:
         # batch, so the dropout masks do not depend on which path (graphs kept, rebuilt, forward-over-reverse) runs
         # the batches, and batches of the same shape still draw different masks.
         with forward_context(self.model, self.mode, self.seed + index) as training:
-            return self.loss_fn(self._forward(x, training), y)
+            return scalar_loss(self.loss_fn(self._forward(x, training), y))
 
     def _total_loss(self) -> Tensor:
         total: Tensor | None = None
@@ -466,7 +469,7 @@ class HessianOperator:
         for b, ((x, y), w) in enumerate(zip(self.batches, self.weights)):
 
             def loss_of(named: dict[str, Tensor], target: Any, x: Any = x) -> tuple[Tensor, Tensor]:
-                loss = self.loss_fn(functional_call(self.model, named, (x,)), target)
+                loss = scalar_loss(self.loss_fn(functional_call(self.model, named, (x,)), target))
                 return loss, loss.detach()
 
             # A floating-point target rides along as a primal with an explicit zero tangent: left implicit, forward

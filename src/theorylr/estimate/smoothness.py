@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import check_bool, check_int
-from theorylr.estimate._state import as_batches, check_loss_fn, preserved, seed_global
+from theorylr.estimate._state import as_batches, check_loss_fn, preserved, seed_global, select_params
 from theorylr.estimate.hvp import LossFn, Reduce
 from theorylr.estimate.spectral import SpectralNormResult, hessian_spectral_norm
 
@@ -120,20 +120,29 @@ def reset_parameters_sampler(model: nn.Module, generator: torch.Generator) -> No
         >>> torch.equal(w, model.weight)
         True
     """
+    _reset_parameters(model, generator, keep=())
+
+
+def _reset_parameters(model: nn.Module, generator: torch.Generator, keep: Sequence[Tensor]) -> None:
+    """:func:`reset_parameters_sampler`, except that the tensors in ``keep`` get their values back afterwards."""
+    saved = [t.detach().clone() for t in keep]
     seed_global(generator.initial_seed(), model)
-    covered: set[int] = set()
+    covered: set[int] = {id(t) for t in keep}
     for module in model.modules():
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):
             reset()
             covered.update(id(p) for p in module.parameters(recurse=False))
+    with torch.no_grad():
+        for t, value in zip(keep, saved):
+            t.copy_(value)
     left = [name for name, p in model.named_parameters() if id(p) not in covered]
     if left:
         warnings.warn(
             f"reset_parameters_sampler: no reset_parameters() re-draws {left}; they keep their current values. "
             "Pass sampler=... to draw them from your initialisation.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
 
@@ -207,7 +216,10 @@ def smoothness(
             loss is the batch-size-weighted average over the fixed list of batches).
         num_samples: ``N`` (default 10).
         sampler: ``sampler(model, generator)`` re-draws the model's parameters in place (default:
-            :func:`reset_parameters_sampler`, each module's own ``reset_parameters()``).
+            :func:`reset_parameters_sampler`, each module's own ``reset_parameters()``, restricted to the
+            parameters the Hessian is taken over: ``params``, or those that require grad. The others, e.g. a frozen
+            pretrained backbone, keep their values in every sample, and so do the buffers of modules whose
+            parameters all keep theirs, such as a frozen BatchNorm's running statistics).
         seed: master seed for the samples (default 0).
         at_current: also estimate at the model's current weights (``current``; not part of ``k_hat``).
         progress: show a tqdm bar on stderr; ``None`` (default) shows it only when stderr is a terminal.
@@ -249,7 +261,24 @@ def smoothness(
     if sampler is not None and not callable(sampler):
         raise ValueError(f"sampler must be a callable sampler(model, generator) or None (got {sampler!r})")
     check_loss_fn(loss_fn)
-    draw = sampler if sampler is not None else reset_parameters_sampler
+    selected = select_params(model, params)  # validated before any sample
+    draw: Sampler
+    if sampler is None:
+        # The default draws only the parameters the Hessian is taken over: the others (frozen, e.g. a pretrained
+        # backbone, or left out of ``params``) and the buffers of modules all of whose parameters are such (their
+        # BatchNorm statistics) keep their values, as in training.
+        chosen = {id(p) for p in selected}
+        keep: list[Tensor] = [p for p in model.parameters() if id(p) not in chosen]
+        for module in model.modules():
+            own = list(module.parameters(recurse=False))
+            if own and all(id(p) not in chosen for p in own):
+                keep += module.buffers(recurse=False)
+
+        def draw(model: nn.Module, generator: torch.Generator) -> None:
+            _reset_parameters(model, generator, keep)
+
+    else:
+        draw = sampler
     first = next(iter(model.parameters()), None)
     batches = as_batches(data, first.device if first is not None else None)
     master = torch.Generator().manual_seed(seed)
@@ -259,7 +288,7 @@ def smoothness(
         "tol": tol,
         "max_matvecs": max_matvecs,
         "mode": mode,
-        "params": list(params) if params is not None else None,
+        "params": list(selected) if params is not None else None,
         "backend": backend,
         "cache_graph": cache_graph,
         "reduce": reduce,

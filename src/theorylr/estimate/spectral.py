@@ -18,6 +18,7 @@ from theorylr.estimate._state import (
     forward,
     forward_context,
     preserved,
+    scalar_loss,
 )
 from theorylr.estimate.eigen import lanczos, power_iteration
 from theorylr.estimate.hvp import HessianOperator, LossFn, Reduce
@@ -228,7 +229,7 @@ def data_loss(
         total: Tensor | None = None
         for b, ((x, y), w) in enumerate(zip(batches, weights)):
             with forward_context(model, mode, seed + b) as training:
-                term = w * loss_fn(forward(model, x, training), y).detach().to(torch.float64)
+                term = w * scalar_loss(loss_fn(forward(model, x, training), y)).detach().to(torch.float64)
             total = term if total is None else total + term
         assert total is not None
         if reduce is not None:

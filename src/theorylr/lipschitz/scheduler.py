@@ -74,9 +74,14 @@ class LipschitzLR(LRScheduler):
     largest batch constant since it was built or last stepped (the whole preceding phase), and when it hands over,
     the next scheduler starts from its own base learning rate (the multiplier), as ``SequentialLR`` defines.
 
+    **Checkpoints.** :meth:`state_dict` holds plain data and tensors (``torch.save`` works on it, also loaded with
+    ``weights_only=True``); the scheduler itself cannot be pickled or deep-copied (its hooks are bound to the live
+    model and optimizer): build a new one and call :meth:`load_state_dict`. A 0-dim tensor ``lr`` (for a compiled
+    ``optimizer.step``) is updated in place, as torch's schedulers do.
+
     Args:
         optimizer: any torch optimizer (SGD, momentum SGD, RMSprop, Adam, ...). Its learning rates when the
-            scheduler is built are the multipliers.
+            scheduler is built are the multipliers (floats or 0-dim tensors).
         model: the model whose penultimate activations are tracked.
         loss: ``"softmax"`` (default), ``"bce"`` or ``"least_squares"``.
         num_classes: ``k`` for ``"softmax"`` (default: the ``out_features`` of the last ``nn.Linear``).
@@ -151,9 +156,6 @@ class LipschitzLR(LRScheduler):
         check_number("weight_decay", weight_decay, min_value=0.0)
         if initial_lr is not None:
             check_number("initial_lr", initial_lr, min_value=0.0, min_inclusive=False)
-        for i, group in enumerate(optimizer.param_groups):
-            if isinstance(group["lr"], Tensor):
-                raise ValueError(f"LipschitzLR needs float learning rates (param_groups[{i}]['lr'] is a tensor)")
         self.model = model
         if tracker is not None:  # e.g. theorylr.distributed.DistributedActivationTracker: its own settings apply
             if not isinstance(tracker, ActivationTracker) or tracker.model is not model or tracker.loss != loss:
@@ -287,7 +289,10 @@ class LipschitzLR(LRScheduler):
                 group["lr"].fill_(lr)
             else:
                 group["lr"] = lr
-        self._last_lr = [float(group["lr"]) for group in self.optimizer.param_groups]
+        self._last_lr = [
+            group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"]
+            for group in self.optimizer.param_groups
+        ]
         bound = self.tracker.weight_bound()
         self.history.append(
             {
@@ -317,6 +322,13 @@ class LipschitzLR(LRScheduler):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            "LipschitzLR cannot be pickled or copied: its hooks are bound to a live model and optimizer, which a copy "
+            "would not follow. Save scheduler.state_dict() (torch.save works on it) and, after loading, build a new "
+            "LipschitzLR on the model and optimizer and call load_state_dict()"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state: torch's fields, the history, and the tracker's partial-epoch accumulators."""

@@ -121,6 +121,7 @@ class _Batch:
     targets: Tensor | None = None
     lipschitz: Tensor | None = None
     folded: bool = False  # counted in the epoch's statistics
+    lead: tuple[int, ...] | None = None  # the leading dimensions flattened into the m rows (input of a sequence)
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -131,6 +132,59 @@ _SUMMARY = ("data_lipschitz", "k_z", "batch_size", "max_k_z")  # the running max
 _REDUCE_EVERY = 256
 
 
+class _RecordHook:
+    """The tracker's forward hook (``mode="output"``) or forward pre-hook (``mode="input"``, with kwargs).
+
+    It records the training passes of the tracked module into the tracker, of which it holds only a weak reference.
+    A pickled or deep-copied model (``torch.save(model)``, an EMA copy) gets an inert hook in its place
+    (:class:`_InertHook`): the copy is not the tracked model.
+    """
+
+    __slots__ = ("mode", "ref")
+
+    def __init__(self, tracker: ActivationTracker, mode: str) -> None:
+        self.ref = weakref.ref(tracker)
+        self.mode = mode
+
+    def __call__(self, mod: nn.Module, args: tuple[Any, ...], extra: Any) -> None:
+        """``extra`` is the call's keyword arguments (pre-hook) or the module's output (hook)."""
+        tracker = self.ref()
+        # Training passes only: the module in training mode, gradients enabled (a torch.no_grad() or
+        # inference_mode() pass is an evaluation), the tracker not paused. ``mod is tracker.module``: a shallow copy
+        # of the model shares this hook, and its passes are not the tracked model's.
+        if (
+            tracker is None
+            or not mod.training
+            or not torch.is_grad_enabled()
+            or tracker._paused
+            or mod is not tracker.module
+        ):
+            return
+        if self.mode == "input":
+            x = args[0] if args else extra.get("input")  # head(h) or head(input=h)
+            if not isinstance(x, Tensor):
+                return
+        else:
+            x = extra
+            if not isinstance(x, Tensor):
+                raise TypeError(
+                    f"penultimate module {type(mod).__name__} returned {type(x).__name__}; the tracker needs a tensor "
+                    "output"
+                )
+        if x.numel():  # an empty batch is no batch: no example, nothing to bound (one C call, per batch)
+            tracker.record(x)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_InertHook, ())
+
+
+class _InertHook:
+    """What a tracker's hook becomes in a pickled or deep-copied model: it records nothing."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class ActivationTracker:
     r"""Hooks the penultimate layer and keeps, as tensors, what the closed-form Lipschitz constant needs.
 
@@ -139,10 +193,17 @@ class ActivationTracker:
     example the loss averages over. With ``penultimate=`` (a module name from ``model.named_modules()`` or the
     module itself) the **output** of that module is used instead, flattened to ``(batch, -1)``.
 
-    **When.** Only forward passes made while the hooked module is in training mode are recorded
-    (``model.train()``); evaluation passes (``model.eval()``) leave the statistics untouched. Nothing is recorded
-    after :meth:`close`, nor from a deep copy of the model (an EMA or ``AveragedModel`` copy carries the hook
-    along). Each call of the tracked module is one batch: a head applied twice in one forward records two.
+    **When.** Only training forward passes are recorded: the hooked module in training mode (``model.train()``)
+    and gradients enabled. Evaluation passes, under ``model.eval()``, ``torch.no_grad()`` or
+    ``torch.inference_mode()``, leave the statistics untouched (so a penultimate module that a training forward
+    runs under ``no_grad``, e.g. a frozen feature extractor, is not recorded either: freeze it with
+    ``requires_grad_(False)`` instead). A batch with no example is skipped (and :meth:`observe_targets` ignores its
+    empty targets). Nothing is recorded after :meth:`close`, nor from a copy of the model: an EMA or
+    ``AveragedModel`` deep copy, or a model saved with ``torch.save(model)`` and loaded, carries an inert hook.
+    Each call of the tracked module is one batch: a head applied twice in one forward records two.
+
+    **Checkpoints.** A tracker cannot be pickled or copied (its hook is bound to the live model): save
+    :meth:`state_dict` and restore it into a new tracker with :meth:`load_state_dict`.
 
     **Per batch** ``b`` (in the hook; tensors only): ``K_z = activation_norm(A_b, activation_norm)``,
     ``m = rows of A_b`` and the batch constant
@@ -265,34 +326,20 @@ class ActivationTracker:
         self._batches = self._examples = self._unreduced = 0
         self.reset_epoch()
 
-        ref = weakref.ref(self)
+        hook = _RecordHook(self, mode)
         if mode == "input":
-
-            def pre_hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-                tracker = ref()
-                # ``mod is tracker.module``: a deep copy of the model (an EMA / AveragedModel copy) carries this hook
-                # along, and its passes are not the tracked model's.
-                if tracker is not None and mod.training and not tracker._paused and mod is tracker.module:
-                    x = args[0] if args else kwargs.get("input")  # head(h) or head(input=h)
-                    if isinstance(x, Tensor):
-                        tracker.record(x)
-
-            handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+            handle = module.register_forward_pre_hook(hook, with_kwargs=True)
         else:
-
-            def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-                tracker = ref()
-                if tracker is not None and mod.training and not tracker._paused and mod is tracker.module:
-                    if not isinstance(output, Tensor):
-                        raise TypeError(
-                            f"penultimate module {type(mod).__name__} returned {type(output).__name__}; "
-                            "the tracker needs a tensor output"
-                        )
-                    tracker.record(output)
-
             handle = module.register_forward_hook(hook)
         self._finalizer = weakref.finalize(self, handle.remove)
         self._closed = False
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled or copied: its hook is bound to a live model, which a copy would "
+            "not track. Save tracker.state_dict() (for LipschitzLR, scheduler.state_dict()) and, after loading, build "
+            "a new one on the model and call load_state_dict()"
+        )
 
     def module_label(self) -> str:
         """The tracked module for messages: its name in the model, its class, and whether its input or output."""
@@ -366,6 +413,7 @@ class ActivationTracker:
             self._batch = _Batch(None, k_z, m, None, folded=True)
             self._fold(k_z, m, None)
             return
+        lead = tuple(a.shape[:-1]) if self.mode == "input" and a.ndim > 2 else None
         if a.ndim != 2:
             a = a.reshape(-1, a.shape[-1]) if self.mode == "input" else a.reshape(a.shape[0], -1)
         if a.dtype in _LOW_PRECISION:
@@ -377,26 +425,41 @@ class ActivationTracker:
             self._fold(k_z, m, None)
         else:
             bound = self._least_squares_bound() if self.loss == "least_squares" else None
-            self._batch = _Batch(a, k_z, m, bound)
+            self._batch = _Batch(a, k_z, m, bound, lead=lead)
 
     def observe_targets(self, targets: Tensor) -> None:
         """Attach the latest batch's targets (required for least squares; optional for the rigorous bounds).
 
-        Call it after the forward pass of the batch and before the next one. Shapes are checked when the batch's
-        constant is computed; values are never read. The paper's classification forms ignore targets.
+        Call it after the forward pass of the batch and before the next one. The targets need one row per example
+        of the batch (``m`` rows); when the tracked ``nn.Linear`` saw a sequence ``(batch, positions..., features)``,
+        targets shaped ``(batch, positions..., ...)`` are flattened the same way. The number of rows is checked here,
+        the rest of the shape when the batch's constant is computed; values are never read. The paper's
+        classification forms ignore targets, and so does an empty batch (which is not recorded).
         """
         if not isinstance(targets, Tensor):
             raise ValueError(f"targets must be a torch.Tensor (got {type(targets).__name__})")
-        if self._batch is None:
+        if targets.ndim > 0 and targets.shape[0] == 0:
+            return  # the targets of an empty batch, which the hook did not record
+        batch = self._batch
+        if batch is None:
             raise RuntimeError("observe_targets: no training forward pass has been recorded yet")
         if self._deferred:
             return
-        if self._batch.lipschitz is not None:
+        if batch.lipschitz is not None:
             raise RuntimeError(
                 "observe_targets: the latest batch's constant was already used; give the targets right after the "
                 "forward pass, before the optimizer step"
             )
-        self._batch.targets = targets.detach()
+        y = targets.detach()
+        lead = batch.lead
+        if lead is not None and tuple(y.shape[: len(lead)]) == lead:
+            y = y.reshape(batch.m, *y.shape[len(lead) :])
+        if y.ndim == 0 or y.shape[0] != batch.m:
+            raise ValueError(
+                f"targets must have one row per example of the latest batch, m = {batch.m} rows (activations of "
+                f"shape {(*lead, -1) if lead else (batch.m, -1)}); got shape {tuple(targets.shape)}"
+            )
+        batch.targets = y
 
     def _batch_constant(self, batch: _Batch) -> Tensor:
         """``L_b`` of one batch (paper form or rigorous bound)."""
