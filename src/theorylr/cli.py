@@ -60,8 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(sub)
     from theorylr.commands._common import CommandExitError
 
+    namespace = sub.parse_args(rest)
+    namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
     try:
-        return int(module.run(sub.parse_args(rest)) or 0)
+        return int(module.run(namespace) or 0)
     except CommandExitError as stop:  # the command printed why
         return stop.code
 

@@ -24,7 +24,17 @@ __all__ = [
     "check_output_file",
     "command_errors",
     "os_error_text",
+    "user_path",
 ]
+
+
+def user_path(text: str) -> str:
+    """A path argument with a leading ``~`` or ``~user`` expanded (argparse ``type=``).
+
+    The shell expands ``--out ~/runs`` but not ``--out=~/runs``, which would otherwise create a directory named
+    ``~`` in the working directory (or look for data in one).
+    """
+    return os.path.expanduser(text)
 
 
 def _nearest_existing(path: Path) -> Path:

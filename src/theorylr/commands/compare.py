@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from theorylr.commands._common import user_path
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -31,9 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a list '0,5,7' (default 1)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the workload's)")
     parser.add_argument("--trials", type=int, default=5, help="lr grid points per tuned rule (default 5)")
-    parser.add_argument("--out", required=True, help="results directory (created; existing results are resumed)")
+    parser.add_argument(
+        "--out", required=True, type=user_path, help="results directory (created; existing results are resumed)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files")
+    parser.add_argument("--data-dir", default=None, type=user_path, help="folder with the MNIST / CIFAR-10 files")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: torch's, or cores/jobs with --jobs)"
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir("--out", args.out)
         check_device("--device", args.device)
         result = compare(
-            args.workload or DEFAULT_WORKLOAD,
+            DEFAULT_WORKLOAD if args.workload is None else args.workload,  # "" is an error, not the default
             args.rules,
             out=args.out,
             seeds=args.seeds,
@@ -76,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
             paths = report(args.out)
         except OSError as exc:
             print(f"theorylr compare: error: writing the report: {os_error_text(exc)}")
+            return 2
+        except ValueError as exc:  # runs of other settings in the same directory (check_consistent)
+            print(f"theorylr compare: error: the report: {exc}")
             return 2
         print(f"report: {paths.markdown} and {paths.html}")
     return 1 if counts.get("failed") else 0

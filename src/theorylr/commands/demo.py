@@ -11,10 +11,14 @@ import argparse
 import os
 from pathlib import Path
 
+from theorylr.commands._common import user_path
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``theorylr demo``."""
-    parser.add_argument("--out", default="results/demo", help="results directory (default: results/demo)")
+    parser.add_argument(
+        "--out", default="results/demo", type=user_path, help="results directory (default: results/demo)"
+    )
     parser.add_argument("--seeds", default="2", help="number of seeds or a list such as 0,1 (default: 2)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the workload's)")
     parser.add_argument("--trials", type=int, default=4, help="lr trials of each tuned rule (default: 4)")

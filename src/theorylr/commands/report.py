@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 
+from theorylr.commands._common import user_path
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``theorylr report``."""
-    parser.add_argument("results", help="a directory written by 'theorylr compare'")
-    parser.add_argument("--out", default=None, help="where to write the report (default: the results directory)")
+    parser.add_argument("results", type=user_path, help="a directory written by 'theorylr compare'")
+    parser.add_argument(
+        "--out", default=None, type=user_path, help="where to write the report (default: the results directory)"
+    )
     parser.add_argument("--title", default="theorylr lab report", help="the report's title")
     parser.add_argument("--no-figures", action="store_true", help="tables only (no PNG figures; much faster)")
 

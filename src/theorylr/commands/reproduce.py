@@ -17,6 +17,8 @@ import argparse
 import shlex
 import sys
 
+from theorylr.commands._common import user_path
+
 __all__ = ["add_arguments", "run"]
 
 _TARGETS = ("lars", "exact-adam", "lipschitz", "all")
@@ -26,11 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``theorylr reproduce``."""
     parser.add_argument("target", choices=_TARGETS, help="which paper's claims to check (all: the three)")
     parser.add_argument("--quick", action="store_true", help="the CI-sized form (small networks, few epochs)")
-    parser.add_argument("--out", required=True, help="results directory (created; existing results are resumed)")
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files (optional)")
+    parser.add_argument(
+        "--out", required=True, type=user_path, help="results directory (created; existing results are resumed)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, type=user_path, help="folder with the MNIST / CIFAR-10 files (optional)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the training runs (default 1)")
-    parser.add_argument("--page-out", default=None, help="write REPRODUCTION.md/.html here instead of --out")
+    parser.add_argument(
+        "--page-out", default=None, type=user_path, help="write REPRODUCTION.md/.html here instead of --out"
+    )
     parser.add_argument(
         "--figures-subdir", default=None, help="with --page-out: copy the figures to PAGE_OUT/SUBDIR/<paper>/"
     )
@@ -44,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from theorylr.commands._common import check_device, check_output_dir, command_errors
     from theorylr.lab.reproduce import reproduce
 
-    command = "theorylr reproduce " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else None
+    # The arguments main() parsed (not sys.argv: main(argv) may be called from another program, e.g. a test).
+    given = getattr(args, "cli_args", None)
+    argv = list(given) if given is not None else sys.argv[1:]
+    command = "theorylr " + " ".join(shlex.quote(a) for a in argv) if len(argv) > 1 else None
     with command_errors("reproduce", resume_dir=args.out):
         check_output_dir("--out", args.out)
         if args.page_out is not None:

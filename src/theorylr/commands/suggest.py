@@ -17,6 +17,8 @@ import argparse
 import math
 from typing import Any
 
+from theorylr.commands._common import user_path
+
 __all__ = ["add_arguments", "build_inputs", "run"]
 
 
@@ -43,8 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--range-test", action="store_true", help="also run the LR range test on a copy")
     parser.add_argument("--range-test-steps", type=int, default=50, help="steps of the range test (default 50)")
     parser.add_argument("--json", action="store_true", help="print the suggestion as JSON instead of the table")
-    parser.add_argument("--plot", default=None, metavar="PATH", help="write the range-test plot (PNG) here")
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST / CIFAR-10 files")
+    parser.add_argument(
+        "--plot", default=None, type=user_path, metavar="PATH", help="write the range-test plot (PNG) here"
+    )
+    parser.add_argument("--data-dir", default=None, type=user_path, help="folder with the MNIST / CIFAR-10 files")
     parser.add_argument(
         "--examples",
         type=int,
@@ -89,7 +93,7 @@ def build_inputs(
     if examples is not None:
         check_int("examples", examples, min_value=1)
     check_device("device", device)
-    workload = get_workload(workload_name or DEFAULT_WORKLOAD)
+    workload = get_workload(DEFAULT_WORKLOAD if workload_name is None else workload_name)
     target = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
     )

@@ -28,7 +28,7 @@ from typing import Any
 from theorylr.lab import plots
 from theorylr.lab._files import read_json, write_text
 from theorylr.lab.environment import now
-from theorylr.lab.results import Run, load_runs
+from theorylr.lab.results import Run, check_consistent, load_runs
 from theorylr.lab.scores import RuleSummary, performance_profile, summarize, target_of, tuning_metric_of
 
 __all__ = ["ReportPaths", "report"]
@@ -392,11 +392,14 @@ def report(
 
     Raises:
         FileNotFoundError: when the directory holds no runs.
+        ValueError: when the runs of a trial are not seeds of one configuration
+            (:func:`~theorylr.lab.results.check_consistent`): nothing is written.
     """
     root = Path(results_dir)
     runs = load_runs(root)
     if not runs:
         raise FileNotFoundError(f"no runs (config.json files) under {root}: run 'theorylr compare --out {root}' first")
+    check_consistent(runs)
     target_dir = Path(out_dir) if out_dir is not None else root
     summaries = summarize(runs)
     doc = _Doc()

@@ -27,7 +27,7 @@ import numpy as np
 
 from theorylr.lab._files import read_csv, read_json
 
-__all__ = ["Run", "group_runs", "load_runs"]
+__all__ = ["Run", "check_consistent", "group_runs", "load_runs"]
 
 
 @dataclass
@@ -152,6 +152,50 @@ def _usable_config(config: Any) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
     return True
+
+
+def _cell_settings(run: Run) -> dict[str, Any]:
+    """What a run's ``config.json`` fixes for its cell, less the seed and the descriptions (prose only)."""
+    settings = {key: value for key, value in run.config.items() if key != "seed"}
+    for part in ("workload", "rule"):
+        if isinstance(settings.get(part), dict):
+            settings[part] = {k: v for k, v in settings[part].items() if k != "description"}
+    return settings
+
+
+def check_consistent(runs: Iterable[Run]) -> None:
+    """Check that the runs of each (workload, rule, trial) are seeds of one configuration.
+
+    The report takes a median over the seeds of a trial, so those runs must differ in their seed only: two runs
+    of the same seed (two results directories under one root, both with that workload), or a trial whose runs
+    have another lr, budget or workload definition (results of two invocations with other ``--trials`` or
+    ``--epochs``), cannot be summarised together.
+
+    Raises:
+        ValueError: naming the two run directories and what differs.
+    """
+    first: dict[tuple[str, str, int], Run] = {}
+    seen: dict[tuple[str, str, int, int], Run] = {}
+    for run in runs:
+        key = (run.workload, run.rule, run.trial)
+        other = seen.get((*key, run.seed))
+        if other is not None:
+            raise ValueError(
+                f"{other.directory} and {run.directory} are both {run.rule} trial {run.trial} seed {run.seed} on "
+                f"{run.workload}: the directory holds the results of several comparisons of that workload; "
+                "report each results directory on its own"
+            )
+        seen[(*key, run.seed)] = run
+        reference = first.setdefault(key, run)
+        expected, actual = _cell_settings(reference), _cell_settings(run)
+        if actual != expected:
+            changed = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+            raise ValueError(
+                f"{reference.directory} and {run.directory} are seeds of {run.rule} trial {run.trial} on "
+                f"{run.workload} with different configurations ({', '.join(changed)} differ): they were written "
+                "by comparisons with other settings (--trials, --epochs, ...); move the runs of one setting "
+                "elsewhere, or report each results directory on its own"
+            )
 
 
 def group_runs(runs: Iterable[Run]) -> dict[str, dict[str, dict[int, list[Run]]]]:

@@ -213,11 +213,17 @@ def _fixed_lr(workload: Workload, rule: Rule) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 # data, batches, evaluation
 
-_DATA_CACHE: dict[tuple[str, str, str | None], Any] = {}
+_DATA_CACHE: dict[tuple[str, str, str, str | None], Any] = {}
 
 
 def _load_data(workload: Workload, data_dir: str | None) -> Any:
-    key = (workload.dataset, json.dumps(dict(workload.dataset_options), sort_keys=True, default=str), data_dir)
+    """The workload's data, loaded once per process for each (dataset, options, dtype, data_dir).
+
+    The dtype is part of the key: :meth:`Workload.load_data` scales the features in the workload's dtype, so a
+    float64 workload must not get the float32 copy another workload on the same dataset loaded first.
+    """
+    options = json.dumps(dict(workload.dataset_options), sort_keys=True, default=str)
+    key = (workload.dataset, options, workload.dtype, data_dir)
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = workload.load_data(data_dir)
     return _DATA_CACHE[key]

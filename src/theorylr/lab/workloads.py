@@ -110,7 +110,8 @@ class Workload:
         grad_norm_samples: the full-batch gradient norm is measured on the first this-many training examples
             (``None`` = all of them); a cost cap for the large sets.
         tuning_metric: the final-epoch metric that picks a tuned rule's best trial (median over seeds).
-        rule_options: per-rule keyword overrides, e.g. ``{"lars": {"lr": 0.05}}`` (the papers' own settings).
+        rule_options: per-rule keyword overrides, e.g. ``{"lars": {"lr": 0.05}}`` (the papers' own settings);
+            those of a rule apply to its ``NAME@LR`` variants too, except ``lr`` (:meth:`options_for`).
         dtype: ``"float32"`` or ``"float64"``.
     """
 
@@ -224,8 +225,17 @@ class Workload:
         return model.to(self.torch_dtype)
 
     def options_for(self, rule_name: str) -> dict[str, Any]:
-        """This workload's keyword overrides for ``rule_name`` (empty when none)."""
-        return dict(self.rule_options.get(rule_name, {}))
+        """This workload's keyword overrides for ``rule_name`` (empty when none).
+
+        A fixed-lr variant ``NAME@LR`` gets the overrides of ``NAME`` except its ``lr`` (the spec fixes that), then
+        any given for ``NAME@LR`` itself: ``lars@0.1`` keeps the workload's other LARS settings.
+        """
+        base, sep, _ = rule_name.partition("@")
+        options: dict[str, Any] = {}
+        if sep and base:
+            options = {k: v for k, v in self.rule_options.get(base, {}).items() if k != "lr"}
+        options.update(self.rule_options.get(rule_name, {}))
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (what ``config.json`` stores)."""
