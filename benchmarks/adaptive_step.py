@@ -16,8 +16,10 @@ gradients, after one eager step (state created). Rows:
 
 A row that fails to build or compile is reported and skipped; the others are still measured.
 
-Rows are measured interleaved step by step: each round runs ``--repeats`` passes, and each pass steps every row once,
-in a new random order, so that a slow spell on a shared machine hits all rows alike. The table gives the median over
+Rows are measured interleaved step by step (``--schedule interleaved``, the default; ``blocked`` runs each row's
+steps back to back, see :func:`benchmarks._timing.time_rounds`): each round runs ``--repeats`` passes, and each pass
+steps every row once, in a new random order, so that a slow spell on a shared machine hits all rows alike. The table
+gives the median over
 rounds of each row's per-round median, and the range over rounds of its ratio to the baseline. The theorylr rows
 are compiled with ``fullgraph=True``; torch's Adam with ``fullgraph=False`` (its ``step`` breaks the graph on
 purpose). "% copy" is the effective bandwidth
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._timing import machine_description, median_ms, peak_transient_bytes, sync
+from benchmarks._timing import SCHEDULES, machine_description, median_ms, peak_transient_bytes, sync, time_rounds
 from benchmarks.optim_step import compile_step, resnet18_shapes
 
 __all__ = ["main"]
@@ -225,7 +226,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--repeats", type=int, default=10, help="interleaved passes per round (default 10)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per row and round (default 10)")
+    parser.add_argument(
+        "--schedule",
+        default="interleaved",
+        choices=SCHEDULES,
+        help="how the rows take turns (benchmarks._timing.time_rounds; default interleaved)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=True, help="add torch.compile'd rows (inductor)"
@@ -273,23 +280,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for _ in range(args.warmup):
         for step in steps.values():
             step()
-    per_round: dict[str, list[float]] = {name: [] for name in setups}
-    copy_rates = []
-    order = list(steps)
-    shuffle = random.Random(0).shuffle
-    for _ in range(args.rounds):
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(args.repeats):  # one step of every row, in a new random order each time
-            shuffle(order)
-            for name in order:
-                sync(device)
-                start = time.perf_counter()
-                steps[name]()
-                sync(device)
-                times[name].append((time.perf_counter() - start) * 1e3)
-        for name in steps:
-            per_round[name].append(statistics.median(times[name]))
-        copy_rates.append(_copy_gbps(next(iter(setups.values()))[3], device))
+    copy_rates: list[float] = []
+    first_params = next(iter(setups.values()))[3]
+    per_round = time_rounds(
+        steps,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        schedule=args.schedule,
+        device=device,
+        after_round=lambda: copy_rates.append(_copy_gbps(first_params, device)),
+    )
 
     base_name = next(iter(setups))
     base = per_round[base_name]

@@ -2,9 +2,14 @@
 
 Run with ``python -m benchmarks.optim_step`` (``--help`` for the options). Every row times ``opt.step()`` alone on
 the same 62 tensors (11,689,512 parameters, the shapes of torchvision's ResNet-18 written out by hand) with fixed
-random gradients. Rows are measured interleaved step by step (each pass steps every row once, in a new random
-order) so that a slow spell on a shared machine hits all of them; the table gives the median over rounds of each
-round's median, and the ratio range over rounds.
+random gradients. The rows take turns under two schedules (``--schedule``, :func:`benchmarks._timing.time_rounds`),
+one table each: **interleaved** step by step (each pass steps every row once, in a new random order), so that a slow
+spell on a shared machine hits all of them and every step finds its tensors out of the caches; and **blocked**, each
+row's steps back to back, so that what fits in the caches stays there, as in a process that runs nothing but this
+optimizer. A training step lies between the two: its forward and backward passes touch other memory between two
+optimizer steps. On a machine whose last-level cache holds one row's tensors (about 140 MB in float32) but not all
+rows', the two differ; elsewhere they agree. Each table gives the median over rounds of each round's median, and the
+ratio to the baseline round by round (median and range).
 
 "effective GB/s" counts the bytes a momentum step must move at least once (read w, g, buf; write w, buf: 5 x N x
 element size) over the step's time, next to the machine's ``copy_`` bandwidth (read + write, 2 x N x element size)
@@ -23,15 +28,13 @@ adapt every tensor, the harder case the targets are judged on.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 
-from benchmarks._timing import machine_description, median_ms, sync
+from benchmarks._timing import SCHEDULES, machine_description, median_ms, sync, time_rounds
 
 __all__ = ["main", "mark_static", "resnet18_shapes"]
 
@@ -191,14 +194,50 @@ def _copy_gbps(params: Sequence[torch.Tensor], repeats: int, warmup: int, device
     return nbytes / (ms * 1e-3) / 1e9
 
 
+_SCHEDULE_NOTES = {
+    "interleaved": "each pass steps every row once, in a random order: every step finds its tensors out of cache",
+    "blocked": "each row's steps back to back: what fits in the caches stays there",
+}
+
+
+def _table(per_round: dict[str, list[float]], n_params: int, dtype: torch.dtype) -> list[dict[str, Any]]:
+    """One row per optimizer: median ms over rounds and the ratios to the first row (the baseline) round by round."""
+    base = next(iter(per_round.values()))
+    step_bytes = 5 * n_params * torch.empty((), dtype=dtype).element_size()
+    rows = []
+    for name, round_ms in per_round.items():
+        ratios = [t / b for t, b in zip(round_ms, base)]
+        ms = statistics.median(round_ms)
+        rows.append(
+            {
+                "name": name,
+                "median_ms": ms,
+                "min_ms": min(round_ms),
+                "times_ms": round_ms,
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "effective_gbps": step_bytes / (ms * 1e-3) / 1e9,
+            }
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Time every row, print the table, and return the figures as a dict (JSON-ready)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.optim_step", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per schedule (default 5)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per row and round (default 10)")
+    parser.add_argument(
+        "--schedule",
+        default="both",
+        choices=[*SCHEDULES, "both"],
+        help="how the rows take turns (benchmarks._timing.time_rounds): interleaved (cold caches), blocked (warm), "
+        "or both, one after the other (default)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=0.0)
@@ -225,60 +264,47 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             continue
         setups[name] = opt
     sync(device)
-
-    per_round: dict[str, list[float]] = {name: [] for name in setups}
-    copy_rates = []
-    order = list(setups)
-    rng = random.Random(0)
     for opt in setups.values():  # warm-up
         for _ in range(args.warmup):
             opt.step()
-    for _ in range(args.rounds):
-        # Interleaved step by step: every pass steps each row once, in a new random order, so that a slow spell
-        # on a shared machine hits all rows alike.
-        times: dict[str, list[float]] = {name: [] for name in setups}
-        for _ in range(args.repeats):
-            rng.shuffle(order)
-            for name in order:
-                sync(device)
-                start = time.perf_counter()
-                setups[name].step()
-                sync(device)
-                times[name].append((time.perf_counter() - start) * 1e3)
-        for name in setups:
-            per_round[name].append(statistics.median(times[name]))
-        copy_rates.append(_copy_gbps(next(iter(setups.values())).param_groups[0]["params"], 10, 2, device))
+    copy_rates: list[float] = []
+    first_params = next(iter(setups.values())).param_groups[0]["params"]
 
-    base_name = next(iter(setups))
-    base = per_round[base_name]
-    copy_rate = statistics.median(copy_rates)
-    step_bytes = 5 * n_params * torch.empty((), dtype=dtype).element_size()
-    rows: list[dict[str, Any]] = []
-    for name, round_ms in per_round.items():
-        ratios = [t / b for t, b in zip(round_ms, base)]
-        ms = statistics.median(round_ms)
-        rows.append(
-            {
-                "name": name,
-                "median_ms": ms,
-                "min_ms": min(round_ms),
-                "ratio_median": statistics.median(ratios),
-                "ratio_min": min(ratios),
-                "ratio_max": max(ratios),
-                "effective_gbps": step_bytes / (ms * 1e-3) / 1e9,
-            }
+    def measure_copy() -> None:
+        copy_rates.append(_copy_gbps(first_params, 10, 2, device))
+
+    steps = {name: opt.step for name, opt in setups.items()}
+    schedules = list(SCHEDULES) if args.schedule == "both" else [args.schedule]
+    tables = {
+        schedule: _table(
+            time_rounds(
+                steps,
+                rounds=args.rounds,
+                repeats=args.repeats,
+                schedule=schedule,
+                device=device,
+                after_round=measure_copy,
+            ),
+            n_params,
+            dtype,
         )
+        for schedule in schedules
+    }
+    copy_rate = statistics.median(copy_rates)
+    base_name = next(iter(setups))
     print(f"optimizer step on {len(shapes)} ResNet-18 tensors ({n_params:,} params, {args.dtype}, {device}),")
     print(f"momentum {args.momentum}, weight decay {args.weight_decay}; {args.rounds} rounds x {args.repeats} steps;")
     print(f"machine: {machine_description()}; copy_ bandwidth {copy_rate:.1f} GB/s (read + write)")
-    width = max(41, *(len(r["name"]) for r in rows))
-    print(f"{'row':<{width}} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
-    for r in rows:
-        print(
-            f"{r['name']:<{width}} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
-            f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {r['effective_gbps']:>9.1f} "
-            f"{100 * r['effective_gbps'] / copy_rate:>5.0f}%"
-        )
+    for schedule, rows in tables.items():
+        print(f"schedule: {schedule} ({_SCHEDULE_NOTES[schedule]})")
+        width = max(41, *(len(r["name"]) for r in rows))
+        print(f"{'row':<{width}} {'ms/step':>8} {'x SGD':>6} {'range':>12} {'eff. GB/s':>9} {'% copy':>6}")
+        for r in rows:
+            print(
+                f"{r['name']:<{width}} {r['median_ms']:>8.2f} {r['ratio_median']:>6.2f} "
+                f"{r['ratio_min']:>5.2f}-{r['ratio_max']:<5.2f} {r['effective_gbps']:>9.1f} "
+                f"{100 * r['effective_gbps'] / copy_rate:>5.0f}%"
+            )
     return {
         "benchmark": "optim_step",
         "config": vars(args),
@@ -287,7 +313,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_description(),
         "copy_gbps": copy_rate,
         "baseline": base_name,
-        "rows": rows,
+        # "rows" holds the first schedule measured (interleaved unless --schedule blocked), as before --schedule
+        # existed; "schedules" holds every schedule's rows.
+        "rows": next(iter(tables.values())),
+        "schedules": tables,
     }
 
 

@@ -134,15 +134,13 @@ def _ratio_rows(result: Any, name: str, reference: str) -> tuple[float | None, f
     return row["median_ms"] / ref["median_ms"], None, None
 
 
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, each with the measured value, its range over rounds where known, and whether it is met
-    (``None`` where the section did not run)."""
+def _lars_targets(optim: dict[str, Any], suffix: str) -> list[dict[str, Any]]:
+    """The LARS targets from one schedule's rows of ``benchmarks.optim_step``; ``suffix`` names the schedule."""
     out = []
-    optim = results.get("optim_step")
     lars = _row(optim, "theorylr LARS foreach")
     out.append(
         _target(
-            "foreach LARS <= 1.3x torch SGD foreach",
+            f"foreach LARS <= 1.3x torch SGD foreach{suffix}",
             1.3,
             None if lars is None else lars["ratio_median"],
             None if lars is None else lars["ratio_min"],
@@ -152,7 +150,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     compiled = _row(optim, "theorylr LARS compiled (inductor)")
     out.append(
         _target(
-            "compiled LARS <= 1.0x torch SGD foreach",
+            f"compiled LARS <= 1.0x torch SGD foreach{suffix}",
             1.0,
             None if compiled is None else compiled["ratio_median"],
             None if compiled is None else compiled["ratio_min"],
@@ -163,7 +161,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if graphed is not None:  # CUDA only: the recipe for a compiled step on a GPU (benchmarks.optim_step)
         out.append(
             _target(
-                "compiled LARS, CUDA graphs + combo kernels <= 1.0x torch SGD foreach",
+                f"compiled LARS, CUDA graphs + combo kernels <= 1.0x torch SGD foreach{suffix}",
                 1.0,
                 graphed["ratio_median"],
                 graphed["ratio_min"],
@@ -172,8 +170,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     peer = _row(optim, "pytorch_optimizer LARS (peer)")
     speedup = None if peer is None or lars is None else lars["median_ms"] / peer["median_ms"]
-    out.append(_target("foreach LARS time / pytorch_optimizer LARS time <= 0.5 (2x faster)", 0.5, speedup))
+    out.append(_target(f"foreach LARS time / pytorch_optimizer LARS time <= 0.5 (2x faster){suffix}", 0.5, speedup))
+    return out
 
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value, its range over rounds where known, and whether it is met
+    (``None`` where the section did not run)."""
+    out = []
+    optim = results.get("optim_step")
+    schedules = optim.get("schedules") if isinstance(optim, dict) else None
+    if not isinstance(schedules, dict) or not schedules:  # a result written before --schedule existed
+        schedules = {"interleaved": optim.get("rows", []) if isinstance(optim, dict) else []}
+    for schedule, rows in schedules.items():
+        out += _lars_targets({"rows": rows}, "" if schedule == "interleaved" else f" [{schedule}]")
     adaptive = results.get("adaptive_step")
     for name in ("AdaMo", "AutoAdam", "AdaptiveRMSprop"):
         row = _row(adaptive, f"theorylr {name} foreach")
