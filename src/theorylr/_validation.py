@@ -7,6 +7,7 @@ a user sees ``lr must be a finite number >= 0 (got -1.0)`` instead of a NaN twen
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -22,7 +23,9 @@ __all__ = [
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number: a Python ``int`` or ``float`` or a NumPy scalar such as ``np.float32`` (``numbers.Real``, as
+    torch's optimizers take), never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_number(
@@ -83,14 +86,15 @@ def check_probability(name: str, value: Any, *, allow_one: bool = False) -> None
 
 
 def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> None:
-    """Check that ``value`` is an ``int`` (not a bool) within ``[min_value, max_value]``."""
+    """Check that ``value`` is an integer (a Python ``int`` or a NumPy integer such as ``np.int64``; not a bool)
+    within ``[min_value, max_value]``."""
     bounds = []
     if min_value is not None:
         bounds.append(f">= {min_value}")
     if max_value is not None:
         bounds.append(f"<= {max_value}")
     allowed = "an integer" + (" " + " and ".join(bounds) if bounds else "")
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
     if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")

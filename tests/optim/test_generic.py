@@ -126,6 +126,25 @@ def test_invalid_group_settings_raise_value_error_naming_the_argument(row: Optim
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_numpy_scalar_hyperparameters_step_as_python_numbers(row: OptimInfo) -> None:
+    """NumPy scalars (an lr grid from ``np.logspace(...).astype(np.float32)``), which torch's optimizers take, are
+    accepted and step as the same values given as Python numbers."""
+    np = pytest.importorskip("numpy")
+    as_numpy = {
+        k: np.float32(v) if isinstance(v, float) else np.int64(v) if type(v) is int else v
+        for k, v in row.descent_kwargs.items()
+    }
+    as_python = {k: v.item() if isinstance(v, np.generic) else v for k, v in as_numpy.items()}
+    losses, weights = [], []
+    for kwargs in (as_numpy, as_python):
+        model, x, y = _problem()
+        losses.append(_train(_make(row, model.parameters(), kwargs), model, x, y, 3))
+        weights.append(model.fc1.weight.detach())
+    assert losses[0] == losses[1]
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
 def test_complex_parameter_is_rejected(row: OptimInfo) -> None:
     p = nn.Parameter(torch.randn(3, dtype=torch.complex128))
     opt = _make(row, [p], row.descent_kwargs)

@@ -1,0 +1,46 @@
+"""The shared argument checks: what they accept (Python and NumPy numbers) and what they refuse (bools, nan)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from theorylr._validation import check_int, check_number
+
+
+@pytest.mark.parametrize("value", [0.5, 1, np.float32(0.5), np.float64(0.5), np.int64(1), np.float16(0.25)])
+def test_real_numbers_of_python_and_numpy_are_numbers(value: object) -> None:
+    check_number("x", value, min_value=0.0, max_value=1.0)
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(False), math.nan, np.float32("inf"), "0.5", None])
+def test_bools_non_finite_values_and_strings_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="x must be a finite number"):
+        check_number("x", value)
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3)])
+def test_python_and_numpy_integers_are_integers(value: object) -> None:
+    check_int("n", value, min_value=1, max_value=3)
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), 3.0, np.float64(3.0), np.int64(0)])
+def test_bools_floats_and_out_of_range_integers_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        check_int("n", value, min_value=1)
+
+
+def test_exact_step_adam_takes_a_numpy_step_count() -> None:
+    import torch
+    from torch import nn
+
+    from theorylr.optim.exact_adam import exact_step_adam
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    data = (torch.randn(16, 3), torch.randint(0, 2, (16,)))
+    _, step = exact_step_adam(model, nn.CrossEntropyLoss(), data, total_steps=np.int64(100), num_samples=2)
+    _, same = exact_step_adam(model, nn.CrossEntropyLoss(), data, total_steps=100, num_samples=2)
+    assert step.alpha == same.alpha
