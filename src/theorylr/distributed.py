@@ -305,7 +305,9 @@ class DistributedActivationTracker(ActivationTracker):
     .. note::
         Every rank must make the same number of training-mode forward passes through the hooked module (as DDP
         requires of its backward passes anyway): batch ``i`` of one rank is combined with batch ``i`` of the
-        others. A training-mode pass on one rank only (a probe) must run under :meth:`paused`. The weight bound
+        others. A rank whose share of a batch is empty (no rows: an uneven last batch) still counts that pass: it
+        records a row of zeros (:meth:`record_empty`). A training-mode pass on one rank only (a probe) must run
+        under :meth:`paused`. The weight bound
         ``K`` is read locally: under DDP the parameters are replicated, so it is the global one.
 
         Not supported here: ``activation_norm="spectral"`` (the spectral norm of a row-stack is not a function of
@@ -366,8 +368,17 @@ class DistributedActivationTracker(ActivationTracker):
         m = super().batch_size
         assert m is not None
         share = k_z.square() if self.activation_norm == "fro" else k_z
+        self._add_row(_Row(share, m, self.weight_bound() if self.needs_targets else None))
+
+    def record_empty(self, activations: Tensor) -> None:
+        """Record this rank's empty share of a batch as a row of zeros (``K_z = 0``, ``m = 0``, ``||y|| = 0``): the
+        global batch is then the other ranks' rows, and the ranks' batches stay paired for the collective."""
+        dtype = torch.float32 if activations.dtype in (torch.float16, torch.bfloat16) else activations.dtype
+        zero = torch.zeros((), dtype=dtype, device=activations.device)
         bound = self.weight_bound() if self.needs_targets else None
-        row = _Row(share, m, bound)
+        self._add_row(_Row(zero, 0, bound, zero.clone() if self.needs_targets else None))
+
+    def _add_row(self, row: _Row) -> None:
         self._last = row
         self._rows.append(row)
         self._recorded += 1

@@ -38,6 +38,7 @@ from theorylr.distributed import (
 )
 from theorylr.estimate import hessian_spectral_norm
 from theorylr.lipschitz.scheduler import LipschitzLR
+from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim.adaptive import AdaMo
 from theorylr.optim.lars import LARS, local_norms
 
@@ -82,6 +83,24 @@ def _batches(rank: int | None) -> list[slice]:
             out.append(slice(start + rank * half, start + (rank + 1) * half))
         start += size
     return out
+
+
+def _uneven_batches(rank: int) -> list[slice]:
+    """This rank's rows when the first batch is all rank 0's (rank 1's share of it is empty)."""
+    rows = _batches(rank)
+    return [slice(0, BATCHES[0]) if rank == 0 else slice(0, 0), *rows[1:]]
+
+
+def _track_epoch(tracker: Any, rows: list[slice], loss: str) -> dict[str, Any]:
+    """One epoch of forward passes through the tracked model; the tracker's epoch values."""
+    x, _, targets = _data()
+    for r in rows:
+        tracker.model(x[r])
+        if loss == "least_squares":
+            tracker.observe_targets(targets[r])
+    values = tracker.epoch_values()
+    tracker.close()
+    return dict(values)
 
 
 def _shard_problem() -> tuple[list[Tensor], list[Tensor]]:
@@ -218,6 +237,11 @@ def _scenarios(rank: int) -> dict[str, Any]:
     opt = AdaMo(ddp.parameters(), lr=0.5, tracker=DistributedActivationTracker(ddp, "softmax"))
     _train_adamo(ddp, opt, _batches(rank))
     out["adamo"] = [p.detach().clone() for p in model.parameters()]
+
+    # A batch whose share is empty on rank 1: a row of zeros keeps the ranks' batches paired
+    for loss in ("softmax", "least_squares"):
+        tracker = DistributedActivationTracker(_mlp(seed=6), loss)
+        out[f"uneven_{loss}"] = _track_epoch(tracker, _uneven_batches(rank), loss)
 
     # Smoothness with unequal shards (10 and 14 samples), sample-weighted average of the HVPs
     model = _mlp(seed=5)
@@ -376,6 +400,21 @@ def test_adamo_closed_form_under_ddp_equals_one_process(ranks: list[dict[str, An
     reference = [p.detach() for p in model.parameters()]
     for res in ranks:
         _close(res["adamo"], reference)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "least_squares"])
+def test_a_rank_with_an_empty_share_of_a_batch_still_gives_the_global_statistics(
+    ranks: list[dict[str, Any]], loss: str
+) -> None:
+    """An empty local batch (a rank's share of an uneven last batch) is skipped by the hook; the distributed
+    tracker records it as a zero row, so the collective pairs the ranks' batches and the epoch's values are those of
+    one process on the global batches."""
+    reference = _track_epoch(ActivationTracker(_mlp(seed=6), loss), _batches(None), loss)
+    first, second = ranks[0][f"uneven_{loss}"], ranks[1][f"uneven_{loss}"]
+    assert first == second
+    assert first["batches"] == reference["batches"] == len(BATCHES)
+    for key in ("lipschitz", "k_z", "max_k_z", "batch_size", "weight_bound"):
+        assert first[key] == pytest.approx(reference[key], rel=1e-12), key
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -171,8 +171,10 @@ class _RecordHook:
                     f"penultimate module {type(mod).__name__} returned {type(x).__name__}; the tracker needs a tensor "
                     "output"
                 )
-        if x.numel():  # an empty batch is no batch: no example, nothing to bound (one C call, per batch)
+        if x.numel():  # one C call per batch
             tracker.record(x)
+        else:  # an empty batch: no example, nothing to bound
+            tracker.record_empty(x)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_InertHook, ())
@@ -426,6 +428,13 @@ class ActivationTracker:
         else:
             bound = self._least_squares_bound() if self.loss == "least_squares" else None
             self._batch = _Batch(a, k_z, m, bound, lead=lead)
+
+    def record_empty(self, activations: Tensor) -> None:
+        """What the hook does with a batch of no example (``activations`` has no element): nothing here.
+
+        A :class:`~theorylr.distributed.DistributedActivationTracker` records it as a row that adds nothing to the
+        global batch, so that the ``i``-th batches of the ranks stay paired when one rank's share is empty.
+        """
 
     def observe_targets(self, targets: Tensor) -> None:
         """Attach the latest batch's targets (required for least squares; optional for the rigorous bounds).
