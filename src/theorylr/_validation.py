@@ -96,7 +96,8 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     allowed = "an integer" + (" " + " and ".join(bounds) if bounds else "")
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
-    if (min_value is not None and value < min_value) or (max_value is not None and value > max_value):
+    v = int(value)
+    if (min_value is not None and v < min_value) or (max_value is not None and v > max_value):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
 
 
