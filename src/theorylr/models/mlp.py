@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
@@ -63,8 +64,9 @@ class MLP(SequentialModel):
 
     Args:
         in_features: number of inputs per example (the input is flattened first).
-        hidden: widths of the hidden layers (default ``(128,)``; an int means one hidden layer; ``()`` gives a
-            linear model). The exact-step-Adam paper's networks are ``hidden=(h,) * depth`` with ReLU (§5).
+        hidden: widths of the hidden layers (default ``(128,)``; an int, Python or NumPy, means one hidden layer;
+            ``()`` gives a linear model). The exact-step-Adam paper's networks are ``hidden=(h,) * depth`` with
+            ReLU (§5).
         out_features: number of outputs (default 10).
         activation: ``"relu"`` (default), ``"tanh"``, ``"sigmoid"``, ``"softplus"`` or ``"gelu"``.
         dropout: dropout probability after each hidden activation, in ``[0, 1)`` (default 0: no Dropout module).
@@ -90,15 +92,17 @@ class MLP(SequentialModel):
         batch_norm: bool = False,
     ) -> None:
         check_int("in_features", in_features, min_value=1)
-        if isinstance(hidden, int) and not isinstance(hidden, bool):
+        widths: tuple[int, ...]
+        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):  # NumPy integers too
             check_int("hidden", hidden, min_value=1)
-            widths: tuple[int, ...] = (hidden,)
+            widths = (int(hidden),)
         elif isinstance(hidden, (str, bytes)) or not isinstance(hidden, Iterable):
             raise ValueError(f"hidden must be an int or a sequence of ints, the hidden widths (got {hidden!r})")
         else:
             widths = tuple(hidden)
         for i, width in enumerate(widths):
             check_int(f"hidden[{i}]", width, min_value=1)
+        widths = tuple(int(width) for width in widths)
         check_int("out_features", out_features, min_value=1)
         check_choice("activation", activation, tuple(ACTIVATIONS))
         check_probability("dropout", dropout)

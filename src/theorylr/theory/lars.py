@@ -237,7 +237,8 @@ def theorem2_constants(lipschitz: float, m1: float, m2: float, w_star_norm: floa
 
     .. note::
         The appendix proof ends with ``C1 ||w0 - w*||^2`` where the statement has ``C1``; the statement drops
-        the factor ``||w0 - w*||^2`` (at most ``M1^2``). See :func:`fixed_lr_bound` for a bound whose proof holds.
+        the factor ``||w0 - w*||^2`` (at most ``M1^2``), and with it :func:`theorem2_bound` is not a bound (a
+        counterexample is there). See :func:`fixed_lr_bound` for a bound whose proof holds.
 
     Example:
         >>> theorem2_constants(2.0, 1.0, 0.5, 3.0)
@@ -250,18 +251,31 @@ def theorem2_constants(lipschitz: float, m1: float, m2: float, w_star_norm: floa
 
 
 def theorem2_bound(k: int, lr: float, c1: float, c2: float) -> float:
-    """Theorem 2 as stated: ``min_{i<k} f(w_i) - f* <= C1 / (k lr) + lr^2 C2`` (§4.2).
+    """Theorem 2 as stated: ``min_{i<k} f(w_i) - f* <= C1 / (k lr) + lr^2 C2`` (§4.2), with ``C1``, ``C2`` from
+    :func:`theorem2_constants`.
 
     .. note::
-        **Loose in the paper.** The proof bounds ``(||g_k|| / ||w_k||) (||w_k - w*||^2 - ||w_{k+1} - w*||^2)``
-        by ``(L M1 / M2)`` times the difference, which is only valid when the difference is non-negative;
-        LARS's distance to ``w*`` is not monotone (§3.1), so the telescoping sum does not follow. The ``lr^2``
-        rate of the second term is what the 1-D analysis and Fig. 1 suggest, but it is not proven. The bound
-        that the same steps do prove is :func:`fixed_lr_bound` (an ``lr`` term instead of ``lr^2``).
+        **Not a bound as stated.** (1) The statement's ``C1 = L M1 / (2 M2)`` drops the factor ``||w0 - w*||^2``
+        that the appendix proof ends with, and the inequality then fails for a start far from ``w*``: on the
+        paper's own §3.1 quadratic ``f(w) = (w - 10)^2 / 2`` from ``w0 = 20`` with ``lr = 0.1`` (``L = 1``,
+        ``M1 = ||w0 - w*|| = 10``, ``M2 = min |w_k| >= 9``, ``||w*|| = 10``) the bound at ``k = 1`` is 7.56 while
+        ``f(w0) - f* = 50`` (and ``f(w1) - f* = 32``, so the proof's indexing ``min_{1<=i<=k}`` fails too); it
+        fails for ``k <= 5`` there (``k <= 4`` in the proof's indexing), and for some ``k`` on 15-19 % of random
+        convex quadratics with random starts (1-3 dimensions). (2) Even with the factor
+        restored, the proof bounds ``(||g_k|| / ||w_k||) (||w_k - w*||^2 - ||w_{k+1} - w*||^2)`` by ``(L M1 / M2)``
+        times the difference, which is only valid when the difference is non-negative; LARS's distance to ``w*``
+        is not monotone (§3.1), so the telescoping sum does not follow (we found no violation of that version on
+        random quadratics, but it is unproven). The bound that the same steps do prove is :func:`fixed_lr_bound`
+        (``||w0 - w*||^2`` kept, an ``lr`` term instead of ``lr^2``).
 
     Example:
         >>> round(theorem2_bound(100, 0.1, 2.0, 16.0), 6)
         0.36
+        >>> c1, c2 = theorem2_constants(1.0, 10.0, 9.0, 10.0)  # f = (w - 10)^2 / 2 from w0 = 20, as in the note
+        >>> round(theorem2_bound(1, 0.1, c1, c2), 3), 0.5 * (20.0 - 10.0) ** 2  # the bound < f(w0) - f*
+        (7.556, 50.0)
+        >>> fixed_lr_bound(1, 0.1, lipschitz=1.0, m1=10.0, m2=9.0, w_star_norm=10.0, dist0=10.0) >= 50.0
+        True
     """
     check_int("k", k, min_value=1)
     _check_positive("lr", lr)
@@ -275,7 +289,12 @@ def corollary_2_1(eps: float, c1: float, c2: float) -> tuple[float, int]:
 
     From Theorem 2, ``k > C1 / (lr (eps - lr^2 C2))``; the ``lr`` above minimises the right side, which becomes
     ``3 sqrt(3 C2) C1 / (2 eps^1.5)``: an ``O(1/eps^1.5)`` rate. Returns ``(lr, k)`` with ``k`` the smallest
-    integer above that value. Inherits the caveat of :func:`theorem2_bound`.
+    integer above that value.
+
+    .. note::
+        Inherits the flaw of :func:`theorem2_bound`: the step count is not guaranteed. On ``f(w) = (w - 10)^2 / 2``
+        from ``w0 = 20`` it promises ``k = 1`` for ``eps = 5 .. 40`` (``M1``, ``M2`` measured on the run), where
+        ``f(w0) - f* = 50``. :func:`corollary_2_1_rigorous` is the count that follows from :func:`fixed_lr_bound`.
 
     Example:
         >>> lr, k = corollary_2_1(0.01, 2.0, 16.0)
