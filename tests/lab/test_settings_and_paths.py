@@ -127,3 +127,19 @@ def test_an_empty_workload_name_is_an_error_not_the_default(tmp_path: Path, caps
     assert not (tmp_path / "runs" / "digits-mlp").exists()
     assert main(["suggest", "--workload", "", "--num-samples", "1"]) == 2
     assert "workload must be one of" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["lenet5", "vgg9", "lipschitz_cnn"])
+def test_image_models_are_built_for_the_workloads_image_side(model: str) -> None:
+    """Every registered model whose first Linear depends on the image side gets the workload's side: VGG-9 on
+    digits resized to 28 x 28 was built for 32 x 32 and failed in its first forward pass."""
+    import torch
+
+    from theorylr.lab.workloads import Workload
+
+    workload = Workload(
+        "w", "d", "digits", model, "cross_entropy", dataset_options={"image": True, "resize": 20}, batch_size=8
+    )
+    data = workload.load_data()
+    net = workload.build_model(data, torch.Generator().manual_seed(0))
+    assert net(data.x_train[:2]).shape == (2, 10)

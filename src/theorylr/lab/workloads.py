@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -51,8 +52,13 @@ METRICS: dict[str, bool] = {
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-# Models whose first Linear depends on the image side, which they take as ``image_size``.
-_SIZED_MODELS = ("lenet5", "lipschitz_cnn")
+def _takes_image_size(model: str) -> bool:
+    """Whether the registered model's first Linear depends on the image side, which it then takes as
+    ``image_size`` (LeNet-5, VGG-9, the LipschitzLR CNN)."""
+    from theorylr.models import MODELS
+
+    factory = MODELS.get(model)
+    return factory is not None and "image_size" in inspect.signature(factory).parameters
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,7 @@ class Workload:
         else:
             if len(sample_shape) == 3:
                 kwargs.setdefault("in_channels", sample_shape[0])
-                if self.model in _SIZED_MODELS:
+                if _takes_image_size(self.model):
                     kwargs.setdefault("image_size", sample_shape[-1])
             kwargs.setdefault("num_classes", outputs)
         return kwargs
