@@ -52,6 +52,7 @@ METRICS: dict[str, bool] = {
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+
 def _takes_image_size(model: str) -> bool:
     """Whether the registered model's first Linear depends on the image side, which it then takes as
     ``image_size`` (LeNet-5, VGG-9, the LipschitzLR CNN)."""
