@@ -143,3 +143,21 @@ def test_image_models_are_built_for_the_workloads_image_side(model: str) -> None
     data = workload.load_data()
     net = workload.build_model(data, torch.Generator().manual_seed(0))
     assert net(data.x_train[:2]).shape == (2, 10)
+
+
+def test_register_workload_takes_rule_options_for_a_fixed_lr_variant() -> None:
+    """``rule_options`` keyed ``NAME@LR`` (which :meth:`Workload.options_for` reads) are accepted by
+    ``register_workload``; an unknown rule, or ``@LR`` on a rule that takes none, is still refused."""
+    from theorylr.lab.workloads import WORKLOADS, Workload, register_workload
+
+    options = {"exact-adam": {"num_samples": 2}, "exact-adam@1": {"mode": "train"}}
+    workload = Workload("iris-at-lr", "d", "iris", "linear", "cross_entropy", rule_options=options)
+    try:
+        register_workload(workload)
+        assert WORKLOADS["iris-at-lr"].options_for("exact-adam@1") == {"num_samples": 2, "mode": "train"}
+    finally:
+        WORKLOADS.pop("iris-at-lr", None)
+    for bad in ("no-such-rule", "no-such-rule@1", "sgd-range-test@0.1", "sgd@fast"):
+        with pytest.raises(ValueError, match="rule_options names no rule"):
+            register_workload(Workload("w-bad", "d", "iris", "linear", "cross_entropy", rule_options={bad: {}}))
+    assert "w-bad" not in WORKLOADS

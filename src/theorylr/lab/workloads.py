@@ -257,14 +257,22 @@ DEFAULT_WORKLOAD = "digits-mlp"
 
 def register_workload(workload: Workload, *, replace: bool = False) -> Workload:
     """Add ``workload`` to :data:`WORKLOADS` (``ValueError`` on a duplicate name unless ``replace``, or on
-    ``rule_options`` for a rule that does not exist)."""
+    ``rule_options`` for a rule that does not exist: a key is a rule's name or a ``NAME@LR`` spec)."""
     if not isinstance(workload, Workload):
         raise ValueError(f"workload must be a Workload (got {type(workload).__name__})")
-    from theorylr.lab.rules import RULES
+    from theorylr.lab.rules import RULES, resolve_rule
 
-    unknown = sorted(set(workload.rule_options) - set(RULES))
+    unknown = []
+    for key in workload.rule_options:
+        try:
+            resolve_rule(key)
+        except ValueError:
+            unknown.append(key)
     if unknown:
-        raise ValueError(f"rule_options names no rule {unknown}: the rules are {', '.join(sorted(RULES))}")
+        raise ValueError(
+            f"rule_options names no rule {sorted(unknown)}: a key is a rule or NAME@LR, the rules are "
+            f"{', '.join(sorted(RULES))}"
+        )
     if workload.name in WORKLOADS and not replace:
         raise ValueError(f"workload {workload.name!r} is already registered (pass replace=True to override)")
     WORKLOADS[workload.name] = workload
