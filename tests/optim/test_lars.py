@@ -634,6 +634,80 @@ def test_momentum_buffer_equals_the_plain_recursion(case: dict[str, Any], foreac
 
 
 @pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 0.9])
+def test_factored_buffer_alternates_its_two_forms_and_follows_the_recursion(momentum: float, foreach: bool) -> None:
+    """The factored buffer accumulates (``v += a u``, ``k *= momentum``) for as many steps as keep ``v`` within
+    2^20 of its size, then renormalises with one ``lerp_``: 6 steps then 1 for momentum 0.1, 20 and 1 for 0.5. Over
+    runs that cross several renormalisations it still follows the plain recursion."""
+    from theorylr.optim.lars import _accumulating_steps
+
+    period = _accumulating_steps(momentum, torch.float64)
+    assert period == {0.1: 6, 0.5: 20, 0.9: 131}[momentum]
+    torch.manual_seed(6)
+    shapes = [(3, 4), (5,), (256, 257)]
+    w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    steps = 45
+    grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in range(steps)]
+    hyper = {"momentum": momentum, "dampening": 0.1, "nesterov": False, "weight_decay": 0.01}
+    ref_w, ref_bufs = _plain_lars_momentum(w0, grads, lr=0.01, maximize_per_step=[False] * steps, **hyper)
+    params = [nn.Parameter(w.clone()) for w in w0]
+    opt = LARS(params, lr=0.01, eps=0.0, min_norm=0.0, foreach=foreach, **hyper)
+    ages = []
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+        ages.append({opt.state[p]["momentum_age"] for p in params})
+    assert all(len(a) == 1 for a in ages)  # the tensors of a group change form together
+    seen = [a.pop() for a in ages]
+    expected = [0] + [(t - 1) % (period + 1) + 1 if (t % (period + 1)) else 0 for t in range(1, steps)]
+    assert seen == expected
+    for p, w, b in zip(params, ref_w, ref_bufs):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(opt.momentum_buffer(p), b, rtol=1e-11, atol=1e-13)
+        v, k = opt.state[p]["momentum_buffer"], opt.state[p]["momentum_scale"]
+        assert float(v.abs().max()) <= 2.0**20 * float(b.abs().max() / k.abs() * (1 - momentum)) + 1.0
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_a_state_without_momentum_age_renormalises_first_and_continues_the_run(foreach: bool) -> None:
+    """A checkpoint written before ``momentum_age`` existed (or one whose age was removed) takes one renormalising
+    step, then accumulates again; the run continues as the uninterrupted one."""
+    torch.manual_seed(7)
+    w0, grads = torch.randn(6, 5, dtype=torch.float64), [torch.randn(6, 5, dtype=torch.float64) for _ in range(6)]
+    a = nn.Parameter(w0.clone())
+    opt = LARS([a], lr=0.05, momentum=0.9, foreach=foreach)
+    for g in grads[:3]:
+        a.grad = g.clone()
+        opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    assert sd["state"][0]["momentum_age"] == 2
+    del sd["state"][0]["momentum_age"]
+    b = nn.Parameter(a.detach().clone())
+    twin = LARS([b], lr=0.05, momentum=0.9, foreach=foreach)
+    twin.load_state_dict(sd)
+    for step, g in enumerate(grads[3:]):
+        a.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        twin.step()
+        assert twin.state[b]["momentum_age"] == step  # 0 after the renormalising step, then counting
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(twin.momentum_buffer(b), opt.momentum_buffer(a), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_float16_factored_buffers_always_renormalise(foreach: bool) -> None:
+    """A float16 buffer never accumulates (its range ends at 65504): its age stays 0."""
+    p = nn.Parameter(torch.randn(8, 8).half())
+    opt = LARS([p], lr=0.01, momentum=0.9, foreach=foreach)
+    for _ in range(4):
+        p.grad = torch.randn(8, 8).half()
+        opt.step()
+        assert opt.state[p]["momentum_age"] == 0
+    assert torch.isfinite(opt.state[p]["momentum_buffer"]).all()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
 def test_switching_between_factored_and_plain_buffers_continues_the_same_run(foreach: bool) -> None:
     """A factored state (CPU) loaded where buffers are plain (a GPU, or ``factored_momentum=False``) is folded once
     into the plain buffer, and back: the run continues as if nothing had changed."""
@@ -677,8 +751,9 @@ def test_switching_between_factored_and_plain_buffers_continues_the_same_run(for
     ids=str,
 )
 def test_large_cpu_tensors_take_their_sweeps_one_at_a_time_and_match_the_loop(case: dict[str, Any]) -> None:
-    """On the CPU, tensors of 2^16 elements or more get ``lerp_`` and ``addcmul_`` back to back, the others the
-    foreach kernels; with a buffer created late (one gradient missing on the first step) the result is the loop's."""
+    """On the CPU, tensors of 2^16 elements or more get their buffer's sweep (``addcmul_`` in the accumulating form,
+    ``lerp_`` in the renormalising one) and their weight's ``addcmul_`` back to back, the others the foreach kernels;
+    with a buffer created late (one gradient missing on the first step) the result is the loop's."""
     torch.manual_seed(11)
     shapes = [(300, 300), (4,), (256, 300), (7, 3)]
     w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
@@ -693,14 +768,20 @@ def test_large_cpu_tensors_take_their_sweeps_one_at_a_time_and_match_the_loop(ca
             if step == 2 and ps is fast:
                 with torch.profiler.profile() as prof:
                     opt.step()
-                # lerp_ calls of their own (the CPU foreach kernel makes its own per-tensor calls inside)
+                # sweeps of their own (the CPU foreach kernels make their own per-tensor calls inside): a buffer sweep
+                # and one (Nesterov: two) weight sweeps for each of the two large tensors; for the small ones one
+                # foreach kernel per sweep
+                sweeps = ("aten::lerp_", "aten::addcmul_")
                 own = [
-                    e
+                    e.name
                     for e in prof.events()
-                    if e.name == "aten::lerp_" and (e.cpu_parent is None or e.cpu_parent.name != "aten::_foreach_lerp_")
+                    if e.name in sweeps and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::_foreach"))
                 ]
-                assert len(own) == 2
-                assert sum(e.name == "aten::_foreach_lerp_" for e in prof.events()) == 1
+                per_tensor = 3 if case.get("nesterov") else 2
+                assert len(own) == 2 * per_tensor
+                assert sum(e.name in ("aten::_foreach_lerp_", "aten::_foreach_addcmul_") for e in prof.events()) == (
+                    per_tensor
+                )
             else:
                 opt.step()
     for p, q in zip(fast, slow):
@@ -757,7 +838,9 @@ def test_state_without_momentum_scale_reads_the_buffer_as_plain(foreach: bool) -
 
 
 def test_zero_ratio_gives_a_zero_scale_and_finite_steps() -> None:
-    """A ratio that underflows to 0 makes k = 0: no 0/0 in the lerp weight, and the next step is exact."""
+    """A ratio that underflows to 0 makes k = 0 (and v = 0 beside it): no 0/0 in the buffer's coefficients, and
+    when the ratio comes back, mid-way through an accumulating stretch, the buffer restarts at ``ratio * g``
+    exactly."""
     for foreach in (False, True):
         p = nn.Parameter(torch.tensor([1e-200, 2e-200], dtype=torch.float64))
         opt = LARS([p], lr=0.1, momentum=0.9, eps=0.0, min_norm=0.0, norm="l1", foreach=foreach)
@@ -766,7 +849,8 @@ def test_zero_ratio_gives_a_zero_scale_and_finite_steps() -> None:
             opt.step()
             assert float(opt.state[p]["trust_ratio"]) == 0.0
             assert float(opt.state[p]["momentum_scale"]) == 0.0
-            assert torch.isfinite(opt.state[p]["momentum_buffer"]).all()
+            assert not opt.state[p]["momentum_buffer"].any()
+        assert opt.state[p]["momentum_age"] == 1  # the next step accumulates
         torch.testing.assert_close(p.detach(), torch.tensor([1e-200, 2e-200], dtype=torch.float64), rtol=0, atol=0)
         w = p.detach().clone()
         g = torch.tensor([3e-200, 4e-200], dtype=torch.float64)

@@ -361,6 +361,7 @@ def lars(
     maximize: bool = False,
     foreach: bool | None = None,
     norm_fn: NormFn | None = None,
+    momentum_age_list: list[int | None] | None = None,
 ) -> None:
     """One LARS step on lists of tensors (the functional form of :class:`LARS`; the arguments are the same).
 
@@ -370,7 +371,11 @@ def lars(
     ``momentum_scale_list``, if given, holds one 0-dim scale ``k`` per parameter (``None`` creates it; a missing
     scale beside an existing buffer counts as 1) and the buffers are kept in the factored form ``buf = k * v``
     (see the note on the momentum buffer of :class:`LARS`: one pass fewer over memory, one more per-tensor
-    kernel). Without it the buffers hold the plain heavy-ball buffer ``buf``.
+    kernel). Without it the buffers hold the plain heavy-ball buffer ``buf``. ``momentum_age_list``, if given with
+    ``momentum_scale_list``, holds per parameter how many steps in a row its factored buffer has taken in the
+    accumulating form (``None``: unknown), updated in place; it lets the step use that cheaper form, for all the
+    buffers of the call at once (see :func:`_buffer_mode` and :func:`_momentum_scales`). Without it every step
+    takes the renormalising form.
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
     multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
@@ -387,6 +392,10 @@ def lars(
     lr = scalar_lr(lr)  # a one-element tensor of any shape, e.g. (1,), as torch's optimizers take it
     if foreach is None:
         foreach = resolve_foreach(None, params)
+    if momentum_scale_list is None or momentum == 0:
+        momentum_age_list = None
+    mode = _buffer_mode(params, momentum_buffer_list, momentum_scale_list or [], momentum_age_list, momentum)
+    made = [buf is None for buf in momentum_buffer_list]
     # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
     func = _multi_tensor_lars if foreach and not _compiled_on_cpu(params) else _single_tensor_lars
     func(
@@ -409,26 +418,110 @@ def lars(
         adapt=adapt,
         maximize=maximize,
         norm_fn=norm_fn,
+        buffer_mode=mode,
     )
+    if momentum_age_list is not None:  # ages count the accumulating steps since the buffer was made or renormalised
+        for i, age in enumerate(momentum_age_list):
+            momentum_age_list[i] = age + 1 if mode == "add" and age is not None and not made[i] else 0
+
+
+# How much the factored buffer's v may grow between two renormalising steps (see _accumulating_steps).
+_GROWTH = 2.0**20
+
+
+def _accumulating_steps(momentum: float, dtype: torch.dtype) -> int:
+    """How many momentum steps in a row the factored buffer may take in its accumulating form (see
+    :func:`_momentum_scales`) before a renormalising step: the most ``n`` with ``momentum**n >= 1 / _GROWTH``, so
+    that ``v`` grows at most ``_GROWTH`` times past its size after a renormalising step (131 steps for momentum 0.9,
+    20 for 0.5, 6 for 0.1). 0 (renormalise at every step) for float16 buffers, whose range ends at 65504."""
+    if dtype == torch.float16 or not 0.0 < momentum < 1.0:
+        return 0
+    return int(math.log(_GROWTH) / -math.log(momentum))
+
+
+def _buffer_mode(
+    params: list[Tensor],
+    momentum_buffer_list: list[Tensor | None],
+    momentum_scale_list: list[Tensor | None],
+    momentum_age_list: list[int | None] | None,
+    momentum: float,
+) -> str:
+    """How this step updates the group's factored buffers (see :func:`_momentum_scales`), one mode for all:
+    ``"add"`` (accumulating) while every existing buffer's age is known and below :func:`_accumulating_steps`;
+    otherwise a renormalising step, ``"rescale"`` where a buffer has grown (an age above 0) or ``"lerp"`` where
+    none has (ages 0, or unknown: without ages, or for states written before ages existed, every step
+    renormalised). One mode keeps a group's buffers in step with each other: the tensors go through the same
+    multi-tensor kernels."""
+    if momentum_age_list is None:
+        return "lerp"
+    ages = [
+        age if scale is not None else None
+        for age, buf, scale in zip(momentum_age_list, momentum_buffer_list, momentum_scale_list)
+        if buf is not None
+    ]
+    known = [age for age in ages if age is not None]
+    if known and len(known) == len(ages):
+        period = min(_accumulating_steps(momentum, dtype) for dtype in {p.dtype for p in params})
+        if max(known) < period:
+            return "add"
+    return "rescale" if any(known) else "lerp"
 
 
 def _momentum_scales(
-    ratio: Tensor, old_scales: Tensor | None, *, momentum: float, dampening: float, sign: float
-) -> tuple[Tensor, Tensor]:
+    ratio: Tensor,
+    old_scales: Tensor | None,
+    *,
+    momentum: float,
+    dampening: float,
+    sign: float,
+    accumulate: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """The scalar half of the factored momentum buffer ``buf = k * v`` (one formula for both paths).
 
-    ``buf' = momentum * buf + c * u`` with ``c = sign * (1 - dampening) * ratio`` (``sign * ratio`` when the buffer
-    is created, ``old_scales=None``) and ``u = sign * d`` becomes ``k' = momentum * k + c`` and ``v' = v + a (u -
-    v)`` with ``a = c / k'``: one ``lerp_`` over the buffer instead of a scale and an add. Returns ``(k', a)``; ``a``
-    is 0 where ``k' = 0`` (the buffer is then 0 whatever ``v`` holds).
+    ``buf' = momentum * buf + c * u`` with ``c = sign * (1 - dampening) * ratio`` and ``u = sign * d`` (when the
+    buffer is created, ``old_scales=None``: ``k = sign * ratio`` and ``v = u``). Two exact forms, equal up to
+    rounding:
+
+    - accumulating (``accumulate=True``): ``k' = momentum * k`` and ``v' = v + a u`` with ``a = c / k'``: one
+      ``addcmul_`` over the buffer, cheaper per element than a ``lerp_`` (on the ResNet-18 set with 2 CPU threads
+      the whole step took 0.95x its time). ``k`` shrinks and ``v`` grows by ``1 / momentum`` per step, which
+      :func:`_accumulating_steps` bounds;
+    - renormalising: ``k' = momentum * k + c`` and ``v' = b v + a u`` with ``a = c / k'`` and
+      ``b = momentum * k / k'`` (``a + b = 1``): ``v`` returns to the size of ``u``. Where ``v`` already has that
+      size this is one ``lerp_`` (``v + a (u - v)``); after an accumulating stretch it is ``v.mul_(b)`` then
+      ``addcmul_``, because a ``lerp_`` with ``a`` within ``1 / _GROWTH`` of 1 would cancel ``v``'s large terms in
+      floating point.
+
+    A zero scale ``k`` (a trust ratio of exactly 0: ``trust_coefficient=0``, or ``||w|| / ||g||`` below the dtype's
+    range) means ``buf = 0`` whatever ``v`` holds, so the buffer keeps ``v = 0`` beside it: created with a zero
+    scale, ``v = 0`` (the second output is then the mask ``k != 0`` that ``v = u`` is multiplied by); from a zero
+    scale either form restarts at ``k' = c`` and ``v' = u``; and a scale that would underflow to 0 from a non-zero
+    one keeps its old value (an error of less than the dtype's smallest number times ``v``).
+
+    Returns ``(k', a, b)``; ``a = 0`` where ``k' = 0``; ``b`` is ``None`` in the accumulating form and at creation.
     """
     if old_scales is None:
-        return ratio * sign, torch.ones_like(ratio)
+        k = ratio * sign
+        return k, (k != 0).to(k.dtype), None
     c = ratio * (sign * (1.0 - dampening))
-    k = torch.add(c, old_scales, alpha=momentum)
-    nonzero = k != 0
-    a = torch.where(nonzero, c / torch.where(nonzero, k, 1.0), 0.0)
-    return k, a
+    decayed = old_scales * momentum
+    k = torch.where(old_scales == 0, c, decayed) if accumulate else c + decayed
+    k = torch.where(k == 0, old_scales, k)  # an underflow keeps the old scale (0 stays 0)
+    safe = torch.where(k == 0, 1.0, k)  # k = 0 now implies c = 0: a = 0
+    return k, c / safe, None if accumulate else decayed / safe
+
+
+def _sweep_buffer(v: Tensor, u: Tensor, a: Tensor, b: Tensor | None, mode: str) -> None:
+    """One factored buffer's sweep (see :func:`_momentum_scales`): ``v += a u`` (``"add"``), ``v = b v + a u``
+    (``"rescale"``, also every renormalising step under ``torch.compile``: inductor fuses it into one pass, and a
+    compiled step does not know the buffer's age) or ``v += a (u - v)`` (``"lerp"``; ``b`` may then be ``None``)."""
+    if mode == "add":
+        v.addcmul_(u, a)
+    elif mode == "rescale" or torch.compiler.is_compiling():
+        assert b is not None
+        v.mul_(b).addcmul_(u, a)
+    else:
+        v.lerp_(u, a)
 
 
 def _single_tensor_lars(
@@ -452,6 +545,7 @@ def _single_tensor_lars(
     adapt: bool,
     maximize: bool,
     norm_fn: NormFn | None,
+    buffer_mode: str = "lerp",
 ) -> None:
     """The reference: the update rule of :class:`LARS`, line by line, one tensor at a time.
 
@@ -517,27 +611,22 @@ def _single_tensor_lars(
                 add_scaled_(p, u, ratio * (-lr * sign))
             add_times_(p, buf, -lr * (momentum if nesterov else 1.0))
             continue
-        # the factored buffer, buf = k * v
+        # the factored buffer, buf = k * v, updated as buffer_mode says (see _buffer_mode)
         old_k = momentum_scale_list[i]
         if buf is None:
-            k, _ = _momentum_scales(ratio, None, momentum=momentum, dampening=dampening, sign=sign)
-            buf = torch.clone(u).detach()
+            k, keep, _ = _momentum_scales(ratio, None, momentum=momentum, dampening=dampening, sign=sign)
+            buf = torch.mul(u, keep.to(u.dtype)).detach()  # v = u (v = 0 beside a zero scale)
             momentum_buffer_list[i] = buf
         else:
-            k, a = _momentum_scales(
+            k, a, b = _momentum_scales(
                 ratio,
                 old_k if old_k is not None else torch.ones_like(ratio),
                 momentum=momentum,
                 dampening=dampening,
                 sign=sign,
+                accumulate=buffer_mode == "add",
             )
-            if torch.compiler.is_compiling():
-                # v + a (u - v) as plain arithmetic, as in _momentum_sweeps: inductor's lowering of lerp evaluates
-                # both of lerp's formulas and blends them, per element (a compiled LARS step on the ResNet-18 set,
-                # CPU, 2 threads: 1.088x -> 1.070x torch SGD foreach, interleaved).
-                buf.add_((u - buf) * a.to(p.dtype))
-            else:
-                buf.lerp_(u, a.to(p.dtype))
+            _sweep_buffer(buf, u, a.to(p.dtype), None if b is None else b.to(p.dtype), buffer_mode)
         if old_k is None:
             momentum_scale_list[i] = k.clone()
         else:
@@ -570,15 +659,17 @@ def _multi_tensor_lars(
     adapt: bool,
     maximize: bool,
     norm_fn: NormFn | None,
+    buffer_mode: str = "lerp",
 ) -> None:
     """The fast path: ``torch._foreach_*`` kernels, the sign of ``maximize`` folded into the per-tensor scale.
 
     Without ``momentum_scale_list`` the buffers are plain (:func:`_plain_momentum`, the default off the CPU).
     With it, the passes over memory for the default (momentum, no weight decay): the norms read w and g once, then
-    ``v.lerp_(g, a)`` and ``w.addcmul_(v, k, value=-lr)`` (0-dim per-tensor ``a`` and ``k``, see
-    :func:`_momentum_scales`): two read-modify-write sweeps where torch's SGD makes three (``buf *= m``,
-    ``buf += g``, ``w -= lr buf``). The ratios and scales are computed on stacked 1-D tensors, a handful of small
-    kernels whatever the number of parameters. Without a ``norm_fn`` the norms are taken per (device, dtype) bucket
+    ``v.addcmul_(g, a)`` (at a renormalising step ``v.lerp_(g, a)``, or ``v.mul_(b)`` first) and
+    ``w.addcmul_(v, s)`` with ``s = -lr k`` (0-dim per-tensor ``a``, ``b`` and ``k``, see :func:`_momentum_scales`):
+    two read-modify-write sweeps where torch's SGD makes three (``buf *= m``, ``buf += g``, ``w -= lr buf``). The
+    ratios and scales are computed on stacked 1-D tensors, a handful of small kernels whatever the number of
+    parameters. Without a ``norm_fn`` the norms are taken per (device, dtype) bucket
     straight into one stacked vector (:func:`_bucket_norms`); a user's ``norm_fn`` is called once with every tensor.
     """
     n = len(params)
@@ -658,7 +749,9 @@ def _multi_tensor_lars(
             for k in new:  # hand back the buffers made this step
                 momentum_buffer_list[idx[k]] = bufs[k]
             continue
-        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v: one lerp_ over v
+        # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v, updated as buffer_mode says
+        a_list: list[Tensor] = []
+        b_list: list[Tensor] | None = None
         if old:
             prev = [momentum_scale_list[idx[k]] for k in old]
             scaled = all(q is not None for q in prev)  # False only for state written before momentum_scale existed
@@ -667,14 +760,17 @@ def _multi_tensor_lars(
             else:
                 one = torch.ones((), dtype=compute, device=device)
                 prev_scales = torch.stack([one if q is None else q for q in prev])
-            k_old, a = _momentum_scales(
+            k_old, a, b = _momentum_scales(
                 ratio if not new else torch.stack([ratio[k] for k in old]),
                 prev_scales,
                 momentum=momentum,
                 dampening=dampening,
                 sign=sign,
+                accumulate=buffer_mode == "add",
             )
-            a_list = list(a.to(dtype).unbind(0))  # the lerp itself runs below, beside the update of w
+            a_list = list(a.to(dtype).unbind(0))  # the sweeps run below, beside the update of w
+            if b is not None and (buffer_mode == "rescale" or torch.compiler.is_compiling()):
+                b_list = list(b.to(dtype).unbind(0))
             k_old_list = list(k_old.unbind(0))
             if scaled:
                 torch._foreach_copy_(cast(list[Tensor], prev), k_old_list)
@@ -684,16 +780,16 @@ def _multi_tensor_lars(
                         momentum_scale_list[idx[old[j]]] = k_old_list[j].clone()
                     else:
                         q.copy_(k_old_list[j])
-        if new:  # first step: buf = ratio * d, i.e. v = u and k = sign * ratio
-            k_new, _ = _momentum_scales(
+        if new:  # first step: buf = ratio * d, i.e. v = u (0 beside a zero scale) and k = sign * ratio
+            k_new, keep, _ = _momentum_scales(
                 ratio if not old else torch.stack([ratio[k] for k in new]),
                 None,
                 momentum=momentum,
                 dampening=dampening,
                 sign=sign,
             )
-            for k, q in zip(new, k_new.unbind(0)):
-                momentum_buffer_list[idx[k]] = torch.clone(ds[k]).detach()
+            for k, q, m in zip(new, k_new.unbind(0), keep.to(dtype).unbind(0)):
+                momentum_buffer_list[idx[k]] = torch.mul(ds[k], m).detach()
                 momentum_scale_list[idx[k]] = q.clone()
         if new and old:
             scales = torch.stack([cast(Tensor, momentum_scale_list[i]) for i in idx])
@@ -702,10 +798,11 @@ def _multi_tensor_lars(
         # -lr k (Nesterov: -lr momentum k), the scale of v in the step of w
         v_steps = scale_list(scales * (-lr * (momentum if nesterov else 1.0)), dtype)
         bufs_all = [cast(Tensor, momentum_buffer_list[i]) for i in idx]
-        weights: list[Tensor | None] = [None] * len(idx)  # the lerp weight a of each old buffer (new ones: None)
-        for k, a_k in zip(old, a_list if old else []):
-            weights[k] = a_k
-        _momentum_sweeps(ps, ds, bufs_all, weights, v_steps, u_steps, nesterov=nesterov)
+        # each old buffer's coefficients (a buffer made this step already holds u: None)
+        coefficients: list[tuple[Tensor, Tensor | None] | None] = [None] * len(idx)
+        for j, k in enumerate(old):
+            coefficients[k] = (a_list[j], None if b_list is None else b_list[j])
+        _momentum_sweeps(ps, ds, bufs_all, coefficients, buffer_mode, v_steps, u_steps, nesterov=nesterov)
 
 
 def _plain_momentum(
@@ -768,7 +865,8 @@ def _momentum_sweeps(
     ps: list[Tensor],
     us: list[Tensor],
     bufs: list[Tensor],
-    weights: list[Tensor | None],
+    coefficients: list[tuple[Tensor, Tensor | None] | None],
+    mode: str,
     v_steps: list[Tensor],
     u_steps: list[Tensor],
     *,
@@ -776,24 +874,26 @@ def _momentum_sweeps(
 ) -> None:
     """The parameter-sized passes of a momentum step of :func:`_multi_tensor_lars`, on one bucket's tensors.
 
-    ``v.lerp_(u, a)`` where ``weights`` holds an ``a`` (a buffer made this step already holds ``u``), then
-    ``w.addcmul_(v, s)`` with ``s = -lr k`` in ``v_steps``, or for Nesterov ``w += t u + s v`` with
-    ``t = -lr sign ratio`` (``u_steps``) and ``s = -lr momentum k``.
+    Each buffer's sweep of :func:`_sweep_buffer` in ``mode`` with its ``(a, b)`` (``None`` for a buffer made this
+    step, which already holds ``u``), then ``w.addcmul_(v, s)`` with ``s = -lr k`` in ``v_steps``, or for Nesterov
+    ``w += t u + s v`` with ``t = -lr sign ratio`` (``u_steps``) and ``s = -lr momentum k``.
     On the CPU a large tensor takes its sweeps back to back (the ``v`` just written is read from the cache, see
     :func:`_large_on_cpu`); the others go through the foreach kernels, sweep after sweep.
     """
     large = _large_on_cpu(ps)
     large_set = set(large)
     rest = [k for k in range(len(ps)) if k not in large_set] if large else list(range(len(ps)))
-    lerp_rest = [k for k in rest if weights[k] is not None]
-    if lerp_rest:
-        v_rest = [bufs[k] for k in lerp_rest]
-        u_rest = [us[k] for k in lerp_rest]
-        a_rest = [cast(Tensor, weights[k]) for k in lerp_rest]
-        if torch.compiler.is_compiling():
-            # v + a (u - v) as plain arithmetic: inductor fuses it into one kernel per tensor, where its lowering
-            # of lerp with a 0-dim weight runs about twice as slow as the eager kernel.
-            torch._foreach_add_(v_rest, torch._foreach_mul(torch._foreach_sub(u_rest, v_rest), a_rest))
+    swept = [k for k in rest if coefficients[k] is not None]
+    if swept:
+        v_rest = [bufs[k] for k in swept]
+        u_rest = [us[k] for k in swept]
+        pairs = [pair for k in swept if (pair := coefficients[k]) is not None]
+        a_rest = [a for a, _ in pairs]
+        if mode == "add":
+            torch._foreach_addcmul_(v_rest, u_rest, a_rest)
+        elif mode == "rescale" or torch.compiler.is_compiling():  # b v + a u: one fused kernel under inductor
+            torch._foreach_mul_(v_rest, [b for _, b in pairs if b is not None])
+            torch._foreach_addcmul_(v_rest, u_rest, a_rest)
         else:
             torch._foreach_lerp_(v_rest, u_rest, a_rest)
     if rest:
@@ -805,9 +905,9 @@ def _momentum_sweeps(
             foreach_add_scaled_(pick(ps), pick(us), pick(u_steps))
         foreach_add_scaled_(pick(ps), pick(bufs), pick(v_steps))
     for k in large:
-        weight = weights[k]
-        if weight is not None:
-            bufs[k].lerp_(us[k], weight)
+        pair = coefficients[k]
+        if pair is not None:
+            _sweep_buffer(bufs[k], us[k], pair[0], pair[1], mode)
         if nesterov:
             add_scaled_(ps[k], us[k], u_steps[k])
         add_scaled_(ps[k], bufs[k], v_steps[k])
@@ -923,7 +1023,8 @@ class LARS(Optimizer):
     the last step's ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in
     ...])``); and, only when ``momentum != 0``, the heavy-ball buffer: ``momentum_buffer`` (one tensor of the
     parameter's shape and dtype, as torch's SGD), and where the buffer is factored also ``momentum_scale`` (a 0-dim
-    float32/float64 tensor), with ``buf = momentum_scale * momentum_buffer``; :meth:`momentum_buffer` returns
+    float32/float64 tensor), with ``buf = momentum_scale * momentum_buffer``, and ``momentum_age`` (a Python int:
+    the steps in a row the buffer has taken in its accumulating form, see the note); :meth:`momentum_buffer` returns
     ``buf`` either way.
 
     Example:
@@ -932,7 +1033,7 @@ class LARS(Optimizer):
         >>> model(torch.randn(8, 4)).square().mean().backward()
         >>> _ = opt.step()
         >>> sorted(opt.state[model.weight])
-        ['momentum_buffer', 'momentum_scale', 'trust_ratio']
+        ['momentum_age', 'momentum_buffer', 'momentum_scale', 'trust_ratio']
 
     Reference: I. Gitman, D. Dilipkumar, B. Parr, *Convergence Analysis of Gradient Descent Algorithms with
     Proportional Updates* (2018), eq. (1), §3.2 and §6.1; Y. You, I. Gitman, B. Ginsburg, *Large Batch Training
@@ -950,10 +1051,14 @@ class LARS(Optimizer):
     .. note::
         **The factored momentum buffer** (an implementation choice, not in the paper). The recursion
         ``buf = momentum * buf + c * d`` with a per-tensor ``c = (1 - dampening) * ratio`` costs two sweeps over
-        the buffer (a scale, then an add). Storing ``buf = k * v`` turns it into ``k = momentum * k + c`` (a
-        scalar) and ``v = v + (c / k) (d - v)``, one ``lerp_`` sweep; the step is then ``w -= lr * k * v``, one
-        ``addcmul_``. Same arithmetic up to rounding (tested against the plain recursion in float64 to 1e-12),
-        one sweep fewer than torch's SGD: the CPU's default, where a step's time is its memory traffic. On a GPU
+        the buffer (a scale, then an add). Storing ``buf = k * v`` turns it into scalar work and one sweep: mostly
+        ``k = momentum * k`` and ``v = v + (c / k) d`` (one ``addcmul_``), which lets ``v`` grow by ``1 /
+        momentum`` per step, and, once ``v`` has grown ``2^20``-fold (every 131 steps at momentum 0.9; at every
+        step for float16), a renormalising step ``k = momentum * k + c``, ``v = (momentum * k_old / k) v + (c / k)
+        d`` that brings ``v`` back to the size of ``d``; the step of the weights is ``w -= lr * k * v``, one
+        ``addcmul_``. Same arithmetic up to rounding (tested against the plain recursion in float64 to 1e-11 over
+        runs that renormalise several times), one sweep fewer than torch's SGD: the CPU's default, where a step's
+        time is its memory traffic. On a GPU
         the traffic of the ResNet-18 set takes tens of microseconds and the step's time is its kernel launches;
         torch has no multi-tensor kernel taking a device scalar per tensor, so each per-tensor scale costs a
         launch per tensor, and the factored form has two such sweeps where the plain one has one (``buf *=
@@ -1116,12 +1221,19 @@ class LARS(Optimizer):
                     state["trust_ratio"] = torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
                 if not factored and "momentum_scale" in state:  # a factored buffer becomes plain, once
                     scale = state.pop("momentum_scale")
+                    state.pop("momentum_age", None)
                     if state.get("momentum_buffer") is not None:
                         state["momentum_buffer"].mul_(scale.to(state["momentum_buffer"].dtype))
                 states.append(state)
                 trust.append(state["trust_ratio"])
                 bufs.append(state.get("momentum_buffer"))
                 scales.append(state.get("momentum_scale"))
+            # Each factored buffer's age (see lars()): a Python int that torch.compile would guard on, so a compiled
+            # step leaves it alone and takes the renormalising form (an age that lags only brings the next
+            # renormalisation forward).
+            ages: list[int | None] | None = None
+            if factored and group["momentum"] != 0 and not torch.compiler.is_compiling():
+                ages = [state.get("momentum_age") for state in states]
             # lars() fills the None entries in place: only then is there anything to write back
             creates = any(b is None for b in bufs) or (factored and any(k is None for k in scales))
             lars(
@@ -1145,12 +1257,16 @@ class LARS(Optimizer):
                 maximize=group["maximize"],
                 foreach=resolve_foreach(group["foreach"], params),
                 norm_fn=self.norm_fn,
+                momentum_age_list=ages,
             )
             if group["momentum"] != 0 and creates:
                 for state, buf, scale in zip(states, bufs, scales):
                     state["momentum_buffer"] = buf
                     if factored:
                         state["momentum_scale"] = scale
+            if ages is not None:
+                for state, age in zip(states, ages):
+                    state["momentum_age"] = age
         return loss
 
     def momentum_buffer(self, p: Tensor) -> Tensor | None:
