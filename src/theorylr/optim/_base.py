@@ -84,9 +84,10 @@ def params_with_grad(group: dict[str, Any], owner: str) -> tuple[list[Tensor], l
     params: list[Tensor] = []
     grads: list[Tensor] = []
     for p in group["params"]:
-        if p.grad is None:
+        grad = p.grad  # read once: each read is a call into torch
+        if grad is None:
             continue
-        if p.grad.is_sparse:
+        if grad.is_sparse:
             raise RuntimeError(f"{owner} does not support sparse gradients; use a dense optimizer for that parameter")
         if p.is_complex():
             raise RuntimeError(
@@ -94,7 +95,7 @@ def params_with_grad(group: dict[str, Any], owner: str) -> tuple[list[Tensor], l
                 "optimize torch.view_as_real(p) instead"
             )
         params.append(p)
-        grads.append(p.grad)
+        grads.append(grad)
     return params, grads
 
 
