@@ -633,16 +633,28 @@ def test_momentum_buffer_equals_the_plain_recursion(case: dict[str, Any], foreac
             torch.testing.assert_close(opt.state[p]["momentum_buffer"], b, rtol=1e-12, atol=1e-13)
 
 
+def _forms(opt: LARS, params: list[nn.Parameter], grads: list[list[torch.Tensor]], momenta: list[float]) -> list[float]:
+    """Step ``opt`` through ``grads`` (the group's momentum set to ``momenta[t]`` at step ``t``) and return the
+    buffers' growth after each step; every tensor of the group must have the same."""
+    seen = []
+    for gs, m in zip(grads, momenta):
+        opt.param_groups[0]["momentum"] = m
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+        growths = {opt.state[p]["momentum_growth"] for p in params}
+        assert len(growths) == 1  # the tensors of a group change form together
+        seen.append(growths.pop())
+    return seen
+
+
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 0.9])
 def test_factored_buffer_alternates_its_two_forms_and_follows_the_recursion(momentum: float, foreach: bool) -> None:
-    """The factored buffer accumulates (``v += a u``, ``k *= momentum``) for as many steps as keep ``v`` within
-    2^20 of its size, then renormalises with one ``lerp_``: 6 steps then 1 for momentum 0.1, 20 and 1 for 0.5. Over
-    runs that cross several renormalisations it still follows the plain recursion."""
-    from theorylr.optim.lars import _accumulating_steps
-
-    period = _accumulating_steps(momentum, torch.float64)
-    assert period == {0.1: 6, 0.5: 20, 0.9: 131}[momentum]
+    """The factored buffer accumulates (``v += a u``, ``k *= momentum``) while ``v`` stays within 2^20 of its size
+    after the last renormalisation, then renormalises once: 6 steps then 1 for momentum 0.1, 20 and 1 for 0.5, 131
+    and 1 for 0.9. Over runs that cross several renormalisations it still follows the plain recursion."""
+    period = {0.1: 6, 0.5: 20, 0.9: 131}[momentum]
     torch.manual_seed(6)
     shapes = [(3, 4), (5,), (256, 257)]
     w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
@@ -652,16 +664,9 @@ def test_factored_buffer_alternates_its_two_forms_and_follows_the_recursion(mome
     ref_w, ref_bufs = _plain_lars_momentum(w0, grads, lr=0.01, maximize_per_step=[False] * steps, **hyper)
     params = [nn.Parameter(w.clone()) for w in w0]
     opt = LARS(params, lr=0.01, eps=0.0, min_norm=0.0, foreach=foreach, **hyper)
-    ages = []
-    for gs in grads:
-        for p, g in zip(params, gs):
-            p.grad = g.clone()
-        opt.step()
-        ages.append({opt.state[p]["momentum_age"] for p in params})
-    assert all(len(a) == 1 for a in ages)  # the tensors of a group change form together
-    seen = [a.pop() for a in ages]
-    expected = [0] + [(t - 1) % (period + 1) + 1 if (t % (period + 1)) else 0 for t in range(1, steps)]
-    assert seen == expected
+    seen = _forms(opt, params, grads, [momentum] * steps)
+    steps_in_a_row = [0] + [(t - 1) % (period + 1) + 1 if (t % (period + 1)) else 0 for t in range(1, steps)]
+    assert seen == pytest.approx([-math.log2(momentum) * n for n in steps_in_a_row], rel=1e-12)
     for p, w, b in zip(params, ref_w, ref_bufs):
         torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-13)
         torch.testing.assert_close(opt.momentum_buffer(p), b, rtol=1e-11, atol=1e-13)
@@ -670,40 +675,70 @@ def test_factored_buffer_alternates_its_two_forms_and_follows_the_recursion(mome
 
 
 @pytest.mark.parametrize("foreach", [False, True])
-def test_a_state_without_momentum_age_renormalises_first_and_continues_the_run(foreach: bool) -> None:
-    """A checkpoint written before ``momentum_age`` existed (or one whose age was removed) takes one renormalising
-    step, then accumulates again; the run continues as the uninterrupted one."""
+def test_a_momentum_changed_by_a_scheduler_is_counted_step_by_step(foreach: bool) -> None:
+    """The growth adds ``-log2(momentum)`` of each accumulating step, so a momentum that changes mid-stretch (as
+    OneCycleLR cycles it) is counted as it was: three steps at 0.5 and then 0.9 renormalise after 17 at 0.5 or
+    (20 - 3) / 0.152 = 111 more at 0.9, not after 131; the buffer still follows the recursion."""
+    torch.manual_seed(9)
+    shapes = [(4, 3), (70, 1000)]
+    w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    momenta = [0.5] * 4 + [0.9] * 116
+    grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in momenta]
+    params = [nn.Parameter(w.clone()) for w in w0]
+    opt = LARS(params, lr=0.01, momentum=0.5, eps=0.0, min_norm=0.0, foreach=foreach)
+    seen = _forms(opt, params, grads, momenta)
+    assert seen[:4] == [0.0, 1.0, 2.0, 3.0]
+    step = -math.log2(0.9)
+    first_reset = next(t for t, g in enumerate(seen) if t > 0 and g == 0.0)
+    assert first_reset == 4 + int((20.0 - 3.0) / step)
+    assert max(seen) <= 20.0
+    plain = [nn.Parameter(w.clone()) for w in w0]
+    reference = LARS(plain, lr=0.01, momentum=0.5, eps=0.0, min_norm=0.0, foreach=False, factored_momentum=False)
+    for gs, m in zip(grads, momenta):
+        reference.param_groups[0]["momentum"] = m
+        for p, g in zip(plain, gs):
+            p.grad = g.clone()
+        reference.step()
+    for p, q in zip(params, plain):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-11, atol=1e-13)
+        torch.testing.assert_close(opt.momentum_buffer(p), reference.momentum_buffer(q), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_a_state_without_momentum_growth_renormalises_first_and_continues_the_run(foreach: bool) -> None:
+    """A checkpoint written before ``momentum_growth`` existed (or one whose growth was removed) takes one
+    renormalising step, then accumulates again; the run continues as the uninterrupted one."""
     torch.manual_seed(7)
     w0, grads = torch.randn(6, 5, dtype=torch.float64), [torch.randn(6, 5, dtype=torch.float64) for _ in range(6)]
     a = nn.Parameter(w0.clone())
-    opt = LARS([a], lr=0.05, momentum=0.9, foreach=foreach)
+    opt = LARS([a], lr=0.05, momentum=0.5, foreach=foreach)
     for g in grads[:3]:
         a.grad = g.clone()
         opt.step()
     sd = copy.deepcopy(opt.state_dict())
-    assert sd["state"][0]["momentum_age"] == 2
-    del sd["state"][0]["momentum_age"]
+    assert sd["state"][0]["momentum_growth"] == 2.0
+    del sd["state"][0]["momentum_growth"]
     b = nn.Parameter(a.detach().clone())
-    twin = LARS([b], lr=0.05, momentum=0.9, foreach=foreach)
+    twin = LARS([b], lr=0.05, momentum=0.5, foreach=foreach)
     twin.load_state_dict(sd)
     for step, g in enumerate(grads[3:]):
         a.grad, b.grad = g.clone(), g.clone()
         opt.step()
         twin.step()
-        assert twin.state[b]["momentum_age"] == step  # 0 after the renormalising step, then counting
+        assert twin.state[b]["momentum_growth"] == float(step)  # 0 after the renormalising step, then counting
     torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-13, atol=0)
     torch.testing.assert_close(twin.momentum_buffer(b), opt.momentum_buffer(a), rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_float16_factored_buffers_always_renormalise(foreach: bool) -> None:
-    """A float16 buffer never accumulates (its range ends at 65504): its age stays 0."""
+    """A float16 buffer never accumulates (its range ends at 65504): its growth stays 0."""
     p = nn.Parameter(torch.randn(8, 8).half())
     opt = LARS([p], lr=0.01, momentum=0.9, foreach=foreach)
     for _ in range(4):
         p.grad = torch.randn(8, 8).half()
         opt.step()
-        assert opt.state[p]["momentum_age"] == 0
+        assert opt.state[p]["momentum_growth"] == 0.0
     assert torch.isfinite(opt.state[p]["momentum_buffer"]).all()
 
 
@@ -850,7 +885,7 @@ def test_zero_ratio_gives_a_zero_scale_and_finite_steps() -> None:
             assert float(opt.state[p]["trust_ratio"]) == 0.0
             assert float(opt.state[p]["momentum_scale"]) == 0.0
             assert not opt.state[p]["momentum_buffer"].any()
-        assert opt.state[p]["momentum_age"] == 1  # the next step accumulates
+        assert opt.state[p]["momentum_growth"] == pytest.approx(-math.log2(0.9))  # the next step accumulates
         torch.testing.assert_close(p.detach(), torch.tensor([1e-200, 2e-200], dtype=torch.float64), rtol=0, atol=0)
         w = p.detach().clone()
         g = torch.tensor([3e-200, 4e-200], dtype=torch.float64)

@@ -361,7 +361,7 @@ def lars(
     maximize: bool = False,
     foreach: bool | None = None,
     norm_fn: NormFn | None = None,
-    momentum_age_list: list[int | None] | None = None,
+    momentum_growth_list: list[float | None] | None = None,
 ) -> None:
     """One LARS step on lists of tensors (the functional form of :class:`LARS`; the arguments are the same).
 
@@ -371,11 +371,11 @@ def lars(
     ``momentum_scale_list``, if given, holds one 0-dim scale ``k`` per parameter (``None`` creates it; a missing
     scale beside an existing buffer counts as 1) and the buffers are kept in the factored form ``buf = k * v``
     (see the note on the momentum buffer of :class:`LARS`: one pass fewer over memory, one more per-tensor
-    kernel). Without it the buffers hold the plain heavy-ball buffer ``buf``. ``momentum_age_list``, if given with
-    ``momentum_scale_list``, holds per parameter how many steps in a row its factored buffer has taken in the
-    accumulating form (``None``: unknown), updated in place; it lets the step use that cheaper form, for all the
-    buffers of the call at once (see :func:`_buffer_mode` and :func:`_momentum_scales`). Without it every step
-    takes the renormalising form.
+    kernel). Without it the buffers hold the plain heavy-ball buffer ``buf``. ``momentum_growth_list``, if given with
+    ``momentum_scale_list``, holds per parameter how much (log2) its factored buffer's ``v`` has grown in the
+    accumulating form since it was made or renormalised (``None``: unknown), updated in place; it lets the step use
+    that cheaper form, for all the buffers of the call at once (see :func:`_buffer_mode` and
+    :func:`_momentum_scales`). Without it every step takes the renormalising form.
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
     multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
@@ -393,8 +393,8 @@ def lars(
     if foreach is None:
         foreach = resolve_foreach(None, params)
     if momentum_scale_list is None or momentum == 0:
-        momentum_age_list = None
-    mode = _buffer_mode(params, momentum_buffer_list, momentum_scale_list or [], momentum_age_list, momentum)
+        momentum_growth_list = None
+    mode = _buffer_mode(params, momentum_buffer_list, momentum_scale_list or [], momentum_growth_list, momentum)
     made = [buf is None for buf in momentum_buffer_list]
     # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
     func = _multi_tensor_lars if foreach and not _compiled_on_cpu(params) else _single_tensor_lars
@@ -420,50 +420,48 @@ def lars(
         norm_fn=norm_fn,
         buffer_mode=mode,
     )
-    if momentum_age_list is not None:  # ages count the accumulating steps since the buffer was made or renormalised
-        for i, age in enumerate(momentum_age_list):
-            momentum_age_list[i] = age + 1 if mode == "add" and age is not None and not made[i] else 0
+    if momentum_growth_list is not None:  # v's growth since the buffer was made or renormalised
+        step = -math.log2(momentum)
+        for i, growth in enumerate(momentum_growth_list):
+            momentum_growth_list[i] = growth + step if mode == "add" and growth is not None and not made[i] else 0.0
 
 
-# How much the factored buffer's v may grow between two renormalising steps (see _accumulating_steps).
-_GROWTH = 2.0**20
-
-
-def _accumulating_steps(momentum: float, dtype: torch.dtype) -> int:
-    """How many momentum steps in a row the factored buffer may take in its accumulating form (see
-    :func:`_momentum_scales`) before a renormalising step: the most ``n`` with ``momentum**n >= 1 / _GROWTH``, so
-    that ``v`` grows at most ``_GROWTH`` times past its size after a renormalising step (131 steps for momentum 0.9,
-    20 for 0.5, 6 for 0.1). 0 (renormalise at every step) for float16 buffers, whose range ends at 65504."""
-    if dtype == torch.float16 or not 0.0 < momentum < 1.0:
-        return 0
-    return int(math.log(_GROWTH) / -math.log(momentum))
+# How much (log2) the factored buffer's v may grow between two renormalising steps (see _buffer_mode): 2^20-fold,
+# which keeps v far inside float32's and bfloat16's range and costs a lerp_ its accuracy (see _momentum_scales).
+_GROWTH_LIMIT = 20.0
 
 
 def _buffer_mode(
     params: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
     momentum_scale_list: list[Tensor | None],
-    momentum_age_list: list[int | None] | None,
+    momentum_growth_list: list[float | None] | None,
     momentum: float,
 ) -> str:
     """How this step updates the group's factored buffers (see :func:`_momentum_scales`), one mode for all:
-    ``"add"`` (accumulating) while every existing buffer's age is known and below :func:`_accumulating_steps`;
-    otherwise a renormalising step, ``"rescale"`` where a buffer has grown (an age above 0) or ``"lerp"`` where
-    none has (ages 0, or unknown: without ages, or for states written before ages existed, every step
-    renormalised). One mode keeps a group's buffers in step with each other: the tensors go through the same
+    ``"add"`` (accumulating: ``v`` grows by ``1 / momentum``) while every existing buffer's growth is known and one
+    more step keeps it within ``2^_GROWTH_LIMIT`` (131 steps in a row at momentum 0.9, 20 at 0.5, 6 at 0.1; a
+    momentum that a scheduler changes is counted as it is at each step); otherwise a renormalising step,
+    ``"rescale"`` where a buffer has grown or ``"lerp"`` where none has (growth 0, or unknown: without the list, or
+    for states written before it existed, every step renormalised). float16 buffers (whose range ends at 65504)
+    always renormalise. One mode keeps a group's buffers in step with each other: the tensors go through the same
     multi-tensor kernels."""
-    if momentum_age_list is None:
+    if momentum_growth_list is None:
         return "lerp"
-    ages = [
-        age if scale is not None else None
-        for age, buf, scale in zip(momentum_age_list, momentum_buffer_list, momentum_scale_list)
+    growths = [
+        growth if scale is not None else None
+        for growth, buf, scale in zip(momentum_growth_list, momentum_buffer_list, momentum_scale_list)
         if buf is not None
     ]
-    known = [age for age in ages if age is not None]
-    if known and len(known) == len(ages):
-        period = min(_accumulating_steps(momentum, dtype) for dtype in {p.dtype for p in params})
-        if max(known) < period:
-            return "add"
+    known = [growth for growth in growths if growth is not None]
+    if (
+        known
+        and len(known) == len(growths)
+        and 0.0 < momentum < 1.0
+        and all(p.dtype != torch.float16 for p in params)
+        and max(known) - math.log2(momentum) <= _GROWTH_LIMIT
+    ):
+        return "add"
     return "rescale" if any(known) else "lerp"
 
 
@@ -485,11 +483,11 @@ def _momentum_scales(
     - accumulating (``accumulate=True``): ``k' = momentum * k`` and ``v' = v + a u`` with ``a = c / k'``: one
       ``addcmul_`` over the buffer, cheaper per element than a ``lerp_`` (on the ResNet-18 set with 2 CPU threads
       the whole step took 0.95x its time). ``k`` shrinks and ``v`` grows by ``1 / momentum`` per step, which
-      :func:`_accumulating_steps` bounds;
+      :func:`_buffer_mode` bounds;
     - renormalising: ``k' = momentum * k + c`` and ``v' = b v + a u`` with ``a = c / k'`` and
       ``b = momentum * k / k'`` (``a + b = 1``): ``v`` returns to the size of ``u``. Where ``v`` already has that
       size this is one ``lerp_`` (``v + a (u - v)``); after an accumulating stretch it is ``v.mul_(b)`` then
-      ``addcmul_``, because a ``lerp_`` with ``a`` within ``1 / _GROWTH`` of 1 would cancel ``v``'s large terms in
+      ``addcmul_``, because a ``lerp_`` with ``a`` within ``2^-_GROWTH_LIMIT`` of 1 would cancel ``v``'s large terms in
       floating point.
 
     A zero scale ``k`` (a trust ratio of exactly 0: ``trust_coefficient=0``, or ``||w|| / ||g||`` below the dtype's
@@ -514,7 +512,7 @@ def _momentum_scales(
 def _sweep_buffer(v: Tensor, u: Tensor, a: Tensor, b: Tensor | None, mode: str) -> None:
     """One factored buffer's sweep (see :func:`_momentum_scales`): ``v += a u`` (``"add"``), ``v = b v + a u``
     (``"rescale"``, also every renormalising step under ``torch.compile``: inductor fuses it into one pass, and a
-    compiled step does not know the buffer's age) or ``v += a (u - v)`` (``"lerp"``; ``b`` may then be ``None``)."""
+    compiled step does not know the buffer's growth) or ``v += a (u - v)`` (``"lerp"``; ``b`` may then be ``None``)."""
     if mode == "add":
         v.addcmul_(u, a)
     elif mode == "rescale" or torch.compiler.is_compiling():
@@ -1023,9 +1021,9 @@ class LARS(Optimizer):
     the last step's ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in
     ...])``); and, only when ``momentum != 0``, the heavy-ball buffer: ``momentum_buffer`` (one tensor of the
     parameter's shape and dtype, as torch's SGD), and where the buffer is factored also ``momentum_scale`` (a 0-dim
-    float32/float64 tensor), with ``buf = momentum_scale * momentum_buffer``, and ``momentum_age`` (a Python int:
-    the steps in a row the buffer has taken in its accumulating form, see the note); :meth:`momentum_buffer` returns
-    ``buf`` either way.
+    float32/float64 tensor), with ``buf = momentum_scale * momentum_buffer``, and ``momentum_growth`` (a Python
+    float: how much, log2, ``momentum_buffer`` has grown since its last renormalisation, see the note);
+    :meth:`momentum_buffer` returns ``buf`` either way.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -1033,7 +1031,7 @@ class LARS(Optimizer):
         >>> model(torch.randn(8, 4)).square().mean().backward()
         >>> _ = opt.step()
         >>> sorted(opt.state[model.weight])
-        ['momentum_age', 'momentum_buffer', 'momentum_scale', 'trust_ratio']
+        ['momentum_buffer', 'momentum_growth', 'momentum_scale', 'trust_ratio']
 
     Reference: I. Gitman, D. Dilipkumar, B. Parr, *Convergence Analysis of Gradient Descent Algorithms with
     Proportional Updates* (2018), eq. (1), §3.2 and §6.1; Y. You, I. Gitman, B. Ginsburg, *Large Batch Training
@@ -1221,19 +1219,19 @@ class LARS(Optimizer):
                     state["trust_ratio"] = torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
                 if not factored and "momentum_scale" in state:  # a factored buffer becomes plain, once
                     scale = state.pop("momentum_scale")
-                    state.pop("momentum_age", None)
+                    state.pop("momentum_growth", None)
                     if state.get("momentum_buffer") is not None:
                         state["momentum_buffer"].mul_(scale.to(state["momentum_buffer"].dtype))
                 states.append(state)
                 trust.append(state["trust_ratio"])
                 bufs.append(state.get("momentum_buffer"))
                 scales.append(state.get("momentum_scale"))
-            # Each factored buffer's age (see lars()): a Python int that torch.compile would guard on, so a compiled
-            # step leaves it alone and takes the renormalising form (an age that lags only brings the next
+            # Each factored buffer's growth (see lars()): a Python float that torch.compile would guard on, so a
+            # compiled step leaves it alone and renormalises (a growth that overstates only brings the next
             # renormalisation forward).
-            ages: list[int | None] | None = None
+            growths: list[float | None] | None = None
             if factored and group["momentum"] != 0 and not torch.compiler.is_compiling():
-                ages = [state.get("momentum_age") for state in states]
+                growths = [state.get("momentum_growth") for state in states]
             # lars() fills the None entries in place: only then is there anything to write back
             creates = any(b is None for b in bufs) or (factored and any(k is None for k in scales))
             lars(
@@ -1257,16 +1255,16 @@ class LARS(Optimizer):
                 maximize=group["maximize"],
                 foreach=resolve_foreach(group["foreach"], params),
                 norm_fn=self.norm_fn,
-                momentum_age_list=ages,
+                momentum_growth_list=growths,
             )
             if group["momentum"] != 0 and creates:
                 for state, buf, scale in zip(states, bufs, scales):
                     state["momentum_buffer"] = buf
                     if factored:
                         state["momentum_scale"] = scale
-            if ages is not None:
-                for state, age in zip(states, ages):
-                    state["momentum_age"] = age
+            if growths is not None:
+                for state, growth in zip(states, growths):
+                    state["momentum_growth"] = growth
         return loss
 
     def momentum_buffer(self, p: Tensor) -> Tensor | None:
