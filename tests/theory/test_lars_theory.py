@@ -351,3 +351,19 @@ def test_steps_to_interval_is_exact_where_w0_lies_on_a_power_from_the_interval(l
     for k in range(1, 30):
         for w0 in ((1 - lr) / (1 + lr) ** k, (1 + lr) / (1 - lr) ** k):
             assert theory.steps_to_interval(w0, 1.0, lr) == exact(w0, lr), (w0, lr, k)
+
+
+def test_steps_to_fallback_is_exact_where_min_norm_lies_on_a_power() -> None:
+    """Where ``min_norm`` is (the float nearest to) ``|w0| (1-lr)^k``, the logarithms round the count one off; the
+    count is checked with rationals on the numbers given, as a brute-force search finds it."""
+    from fractions import Fraction
+
+    assert theory.steps_to_fallback(1.0, 0.1, 0.43046721) == 8  # 0.9^8 as a float: the logarithms said 9
+    for w0 in (1.0, 3.0, -0.5):
+        for lr in (0.1, 0.2, 0.3, 0.5):
+            for k in range(1, 25):
+                min_norm = float(Fraction(abs(w0)) * (1 - Fraction(lr)) ** k)
+                expected = next(
+                    j for j in range(200) if Fraction(abs(w0)) * (1 - Fraction(lr)) ** j < Fraction(min_norm)
+                )
+                assert theory.steps_to_fallback(w0, lr, min_norm) == expected, (w0, lr, k)

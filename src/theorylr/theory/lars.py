@@ -210,10 +210,14 @@ def origin_attraction(w0: float, lr: float, k: int) -> float:
 def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
     """The first ``k`` with ``|(1-lr)^k w0| < min_norm``: when origin attraction hands over to SGD (§3.2).
 
-    ``k = floor(log(min_norm / |w0|) / log(1-lr)) + 1`` (0 when ``|w0| < min_norm`` already).
+    ``k = floor(log(min_norm / |w0|) / log(1-lr)) + 1`` (0 when ``|w0| < min_norm`` already), checked with exact
+    arithmetic on the numbers given up to 10,000 steps, as :func:`steps_to_interval` is: where ``min_norm`` lies on
+    a power ``|w0| (1-lr)^k`` the logarithms can round the count one off.
 
     Example:
         >>> steps_to_fallback(1.0, 0.5, 0.1)  # 1, .5, .25, .125, .0625
+        4
+        >>> steps_to_fallback(1.0, 0.5, 0.125)  # 0.125 is not below 0.125: one step more
         4
     """
     _check_lr(lr)
@@ -223,7 +227,19 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
         raise ValueError("w0 must be non-zero")
     if abs(w0) < min_norm:
         return 0
-    return math.floor(math.log(min_norm / abs(w0)) / math.log1p(-lr)) + 1
+    k = math.floor(math.log(min_norm / abs(w0)) / math.log1p(-lr)) + 1
+    if k > _EXACT_STEPS:
+        return k
+    w_q, factor, bound = Fraction(abs(w0)), 1 - Fraction(lr), Fraction(min_norm)
+
+    def below(steps: int) -> bool:
+        return w_q * factor**steps < bound
+
+    while k > 0 and below(k - 1):
+        k -= 1
+    while not below(k):
+        k += 1
+    return k
 
 
 # ----------------------------------------------------------------------------------------------------------------
