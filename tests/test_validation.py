@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -15,8 +17,12 @@ def test_real_numbers_of_python_and_numpy_are_numbers(value: object) -> None:
     check_number("x", value, min_value=0.0, max_value=1.0)
 
 
-@pytest.mark.parametrize("value", [True, np.bool_(False), math.nan, np.float32("inf"), "0.5", None])
-def test_bools_non_finite_values_and_strings_are_refused(value: object) -> None:
+@pytest.mark.parametrize(
+    "value", [True, np.bool_(False), math.nan, np.float32("inf"), "0.5", None, Fraction(1, 2), Decimal("0.5")]
+)
+def test_bools_non_finite_values_strings_and_numbers_torch_refuses_are_refused(value: object) -> None:
+    """A ``Fraction`` is a ``numbers.Real``, but torch's operators refuse it (``add_(alpha=Fraction(1, 2))``): it
+    would pass the check and fail in the first step."""
     with pytest.raises(ValueError, match="x must be a finite number"):
         check_number("x", value)
 
@@ -26,7 +32,7 @@ def test_python_and_numpy_integers_are_integers(value: object) -> None:
     check_int("n", value, min_value=1, max_value=3)
 
 
-@pytest.mark.parametrize("value", [True, np.bool_(True), 3.0, np.float64(3.0), np.int64(0)])
+@pytest.mark.parametrize("value", [True, np.bool_(True), 3.0, np.float64(3.0), np.int64(0), Fraction(3, 1)])
 def test_bools_floats_and_out_of_range_integers_are_refused(value: object) -> None:
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         check_int("n", value, min_value=1)

@@ -22,10 +22,19 @@ __all__ = [
 ]
 
 
+def _torch_number(value: Any, kind: type) -> bool:
+    """``value`` is of the abstract number ``kind`` and of a type torch's operators take as a number: a Python
+    ``int`` or ``float``, or a NumPy scalar such as ``np.float32`` (not a ``Fraction``, which torch refuses); never a
+    bool."""
+    return (
+        isinstance(value, kind)
+        and not isinstance(value, bool)
+        and (isinstance(value, (int, float)) or type(value).__module__ == "numpy")
+    )
+
+
 def _is_real(value: Any) -> bool:
-    """A real number: a Python ``int`` or ``float`` or a NumPy scalar such as ``np.float32`` (``numbers.Real``, as
-    torch's optimizers take), never a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return _torch_number(value, numbers.Real)
 
 
 def check_number(
@@ -94,7 +103,7 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     if max_value is not None:
         bounds.append(f"<= {max_value}")
     allowed = "an integer" + (" " + " and ".join(bounds) if bounds else "")
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    if not _torch_number(value, numbers.Integral):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
     v = int(value)
     if (min_value is not None and v < min_value) or (max_value is not None and v > max_value):
