@@ -375,7 +375,8 @@ def lars(
     ``momentum_scale_list``, holds per parameter how much (log2) its factored buffer's ``v`` has grown in the
     accumulating form since it was made or renormalised (``None``: unknown), updated in place; it lets the step use
     that cheaper form, for all the buffers of the call at once (see :func:`_buffer_mode` and
-    :func:`_momentum_scales`). Without it every step takes the renormalising form.
+    :func:`_momentum_scales`). Without it every step takes the renormalising form; give it at every step or at
+    none (a ``v`` that has grown is renormalised accurately only where its growth is known).
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
     multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
