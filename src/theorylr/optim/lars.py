@@ -427,9 +427,10 @@ def lars(
             momentum_growth_list[i] = growth + step if mode == "add" and growth is not None and not made[i] else 0.0
 
 
-# How much (log2) the factored buffer's v may grow between two renormalising steps (see _buffer_mode): 2^20-fold,
-# which keeps v far inside float32's and bfloat16's range and costs a lerp_ its accuracy (see _momentum_scales).
-_GROWTH_LIMIT = 20.0
+# How much (log2) the factored buffer's v may grow between two renormalising steps (see _buffer_mode): 2^16-fold.
+# v then overflows float32 or bfloat16 only where the plain buffer is within 2^16 of their largest number (a
+# buffer of 5e33), and a renormalisation every 105 steps at momentum 0.9 costs 1/105 of a sweep per step.
+_GROWTH_LIMIT = 16.0
 
 
 def _buffer_mode(
@@ -441,11 +442,12 @@ def _buffer_mode(
 ) -> str:
     """How this step updates the group's factored buffers (see :func:`_momentum_scales`), one mode for all:
     ``"add"`` (accumulating: ``v`` grows by ``1 / momentum``) while every existing buffer's growth is known and one
-    more step keeps it within ``2^_GROWTH_LIMIT`` (131 steps in a row at momentum 0.9, 20 at 0.5, 6 at 0.1; a
+    more step keeps it within ``2^_GROWTH_LIMIT`` (105 steps in a row at momentum 0.9, 16 at 0.5, 4 at 0.1; a
     momentum that a scheduler changes is counted as it is at each step); otherwise a renormalising step,
-    ``"rescale"`` where a buffer has grown or ``"lerp"`` where none has (growth 0, or unknown: without the list, or
-    for states written before it existed, every step renormalised). float16 buffers (whose range ends at 65504)
-    always renormalise. One mode keeps a group's buffers in step with each other: the tensors go through the same
+    ``"lerp"`` where no buffer has grown (growth 0, or no list at all: without it no step accumulates) and
+    ``"rescale"`` where one has or may have (a growth above 0, or an entry ``None``: a state saved without it, whose
+    ``v`` is renormalised accurately whatever its size). float16 buffers (whose range ends at 65504) always
+    renormalise. One mode keeps a group's buffers in step with each other: the tensors go through the same
     multi-tensor kernels."""
     if momentum_growth_list is None:
         return "lerp"
@@ -463,7 +465,7 @@ def _buffer_mode(
         and max(known) - math.log2(momentum) <= _GROWTH_LIMIT
     ):
         return "add"
-    return "rescale" if any(known) else "lerp"
+    return "rescale" if any(known) or len(known) < len(growths) else "lerp"
 
 
 def _momentum_scales(
@@ -510,10 +512,26 @@ def _momentum_scales(
     return k, c / safe, None if accumulate else decayed / safe
 
 
+def _coefficient_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the factored buffer's sweep coefficients: the parameters', except float32 for float16, where
+    ``a`` and ``b`` may exceed 65504 (a scale that nearly cancels when ``maximize`` flips) and the sweep is
+    computed in float32 (:func:`_sweep_buffer`)."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def _sweep_buffer(v: Tensor, u: Tensor, a: Tensor, b: Tensor | None, mode: str) -> None:
     """One factored buffer's sweep (see :func:`_momentum_scales`): ``v += a u`` (``"add"``), ``v = b v + a u``
     (``"rescale"``, also every renormalising step under ``torch.compile``: inductor fuses it into one pass, and a
-    compiled step does not know the buffer's growth) or ``v += a (u - v)`` (``"lerp"``; ``b`` may then be ``None``)."""
+    compiled step does not know the buffer's growth) or ``v += a (u - v)`` (``"lerp"``; ``b`` may then be ``None``).
+    A float16 buffer is computed in float32 and rounded once (its coefficients are float32)."""
+    if v.dtype == torch.float16:
+        wide, u32 = v.float(), u.float()
+        if mode == "lerp" and not torch.compiler.is_compiling():
+            wide.lerp_(u32, a)
+        else:
+            wide.mul_(b if b is not None else 1.0 - a).add_(u32 * a)
+        v.copy_(wide)
+        return
     if mode == "add":
         v.addcmul_(u, a)
     elif mode == "rescale" or torch.compiler.is_compiling():
@@ -625,7 +643,8 @@ def _single_tensor_lars(
                 sign=sign,
                 accumulate=buffer_mode == "add",
             )
-            _sweep_buffer(buf, u, a.to(p.dtype), None if b is None else b.to(p.dtype), buffer_mode)
+            coef = _coefficient_dtype(p.dtype)
+            _sweep_buffer(buf, u, a.to(coef), None if b is None else b.to(coef), buffer_mode)
         if old_k is None:
             momentum_scale_list[i] = k.clone()
         else:
@@ -767,9 +786,10 @@ def _multi_tensor_lars(
                 sign=sign,
                 accumulate=buffer_mode == "add",
             )
-            a_list = list(a.to(dtype).unbind(0))  # the sweeps run below, beside the update of w
+            coef = _coefficient_dtype(dtype)
+            a_list = list(a.to(coef).unbind(0))  # the sweeps run below, beside the update of w
             if b is not None and (buffer_mode == "rescale" or torch.compiler.is_compiling()):
-                b_list = list(b.to(dtype).unbind(0))
+                b_list = list(b.to(coef).unbind(0))
             k_old_list = list(k_old.unbind(0))
             if scaled:
                 torch._foreach_copy_(cast(list[Tensor], prev), k_old_list)
@@ -883,6 +903,11 @@ def _momentum_sweeps(
     large_set = set(large)
     rest = [k for k in range(len(ps)) if k not in large_set] if large else list(range(len(ps)))
     swept = [k for k in rest if coefficients[k] is not None]
+    if swept and bufs[swept[0]].dtype == torch.float16:  # one bucket, one dtype: float16 computed in float32
+        for k in swept:
+            if (half := coefficients[k]) is not None:
+                _sweep_buffer(bufs[k], us[k], half[0], half[1], mode)
+        swept = []
     if swept:
         v_rest = [bufs[k] for k in swept]
         u_rest = [us[k] for k in swept]
@@ -1016,7 +1041,8 @@ class LARS(Optimizer):
             float32 (as :func:`local_norms` returns them). It is not a hyperparameter: it is kept on the optimizer
             (``self.norm_fn``), not in ``defaults`` or the state dict.
         factored_momentum: keep the momentum buffer factored, ``buf = k * v`` (see the note); ``None`` (default)
-            factors it where every parameter of the group is on the CPU and keeps the plain buffer elsewhere.
+            factors it where every parameter of the group is on the CPU and none is float16, and keeps the plain
+            buffer elsewhere.
 
     State (per parameter, created at its first gradient): ``trust_ratio``, a 0-dim float32/float64 tensor holding
     the last step's ratio, for logging without a host sync (``torch.stack([opt.state[p]["trust_ratio"] for p in
@@ -1052,12 +1078,16 @@ class LARS(Optimizer):
         ``buf = momentum * buf + c * d`` with a per-tensor ``c = (1 - dampening) * ratio`` costs two sweeps over
         the buffer (a scale, then an add). Storing ``buf = k * v`` turns it into scalar work and one sweep: mostly
         ``k = momentum * k`` and ``v = v + (c / k) d`` (one ``addcmul_``), which lets ``v`` grow by ``1 /
-        momentum`` per step, and, once ``v`` has grown ``2^20``-fold (every 131 steps at momentum 0.9; at every
-        step for float16), a renormalising step ``k = momentum * k + c``, ``v = (momentum * k_old / k) v + (c / k)
-        d`` that brings ``v`` back to the size of ``d``; the step of the weights is ``w -= lr * k * v``, one
-        ``addcmul_``. Same arithmetic up to rounding (tested against the plain recursion in float64 to 1e-11 over
-        runs that renormalise several times), one sweep fewer than torch's SGD: the CPU's default, where a step's
-        time is its memory traffic. On a GPU
+        momentum`` per step, and, once ``v`` has grown ``2^16``-fold (every 105 steps at momentum 0.9), a
+        renormalising step ``k = momentum * k + c``, ``v = (momentum * k_old / k) v + (c / k) d`` that brings ``v``
+        back to the size of ``d``; the step of the weights is ``w -= lr * k * v``, one ``addcmul_``. Same arithmetic
+        up to rounding (tested against the plain recursion in float64 to 1e-11 over runs that renormalise several
+        times), one sweep fewer than torch's SGD: the CPU's default, where a step's time is its memory traffic.
+        ``v`` may be ``2^16`` times the plain buffer's size, so it overflows float32 or bfloat16 only where the plain
+        buffer is within ``2^16`` of their largest number (5e33). float16 keeps the plain buffer by default: its
+        factored ``v`` has the size of ``d``, whose small values float16 holds only coarsely (subnormal below
+        6e-5), where the plain buffer has the size of ``ratio * d``; with ``factored_momentum=True`` it always
+        renormalises and computes its sweep in float32. On a GPU
         the traffic of the ResNet-18 set takes tens of microseconds and the step's time is its kernel launches;
         torch has no multi-tensor kernel taking a device scalar per tensor, so each per-tensor scale costs a
         launch per tensor, and the factored form has two such sweeps where the plain one has one (``buf *=
@@ -1208,8 +1238,8 @@ class LARS(Optimizer):
             if not params:
                 continue
             factored = group.get("factored_momentum")
-            if factored is None:
-                factored = all(p.is_cpu for p in params)
+            if factored is None:  # the CPU's default, but for float16 (see the note)
+                factored = all(p.is_cpu and p.dtype != torch.float16 for p in params)
             bufs: list[Tensor | None] = []
             scales: list[Tensor | None] = []
             trust: list[Tensor] = []
@@ -1221,8 +1251,8 @@ class LARS(Optimizer):
                 if not factored and "momentum_scale" in state:  # a factored buffer becomes plain, once
                     scale = state.pop("momentum_scale")
                     state.pop("momentum_growth", None)
-                    if state.get("momentum_buffer") is not None:
-                        state["momentum_buffer"].mul_(scale.to(state["momentum_buffer"].dtype))
+                    if state.get("momentum_buffer") is not None:  # float16: the product in float32
+                        state["momentum_buffer"].copy_(scaled(state["momentum_buffer"], scale))
                 states.append(state)
                 trust.append(state["trust_ratio"])
                 bufs.append(state.get("momentum_buffer"))
@@ -1285,7 +1315,7 @@ class LARS(Optimizer):
         if buf is None:
             return None
         scale = state.get("momentum_scale")
-        return buf.clone() if scale is None else buf * scale.to(buf.dtype)
+        return buf.clone() if scale is None else scaled(buf, scale)
 
 
 class PercentDelta(LARS):
