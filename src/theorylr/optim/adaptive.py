@@ -183,8 +183,9 @@ def adaptive_lipschitz(
             computes the step's scalars once and applies them with single-scalar multi-tensor kernels, a few
             launches on a GPU instead of one per tensor (default ``False``: scalars per parameter).
 
-    ``K1`` is clamped below by the smallest normal number of its dtype before the division, so a step with a zero
-    estimate and a zero gradient gives a zero update instead of ``0/0``.
+    ``K1`` is clamped below before the division (by its dtype's smallest normal number over its epsilon, 1e-31 in
+    float32, so that ``lr / K1`` and the bias correction stay finite), so a step with a zero estimate and a zero
+    gradient gives a zero update instead of ``0/0``.
     """
     if not params:
         return
@@ -224,6 +225,15 @@ def _cast_like(value: Tensor, like: Tensor, cache: dict[tuple[torch.device, torc
     return cache[key]
 
 
+def _k_floor(dtype: torch.dtype) -> float:
+    """The floor of ``K1_hat`` before ``1 / K1_hat``: the dtype's smallest normal number over its epsilon (1e-31 in
+    float32), so that the step's scale times ``lr`` and ``1 / (1 - beta1^t)`` stays finite for any product of the
+    two below ``1 / eps`` (8e6 in float32): a zero estimate beside a zero gradient then gives a zero update, never
+    ``inf * 0``. An estimate below the floor is one of a gradient far below the dtype's precision of anything else."""
+    info = torch.finfo(dtype)
+    return info.tiny / info.eps
+
+
 def _step_scales(
     k1: Tensor,
     k2: Tensor | None,
@@ -252,7 +262,7 @@ def _step_scales(
     if bias_correction and beta1 != 0.0:
         correction1 = torch.pow(beta1, step).neg().add(1.0)
         k1_hat = k1.div(correction1)
-    k1_hat = k1_hat.clamp_min(torch.finfo(k1.dtype).tiny)
+    k1_hat = k1_hat.clamp_min(_k_floor(k1.dtype))
     correction2 = None
     if k2 is None:
         scale = k1_hat.reciprocal()
@@ -301,13 +311,14 @@ def _single_tensor_adaptive(
             grad = grad.add(param, alpha=weight_decay)
         step = steps[i]
         step.add_(1)
+        # K = beta K + (1 - beta) L as a scale and an add: lerp_ computes K + w (L - K), nan for K = L = inf
         k1 = lipschitz_avgs[i]
-        k1.lerp_(_cast_like(lipschitz, k1, cache1), 1.0 - beta1)
+        k1.mul_(beta1).add_(_cast_like(lipschitz, k1, cache1), alpha=1.0 - beta1)
         k2 = None
         if exp_avg_sqs is not None:
             assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
             k2 = lipschitz_sq_avgs[i]
-            k2.lerp_(_cast_like(lipschitz_sq, k2, cache2), 1.0 - beta2)
+            k2.mul_(beta2).add_(_cast_like(lipschitz_sq, k2, cache2), alpha=1.0 - beta2)
         scale, correction2 = _step_scales(
             k1,
             k2,
@@ -426,13 +437,18 @@ def _multi_tensor_adaptive(
             lipschitz_avgs, lipschitz_sq_avgs, steps, lipschitz, lipschitz_sq, params[0].dtype, **scalar_kwargs
         )
     else:
+        # K = beta K + (1 - beta) L as a scale and an add, as the loop (an infinite L keeps K infinite, not nan)
         cache1: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-        torch._foreach_lerp_(lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], 1.0 - beta1)
+        torch._foreach_mul_(lipschitz_avgs, beta1)
+        torch._foreach_add_(
+            lipschitz_avgs, [_cast_like(lipschitz, k, cache1) for k in lipschitz_avgs], alpha=1.0 - beta1
+        )
         if exp_avg_sqs is not None:
             assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
             cache2: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-            torch._foreach_lerp_(
-                lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], 1.0 - beta2
+            torch._foreach_mul_(lipschitz_sq_avgs, beta2)
+            torch._foreach_add_(
+                lipschitz_sq_avgs, [_cast_like(lipschitz_sq, k, cache2) for k in lipschitz_sq_avgs], alpha=1.0 - beta2
             )
         scales, corrections2 = _grouped_step_scales(lipschitz_avgs, lipschitz_sq_avgs, steps, **scalar_kwargs)
     if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
@@ -472,7 +488,7 @@ def _shared_scales(
 ) -> tuple[Tensor, Tensor | None]:
     """The EWAs and the step's scalars of :func:`_multi_tensor_adaptive` when every parameter's scalar state holds
     the same values (``shared_state``); returns ``(scale, correction2)`` once, cast to the parameters' ``dtype`` as
-    the per-tensor kernels would cast them.
+    the per-tensor kernels would cast them (float16 keeps them in float32, as the per-parameter path does).
 
     The EWAs are ``K = beta K + (1 - beta) L`` written as a scale by a Python number and an add of one 0-dim tensor,
     so that each has a single-scalar multi-tensor form (one launch for all parameters on a GPU); the scalars come
@@ -488,6 +504,8 @@ def _shared_scales(
     scale, correction2 = _step_scales(
         lipschitz_avgs[0], None if lipschitz_sq_avgs is None else lipschitz_sq_avgs[0], steps[0], **kwargs
     )
+    if dtype == torch.float16:  # -lr / K1_hat may be beyond float16's range: the update takes it in float32
+        return scale, correction2
     return scale.to(dtype), None if correction2 is None else correction2.to(dtype)
 
 
