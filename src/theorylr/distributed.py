@@ -274,12 +274,15 @@ class DistributedActivationTracker(ActivationTracker):
     gets the same ``L_b``, the one a single process computes on the concatenated batch.
 
     **Collectives.** The forward hook stays local (one norm per batch, no communication). The ranks' rows are
-    combined when read: :meth:`epoch_stats` with one ``all_reduce`` for the whole epoch, and :meth:`batch_lipschitz`,
+    combined when read: :meth:`epoch_stats` with two ``all_reduce`` calls for the whole epoch (the ranks' batch counts,
+    checked equal, then the rows), and :meth:`batch_lipschitz`,
     :meth:`batch_k_z` and :attr:`batch_size` with one ``all_reduce`` per batch (cached: repeated reads of the same
     batch communicate once). The per-step readers (the adaptive optimizers in ``"closed_form"`` mode) therefore
-    add one tiny collective per step; :class:`~theorylr.lipschitz.scheduler.LipschitzLR` adds one per epoch (and one
-    for the first batch without ``initial_lr``). Tensor reads stay on the device except :attr:`batch_size` (a Python
-    int) and the ``examples`` count of :meth:`epoch_stats` (one host read per call).
+    add one tiny collective per step; :class:`~theorylr.lipschitz.scheduler.LipschitzLR` adds two per epoch (and
+    one for the first batch without ``initial_lr``). Tensor reads stay on the device except :attr:`batch_size` (a
+    Python int) and, in :meth:`epoch_stats`, the batch counts and the ``examples`` count (host reads, once per
+    call). The per-batch reads do not check the ranks' counts (that would be a host read per step): a rank that
+    has made more passes than the others pairs its latest batch with theirs.
 
     Args:
         model: the local model (or its DDP wrapper).
@@ -431,6 +434,32 @@ class DistributedActivationTracker(ActivationTracker):
             parts.append(self._pack(self._rows))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
+    def _same_batch_count(self) -> int:
+        """This epoch's number of batches, checked equal on every rank with one tiny ``all_reduce`` (and one host
+        read): ranks that made different numbers of training passes get a ``RuntimeError`` each, where the table's
+        ``all_reduce`` would abort a process or hang on tables of different lengths."""
+        _require_initialized("DistributedActivationTracker", self.process_group)
+        count = sum(int(t.shape[0]) for t in self._packed) + len(self._rows)
+        if self._rows:
+            device = self._rows[0].share.device
+        else:
+            device = (
+                self._packed[0].device
+                if self._packed
+                else next((p.device for p in self.model.parameters()), torch.device("cpu"))
+            )
+        counts = torch.tensor([count, -count], dtype=torch.int64, device=device)
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX, group=self.process_group)
+        most, fewest = (int(v) for v in counts.tolist())
+        if most != -fewest:
+            raise RuntimeError(
+                f"DistributedActivationTracker: this rank recorded {count} training batches this epoch, others "
+                f"between {-fewest} and {most}; every rank must make the same number of training passes through "
+                f"the tracked module ({self.module_label()}): batch i of each rank is combined with batch i of the "
+                "others (run a rank's extra passes, e.g. a probe, under tracker.paused())"
+            )
+        return count
+
     def _combine(self, table: Tensor) -> _Global:
         """One collective: the global batches' statistics from every rank's rows (same count on every rank)."""
         _require_initialized("DistributedActivationTracker", self.process_group)
@@ -493,9 +522,10 @@ class DistributedActivationTracker(ActivationTracker):
         return value
 
     def epoch_stats(self, *, weight_decay: float = 0.0) -> EpochStats | None:
-        """The epoch's statistics over global batches (one ``all_reduce``; ``None`` if no batch was recorded)."""
+        """The epoch's statistics over global batches (two ``all_reduce`` calls, see :meth:`_same_batch_count`;
+        ``None`` if no rank recorded a batch)."""
         check_number("weight_decay", weight_decay, min_value=0.0)
-        if not self._rows and not self._packed:
+        if not self._same_batch_count():
             return None
         g = self._combine(self._table())
         values = self._constants(g)

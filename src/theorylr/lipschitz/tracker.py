@@ -132,6 +132,22 @@ _SUMMARY = ("data_lipschitz", "k_z", "batch_size", "max_k_z")  # the running max
 _REDUCE_EVERY = 256
 
 
+# torch's own tests of "inside backward()" and "a torch.func tensor" (private functions: looked up once, and a torch
+# without them is taken to have neither).
+_GRAPH_TASK_ID = getattr(torch._C, "_current_graph_task_id", None)
+_FUNCTORCH_WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+
+
+def _inside_backward() -> bool:
+    """Whether autograd is running a backward pass on this thread (torch's graph task id is -1 outside one)."""
+    return _GRAPH_TASK_ID is not None and _GRAPH_TASK_ID() != -1
+
+
+def _transformed(x: Tensor) -> bool:
+    """Whether ``x`` is a tensor of a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``)."""
+    return _FUNCTORCH_WRAPPED is not None and bool(_FUNCTORCH_WRAPPED(x))
+
+
 class _RecordHook:
     """The tracker's forward hook (``mode="output"``) or forward pre-hook (``mode="input"``, with kwargs).
 
@@ -171,6 +187,11 @@ class _RecordHook:
                     f"penultimate module {type(mod).__name__} returned {type(x).__name__}; the tracker needs a tensor "
                     "output"
                 )
+        if not torch.compiler.is_compiling() and (_inside_backward() or _transformed(x)):
+            # A forward pass that autograd runs again inside backward() (activation checkpointing recomputes the
+            # segment) is the same batch a second time; one inside a torch.func transform (vmap, grad: per-sample
+            # gradients) is not a training batch, and its tensors do not outlive the transform.
+            return
         if x.numel():  # one C call per batch
             tracker.record(x)
         else:  # an empty batch: no example, nothing to bound
@@ -202,7 +223,18 @@ class ActivationTracker:
     ``requires_grad_(False)`` instead). A batch with no example is skipped (and :meth:`observe_targets` ignores its
     empty targets). Nothing is recorded after :meth:`close`, nor from a copy of the model: an EMA or
     ``AveragedModel`` deep copy, or a model saved with ``torch.save(model)`` and loaded, carries an inert hook.
-    Each call of the tracked module is one batch: a head applied twice in one forward records two.
+    Each call of the tracked module is one batch: a head applied twice in one forward records two. A forward pass
+    that autograd runs again inside ``backward()`` (activation checkpointing, ``torch.utils.checkpoint`` with
+    ``use_reentrant=False``, recomputes its segment) is not a second batch, and passes inside a ``torch.func``
+    transform (``vmap``/``grad`` for per-sample gradients) are not recorded. With ``use_reentrant=True`` the
+    forward runs under ``no_grad`` and only its recomputation sees the activations: nothing is recorded, use
+    ``use_reentrant=False`` (torch's recommendation).
+
+    **torch.compile.** The hook's bookkeeping is Python: traced into a compiled model it changes at every batch,
+    and the model recompiles at every batch until torch's recompile limit, then runs uncompiled. Compile the
+    model without its tracked head, ``model = nn.Sequential(torch.compile(model[:-1]), model[-1])``: the head and
+    its hook stay eager (one Linear), the rest compiles once. (A tracker hooked onto a module that a compiled
+    graph already runs is not called: torch does not guard compiled code on module hooks by default.)
 
     **Checkpoints.** A tracker cannot be pickled or copied (its hook is bound to the live model): save
     :meth:`state_dict` and restore it into a new tracker with :meth:`load_state_dict`.
