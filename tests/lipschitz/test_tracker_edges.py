@@ -199,3 +199,24 @@ def test_ranks_with_different_numbers_of_batches_fail_clearly(tmp_path: Path) ->
         res = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         assert res["outcome"] in ("RuntimeError", "ValueError"), res
         assert "number" in res["message"] or "batches" in res["message"], res["message"]
+
+
+@pytest.mark.parametrize("backend", ["double_backward", "forward_over_reverse"])
+def test_the_estimators_training_mode_passes_are_not_batches(backend: str) -> None:
+    """``hessian_spectral_norm(..., mode="train")`` on a model LipschitzLR tracks ran its passes through the hook:
+    its probe batch set the epoch's L. The estimators' passes run in ``untracked()``."""
+    from theorylr.estimate import hessian_spectral_norm
+    from theorylr.lipschitz.tracker import untracked
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    with ActivationTracker(model, "softmax") as tracker:
+        model(x)  # the one training batch
+        before = tracker.epoch_values()
+        hessian_spectral_norm(model, nn.CrossEntropyLoss(), (100 * x, y), mode="train", backend=backend, seed=0)
+        after = tracker.epoch_values()
+        with untracked():
+            model(x)
+        assert tracker.epoch_values() == after
+    assert before == after and after is not None and after["batches"] == 1

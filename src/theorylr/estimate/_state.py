@@ -226,19 +226,24 @@ def forward_context(model: nn.Module, mode: str, seed: int) -> Iterator[bool]:
     The module flags are set to ``mode`` (``"current"`` leaves them as they are) and put back afterwards. When a
     module trains, the global RNG is forked and seeded with ``seed`` so that dropout draws the same masks at every
     pass: the loss stays one fixed function of the parameters across the matvecs of an estimate. Buffers are the
-    caller's business (the Hessian operator runs training passes on copies of them).
+    caller's business (the Hessian operator runs training passes on copies of them). An
+    :class:`~theorylr.lipschitz.tracker.ActivationTracker` on the model does not record these passes
+    (:func:`~theorylr.lipschitz.tracker.untracked`).
     """
+    from theorylr.lipschitz.tracker import untracked  # an ActivationTracker on the model: not training batches
+
     check_choice("mode", mode, MODES)
     flags = [(m, m.training) for m in model.modules()]
     set_mode(model, mode)
     training = any(m.training for m in model.modules())
     try:
-        if training:
-            with torch.random.fork_rng(devices=cuda_devices(model), device_type="cuda"):
-                seed_global(seed, model)
-                yield True
-        else:
-            yield False
+        with untracked():
+            if training:
+                with torch.random.fork_rng(devices=cuda_devices(model), device_type="cuda"):
+                    seed_global(seed, model)
+                    yield True
+            else:
+                yield False
     finally:
         for m, flag in flags:
             m.training = flag

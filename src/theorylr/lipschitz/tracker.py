@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from theorylr.lipschitz.closed_form import (
     softmax_cross_entropy,
 )
 
-__all__ = ["EPOCH_FIELDS", "ActivationTracker", "EpochStats", "find_last_linear", "stats_values"]
+__all__ = ["EPOCH_FIELDS", "ActivationTracker", "EpochStats", "find_last_linear", "stats_values", "untracked"]
 
 
 def find_last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -132,10 +133,42 @@ _SUMMARY = ("data_lipschitz", "k_z", "batch_size", "max_k_z")  # the running max
 _REDUCE_EVERY = 256
 
 
+# How many untracked() contexts this thread is in (see untracked()).
+_UNTRACKED = threading.local()
+
+
+@contextlib.contextmanager
+def untracked() -> Iterator[None]:
+    """A context in which no :class:`ActivationTracker` records, on this thread: forward passes that are not
+    training batches even in training mode. The curvature estimators (:mod:`theorylr.estimate`) run theirs in it,
+    so that estimating ``K_hat`` in ``mode="train"`` on a model that LipschitzLR tracks leaves its ``L`` alone.
+    :meth:`ActivationTracker.paused` does the same for one tracker, on every thread.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 3))
+        >>> tracker = ActivationTracker(model, "softmax")
+        >>> with untracked():
+        ...     _ = model(torch.zeros(4, 2))
+        >>> tracker.batch_size is None
+        True
+    """
+    _UNTRACKED.depth = getattr(_UNTRACKED, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _UNTRACKED.depth -= 1
+
+
 # torch's own tests of "inside backward()" and "a torch.func tensor" (private functions: looked up once, and a torch
 # without them is taken to have neither).
 _GRAPH_TASK_ID = getattr(torch._C, "_current_graph_task_id", None)
 _FUNCTORCH_WRAPPED = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+
+
+def _untracked_now() -> bool:
+    """Whether this thread is inside :func:`untracked`."""
+    depth: int = getattr(_UNTRACKED, "depth", 0)
+    return depth > 0
 
 
 def _inside_backward() -> bool:
@@ -187,10 +220,11 @@ class _RecordHook:
                     f"penultimate module {type(mod).__name__} returned {type(x).__name__}; the tracker needs a tensor "
                     "output"
                 )
-        if not torch.compiler.is_compiling() and (_inside_backward() or _transformed(x)):
+        if not torch.compiler.is_compiling() and (_inside_backward() or _transformed(x) or _untracked_now()):
             # A forward pass that autograd runs again inside backward() (activation checkpointing recomputes the
             # segment) is the same batch a second time; one inside a torch.func transform (vmap, grad: per-sample
-            # gradients) is not a training batch, and its tensors do not outlive the transform.
+            # gradients) is not a training batch, and its tensors do not outlive the transform; nor is one inside
+            # untracked() (the estimators' passes).
             return
         if x.numel():  # one C call per batch
             tracker.record(x)
@@ -228,7 +262,8 @@ class ActivationTracker:
     ``use_reentrant=False``, recomputes its segment) is not a second batch, and passes inside a ``torch.func``
     transform (``vmap``/``grad`` for per-sample gradients) are not recorded. With ``use_reentrant=True`` the
     forward runs under ``no_grad`` and only its recomputation sees the activations: nothing is recorded, use
-    ``use_reentrant=False`` (torch's recommendation).
+    ``use_reentrant=False`` (torch's recommendation). Nor are passes inside :func:`untracked` recorded, which the
+    curvature estimators of :mod:`theorylr.estimate` use for theirs.
 
     **torch.compile.** The hook's bookkeeping is Python: traced into a compiled model it changes at every batch,
     and the model recompiles at every batch until torch's recompile limit, then runs uncompiled. Compile the
