@@ -33,7 +33,7 @@ from theorylr.lipschitz.closed_form import (
     weight_bound_estimate,
 )
 from theorylr.lipschitz.scheduler import DegenerateLipschitzError, LipschitzLR
-from theorylr.lipschitz.tracker import ActivationTracker, EpochStats, find_last_linear
+from theorylr.lipschitz.tracker import ActivationTracker, EpochStats, find_last_linear, untracked
 
 __all__ = [
     "ACTIVATION_NORMS",
@@ -55,5 +55,6 @@ __all__ = [
     "softmax_regression",
     "spectral_norm_bound",
     "tikhonov_term",
+    "untracked",
     "weight_bound_estimate",
 ]
