@@ -23,6 +23,7 @@ group must make the same calls in the same order, as with any collective. Launch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -523,12 +524,18 @@ class DistributedActivationTracker(ActivationTracker):
 
     def epoch_stats(self, *, weight_decay: float = 0.0) -> EpochStats | None:
         """The epoch's statistics over global batches (two ``all_reduce`` calls, see :meth:`_same_batch_count`;
-        ``None`` if no rank recorded a batch)."""
+        ``None`` if no rank recorded a batch, or only batches empty on every rank, which do not count)."""
         check_number("weight_decay", weight_decay, min_value=0.0)
         if not self._same_batch_count():
             return None
         g = self._combine(self._table())
-        values = self._constants(g)
+        # A global batch empty on every rank (rows of zeros only) is no batch, as the single-process tracker skips
+        # an empty one: its 0/0 constant must not become the epoch's.
+        filled = g.m > 0
+        batches = int(filled.sum())
+        if batches == 0:
+            return None
+        values = torch.where(filled, self._constants(g), -math.inf)
         best = values.argmax()
         data = values[best]
         bound = self.weight_bound().to(device=data.device, dtype=data.dtype)
@@ -540,12 +547,12 @@ class DistributedActivationTracker(ActivationTracker):
             batch_size=g.m[best],
             max_k_z=g.k_z.amax(),
             weight_bound=bound,
-            batches=int(g.m.shape[0]),
+            batches=batches,
             examples=int(g.m.sum()),
         )
 
     def epoch_values(self, *, weight_decay: float = 0.0) -> dict[str, Any] | None:
-        """:meth:`epoch_stats` as Python numbers (one ``all_reduce``, one host read)."""
+        """:meth:`epoch_stats` as Python numbers (two ``all_reduce`` calls and their host reads)."""
         return stats_values(self.epoch_stats(weight_decay=weight_decay))
 
     # ------------------------------------------------------------------------------------------------------------

@@ -173,3 +173,27 @@ def test_distributed_lipschitz_lr_of_one_rank_equals_lipschitz_lr(world_of_one: 
     for a, b in zip(plain, ours):
         assert b["lr"] == pytest.approx(a["lr"], rel=1e-12)
         assert b["lipschitz"] == pytest.approx(a["lipschitz"], rel=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "least_squares"])
+def test_a_batch_empty_on_every_rank_is_no_batch(world_of_one: None, loss: str) -> None:
+    """A global batch with no rows (empty on every rank) is skipped, as the single-process tracker skips an empty
+    batch: its 0/0 constant made the whole epoch's L nan."""
+    x, y = torch.randn(16, 4, dtype=torch.float64), 0.01 * torch.randn(16, 3, dtype=torch.float64)
+    values = []
+    for tracker in (DistributedActivationTracker(_model(), loss), ActivationTracker(_model(), loss)):
+        for rows in (slice(0, 16), slice(0, 0)):
+            tracker.model(x[rows])
+            if loss == "least_squares":
+                tracker.observe_targets(y[rows])
+        values.append(tracker.epoch_values())
+        tracker.close()
+    distributed, single = values
+    assert distributed is not None and single is not None
+    assert distributed["batches"] == single["batches"] == 1
+    for key in ("lipschitz", "k_z", "batch_size", "max_k_z"):
+        assert distributed[key] == pytest.approx(single[key], rel=1e-12), key
+    tracker = DistributedActivationTracker(_model(), loss)
+    tracker.model(x[:0])
+    assert tracker.epoch_values() is None  # only empty batches: no epoch
+    tracker.close()

@@ -664,7 +664,7 @@ def test_factored_buffer_alternates_its_two_forms_and_follows_the_recursion(mome
     torch.manual_seed(6)
     shapes = [(3, 4), (5,), (256, 257)]
     w0 = [torch.randn(s, dtype=torch.float64) for s in shapes]
-    steps = 45
+    steps = 2 * (period + 1) + 3  # two renormalisations
     grads = [[torch.randn(s, dtype=torch.float64) for s in shapes] for _ in range(steps)]
     hyper = {"momentum": momentum, "dampening": 0.1, "nesterov": False, "weight_decay": 0.01}
     ref_w, ref_bufs = _plain_lars_momentum(w0, grads, lr=0.01, maximize_per_step=[False] * steps, **hyper)

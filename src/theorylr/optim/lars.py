@@ -428,8 +428,9 @@ def lars(
 
 
 # How much (log2) the factored buffer's v may grow between two renormalising steps (see _buffer_mode): 2^16-fold.
-# v then overflows float32 or bfloat16 only where the plain buffer is within 2^16 of their largest number (a
-# buffer of 5e33), and a renormalisation every 105 steps at momentum 0.9 costs 1/105 of a sweep per step.
+# v has the size of the direction d = g + wd w (times the growth), so it overflows float32 or bfloat16 only where d's
+# elements are within 2^16 of their largest number (5e33); a renormalising step every 106th at momentum 0.9 (after
+# 105 accumulating ones) costs 1/106 of a sweep per step.
 _GROWTH_LIMIT = 16.0
 
 
@@ -485,7 +486,8 @@ def _momentum_scales(
 
     - accumulating (``accumulate=True``): ``k' = momentum * k`` and ``v' = v + a u`` with ``a = c / k'``: one
       ``addcmul_`` over the buffer, cheaper per element than a ``lerp_`` (on the ResNet-18 set with 2 CPU threads
-      the whole step took 0.95x its time). ``k`` shrinks and ``v`` grows by ``1 / momentum`` per step, which
+      the whole step took 0.96-0.97x its time with cold caches, about 1.0x with warm ones; ``benchmarks/RESULTS.md``,
+      ninth pass). ``k`` shrinks and ``v`` grows by ``1 / momentum`` per step, which
       :func:`_buffer_mode` bounds;
     - renormalising: ``k' = momentum * k + c`` and ``v' = b v + a u`` with ``a = c / k'`` and
       ``b = momentum * k / k'`` (``a + b = 1``): ``v`` returns to the size of ``u``. Where ``v`` already has that
@@ -942,7 +944,7 @@ def _large_on_cpu(params: list[Tensor]) -> list[int]:
     off the CPU.
 
     On the ResNet-18 set (2 threads, steps interleaved with the all-foreach code in one process) the step took
-    0.94-0.95x its time in float32 and 0.96-0.99x in bfloat16: the buffer that ``lerp_`` writes is read back from
+    0.94-0.95x its time in float32 and 0.96-0.99x in bfloat16: the buffer that its sweep writes is read back from
     the cache by ``addcmul_``. Smaller tensors gain nothing from it and would pay one Python-level call each.
     Never under ``torch.compile``, where inductor fuses the two sweeps into one.
     """
@@ -1078,13 +1080,14 @@ class LARS(Optimizer):
         ``buf = momentum * buf + c * d`` with a per-tensor ``c = (1 - dampening) * ratio`` costs two sweeps over
         the buffer (a scale, then an add). Storing ``buf = k * v`` turns it into scalar work and one sweep: mostly
         ``k = momentum * k`` and ``v = v + (c / k) d`` (one ``addcmul_``), which lets ``v`` grow by ``1 /
-        momentum`` per step, and, once ``v`` has grown ``2^16``-fold (every 105 steps at momentum 0.9), a
+        momentum`` per step, and, once ``v`` has grown ``2^16``-fold (at every 106th step at momentum 0.9), a
         renormalising step ``k = momentum * k + c``, ``v = (momentum * k_old / k) v + (c / k) d`` that brings ``v``
         back to the size of ``d``; the step of the weights is ``w -= lr * k * v``, one ``addcmul_``. Same arithmetic
         up to rounding (tested against the plain recursion in float64 to 1e-11 over runs that renormalise several
         times), one sweep fewer than torch's SGD: the CPU's default, where a step's time is its memory traffic.
-        ``v`` may be ``2^16`` times the plain buffer's size, so it overflows float32 or bfloat16 only where the plain
-        buffer is within ``2^16`` of their largest number (5e33). float16 keeps the plain buffer by default: its
+        ``v`` has the size of ``d`` times its growth, up to ``2^16``, so it overflows float32 or bfloat16 only where
+        ``d``'s elements are within ``2^16`` of their largest number (5e33; the plain buffer, ``ratio * d``, may
+        still be finite there when the ratio is tiny). float16 keeps the plain buffer by default: its
         factored ``v`` has the size of ``d``, whose small values float16 holds only coarsely (subnormal below
         6e-5), where the plain buffer has the size of ``ratio * d``; with ``factored_momentum=True`` it always
         renormalises and computes its sweep in float32. On a GPU
