@@ -133,8 +133,9 @@ def test_default_sampler_keeps_a_frozen_backbones_parameter_free_batchnorm_stati
     seen: list[torch.Tensor] = []
     hook = backbone[1].register_forward_pre_hook(lambda mod, inp: seen.append(mod.running_mean.clone()))
     try:
-        smoothness(model, nn.CrossEntropyLoss(), (torch.randn(16, 3), torch.randint(0, 2, (16,))), num_samples=1,
-                   max_matvecs=2)
+        smoothness(
+            model, nn.CrossEntropyLoss(), (torch.randn(16, 3), torch.randint(0, 2, (16,))), num_samples=1, max_matvecs=2
+        )
     finally:
         hook.remove()
     assert seen and all(torch.equal(s, torch.full((6,), 2.0)) for s in seen)
