@@ -1,4 +1,4 @@
-"""Regression tests for edge cases of theorylr.estimate found by adversarial testing.
+"""theorylr.estimate at the edges.
 
 Each test pins a behaviour that was wrong when it was written: tied parameters listed twice in ``params``, data
 tensors created under ``torch.inference_mode()``, inputs that are not a single tensor (dicts), empty batches in a

@@ -42,18 +42,36 @@ Batch = tuple[Any, Any]
 
 
 def is_batch(data: Any) -> bool:
-    return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor)
+    """Whether ``data`` is one ``(inputs, targets)`` pair: a 2-tuple or 2-list with a tensor in it (the inputs may be
+    another object, e.g. a dict of tensors, when the targets are a tensor); a list of two batches holds none."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and any(isinstance(v, Tensor) for v in data)
+
+
+def _ordinary(value: Any) -> Any:
+    """``value`` with every inference tensor in it (one made under ``torch.inference_mode()``, e.g. in an evaluation
+    loop) replaced by an ordinary copy: autograd cannot save inference tensors for the double backward."""
+    if isinstance(value, Tensor):
+        if value.is_inference():
+            with torch.inference_mode(False):
+                return value.clone()
+        return value
+    if isinstance(value, dict):
+        return {k: _ordinary(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_ordinary(v) for v in value)
+    return value
 
 
 def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
     """``data`` as a list of ``(inputs, targets)`` pairs, tensors moved to ``device``.
 
-    ``data`` is one ``(inputs, targets)`` pair (a 2-tuple or 2-list whose first item is a tensor) or an iterable of
-    such pairs (a list, a DataLoader, a generator). The iterable is read once, so every later pass (every matvec,
-    every weight sample) sees the same batches in the same order.
+    ``data`` is one ``(inputs, targets)`` pair (a 2-tuple or 2-list holding a tensor: see :func:`is_batch`) or an
+    iterable of such pairs (a list, a DataLoader, a generator). The iterable is read once, so every later pass (every
+    matvec, every weight sample) sees the same batches in the same order. Batches without a sample are left out (a
+    mean over none is nan, even at weight 0), and inference tensors are copied (:func:`_ordinary`).
 
     Raises:
-        ValueError: if ``data`` is empty or a batch is not an ``(inputs, targets)`` pair.
+        ValueError: if ``data`` is empty, every batch is, or a batch is not an ``(inputs, targets)`` pair.
     """
     batches = [data] if is_batch(data) else list(_iter_batches(data))
     if not batches:
@@ -65,7 +83,11 @@ def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
                 f"data must be an (inputs, targets) pair or an iterable of such pairs; batch {i} is {type(batch)!r}"
             )
         inputs, targets = batch
-        out.append((to_device(inputs, device), to_device(targets, device)))
+        if batch_size(inputs, targets) == 0:
+            continue
+        out.append((_ordinary(to_device(inputs, device)), _ordinary(to_device(targets, device))))
+    if not out:
+        raise ValueError("data holds no samples (every batch is empty)")
     return out
 
 
@@ -130,7 +152,8 @@ def scalar_loss(loss: Any) -> Tensor:
 
 
 def select_params(model: nn.Module, params: Iterable[Tensor] | None) -> tuple[Tensor, ...]:
-    """The parameters to differentiate: ``params`` if given, else the model's parameters that require grad.
+    """The parameters to differentiate: ``params`` if given (a tensor listed twice, e.g. a weight tied between two
+    modules, counts once), else the model's parameters that require grad.
 
     Raises:
         ValueError: if none is left, or a given tensor does not require grad or is not a parameter of ``model``
@@ -148,6 +171,10 @@ def select_params(model: nn.Module, params: Iterable[Tensor] | None) -> tuple[Te
                 raise ValueError(f"params must be parameters of model (params[{i}] is not)")
     if not chosen:
         raise ValueError("params must hold at least one tensor that requires grad (the model has none)")
+    unique: dict[int, Tensor] = {}
+    for p in chosen:  # a tensor named twice (a weight tied between two modules) is one variable
+        unique.setdefault(id(p), p)
+    chosen = tuple(unique.values())
     dtypes = {p.dtype for p in chosen}
     devices = {p.device for p in chosen}
     if len(dtypes) > 1 or len(devices) > 1:

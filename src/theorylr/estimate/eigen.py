@@ -229,6 +229,17 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
         for _ in range(2):  # full re-orthogonalisation, twice
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
         beta = float(torch.linalg.vector_norm(w))
+        if not (math.isfinite(alphas[-1]) and math.isfinite(beta)):  # a non-finite operator has no spectrum to report
+            nan = torch.full((1,), math.nan, dtype=torch.float64)
+            return EigenResult(
+                eigenvalues=nan,
+                residuals=nan.clone(),
+                eigenvalue=math.nan,
+                vector=torch.full_like(basis[0], math.nan),
+                residual=math.nan,
+                matvecs=matvecs,
+                converged=False,
+            )
         t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
         if j > 0:
             off = torch.tensor(betas, dtype=torch.float64)

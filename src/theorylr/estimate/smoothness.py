@@ -123,6 +123,26 @@ def reset_parameters_sampler(model: nn.Module, generator: torch.Generator) -> No
     _reset_parameters(model, generator, keep=())
 
 
+def _kept_tensors(model: nn.Module, chosen: set[int]) -> list[Tensor]:
+    """What the default sampler leaves alone: the parameters not in ``chosen`` (by ``id``), and the buffers of every
+    module whose parameters all are such (a frozen BatchNorm's running statistics). A module without parameters of
+    its own (a BatchNorm with ``affine=False``) follows its nearest enclosing module that has parameters: inside a
+    frozen backbone its statistics are kept, in a trained part they are reset with the rest."""
+    keep: list[Tensor] = [p for p in model.parameters() if id(p) not in chosen]
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        buffers = list(module.buffers(recurse=False))
+        if not buffers:
+            continue
+        owner, own = name, list(module.parameters(recurse=False))
+        while not own and owner:  # up to the nearest enclosing module with parameters
+            owner = owner.rpartition(".")[0]
+            own = list(modules[owner].parameters())
+        if own and all(id(p) not in chosen for p in own):
+            keep += buffers
+    return keep
+
+
 def _reset_parameters(model: nn.Module, generator: torch.Generator, keep: Sequence[Tensor]) -> None:
     """:func:`reset_parameters_sampler`, except that the tensors in ``keep`` get their values back afterwards."""
     saved = [t.detach().clone() for t in keep]
@@ -219,7 +239,8 @@ def smoothness(
             :func:`reset_parameters_sampler`, each module's own ``reset_parameters()``, restricted to the
             parameters the Hessian is taken over: ``params``, or those that require grad. The others, e.g. a frozen
             pretrained backbone, keep their values in every sample, and so do the buffers of modules whose
-            parameters all keep theirs, such as a frozen BatchNorm's running statistics).
+            parameters all keep theirs, such as a frozen BatchNorm's running statistics; a module without parameters
+            of its own follows the nearest enclosing module that has some).
         seed: master seed for the samples (default 0).
         at_current: also estimate at the model's current weights (``current``; not part of ``k_hat``).
         progress: show a tqdm bar on stderr; ``None`` (default) shows it only when stderr is a terminal.
@@ -267,12 +288,7 @@ def smoothness(
         # The default draws only the parameters the Hessian is taken over: the others (frozen, e.g. a pretrained
         # backbone, or left out of ``params``) and the buffers of modules all of whose parameters are such (their
         # BatchNorm statistics) keep their values, as in training.
-        chosen = {id(p) for p in selected}
-        keep: list[Tensor] = [p for p in model.parameters() if id(p) not in chosen]
-        for module in model.modules():
-            own = list(module.parameters(recurse=False))
-            if own and all(id(p) not in chosen for p in own):
-                keep += module.buffers(recurse=False)
+        keep = _kept_tensors(model, {id(p) for p in selected})
 
         def draw(model: nn.Module, generator: torch.Generator) -> None:
             _reset_parameters(model, generator, keep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -170,7 +171,10 @@ def hessian_spectral_norm(
                 matvecs, residual = r.matvecs, r.residual
             else:
                 first = power_iteration(op, v0, max_iters=max_matvecs, tol=tol)
-                other = power_iteration(op, v0, max_iters=max_matvecs, tol=tol, shift=first.eigenvalue)
+                if math.isfinite(first.eigenvalue):
+                    other = power_iteration(op, v0, max_iters=max_matvecs, tol=tol, shift=first.eigenvalue)
+                else:  # a non-finite operator (a nan loss): nan, as Lanczos reports it
+                    other = first
                 hi, lo = max(first.eigenvalue, other.eigenvalue), min(first.eigenvalue, other.eigenvalue)
                 top = first if abs(first.eigenvalue) >= abs(other.eigenvalue) else other
                 converged = first.converged and other.converged
