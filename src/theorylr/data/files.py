@@ -83,6 +83,30 @@ def _read_bytes(path: Path) -> bytearray:
     return data
 
 
+def _read_idx_bytes(path: Path) -> tuple[bytearray, bool]:
+    """An IDX file's bytes, and whether they were cut short. A raw file is read whole (its size is on the disk); a
+    gzip file is decompressed as a stream, header first, then at most one byte more than the header declares, so
+    that a small file that decompresses to gigabytes is refused without holding them (``capped``: more followed)."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == _GZIP_MAGIC
+    if not gzipped:
+        return _read_bytes(path), False
+    try:
+        with gzip.open(path, "rb") as stream:
+            head = stream.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims = stream.read(4 * ndim)
+            known = len(head) == 4 and len(dims) == 4 * ndim and head[2] in _IDX_TYPES
+            expected = 0
+            if known:
+                shape = struct.unpack(f">{ndim}I", dims)
+                expected = math.prod(shape) * np.dtype(_IDX_TYPES[head[2]][0]).itemsize
+            body = stream.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    return bytearray(head + dims + body), len(body) > expected
+
+
 def read_idx(path: str | os.PathLike[str]) -> Tensor:
     """Read an IDX file (the MNIST / Fashion-MNIST format), raw or gzip-compressed.
 
@@ -111,7 +135,7 @@ def read_idx(path: str | os.PathLike[str]) -> Tensor:
         [7, 2, 1]
     """
     path = Path(path)
-    buf = _read_bytes(path)
+    buf, capped = _read_idx_bytes(path)
     if len(buf) < 4:
         raise ValueError(f"{path}: too short for an IDX header ({len(buf)} bytes, need at least 4)")
     if buf[0] != 0 or buf[1] != 0:
@@ -139,10 +163,8 @@ def read_idx(path: str | os.PathLike[str]) -> Tensor:
             f"({expected} bytes) but only {actual} bytes follow it"
         )
     if actual > expected:
-        raise ValueError(
-            f"{path}: {actual - expected} unexpected trailing bytes after the IDX data of shape {shape} "
-            f"({expected} bytes)"
-        )
+        extra = "unexpected trailing bytes" if capped else f"{actual - expected} unexpected trailing bytes"
+        raise ValueError(f"{path}: {extra} after the IDX data of shape {shape} ({expected} bytes)")
     array = np.frombuffer(buf, dtype=stored, count=count, offset=header).reshape(shape)
     if stored != native:
         array = array.astype(native)  # byte swap (a copy) for multi-byte types

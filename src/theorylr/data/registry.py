@@ -22,7 +22,7 @@ from theorylr.data.batching import split_indices
 from theorylr.data.dataset import Dataset
 from theorylr.data.files import load_cifar10, load_mnist
 from theorylr.data.scaling import SCALINGS, scale_features
-from theorylr.data.synthetic import make_separable
+from theorylr.data.synthetic import _separable_sets
 
 __all__ = ["COMMON_OPTIONS", "DATASETS", "DatasetInfo", "load_dataset"]
 
@@ -103,10 +103,13 @@ def _separable_source(
     *, seed: int, test_fraction: float, n: int = 1000, dim: int = 2, margin: float = 0.1, **_: Any
 ) -> RawData:
     check_int("n", n, min_value=2)
-    # n training points; the test points are further i.i.d. draws of the same generator, in the same proportion.
+    # make_separable's n training points (whatever the test set's size), then test points in the same proportion:
+    # further draws of the same generator on the same hyperplane, their own closest point at the margin too.
+    check_int("dim", dim, min_value=1)
+    check_number("margin", margin, min_value=0.0, min_inclusive=False)
     n_test = max(1, round(n * test_fraction / (1.0 - test_fraction)))
-    x, y = make_separable(n + n_test, dim, margin, seed, dtype=torch.float64)
-    return RawData(x[:n], y[:n], x[n:], y[n:], num_classes=2, class_names=("negative", "positive"))
+    (x, y), (x_test, y_test), _w, _b = _separable_sets(n, n_test, dim, margin, int(seed))
+    return RawData(x, y, x_test, y_test, num_classes=2, class_names=("negative", "positive"))
 
 
 def _image_source(loader: Callable[..., Any], **load_kwargs: Any) -> Callable[..., RawData]:
@@ -310,7 +313,7 @@ def _split(raw: RawData, test_fraction: float, seed: int, *, stratify: bool) -> 
     num_test = min(max(round(test_fraction * n), 1), n - 1)
     train, test = split_indices(raw.y, num_test, stratify=stratify, seed=seed)
     # Present the training examples in a seeded random order: several raw files are sorted by class.
-    order = torch.randperm(train.numel(), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(train.numel(), generator=torch.Generator().manual_seed(int(seed)))
     train = train[order]
     return raw.x[train], raw.y[train], raw.x[test], raw.y[test]
 

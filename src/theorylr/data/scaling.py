@@ -75,8 +75,12 @@ def scale_features(
         return (x_train, x_test) if inplace else (x_train.clone(), x_test.clone())
     if scaling == "standardize":
         per_channel = x_train.ndim == 4
-        # var_mean accumulates in float64 on the CPU even for float32 inputs (Welford), without a float64 copy.
-        var, mean = torch.var_mean(_feature_view(x_train, per_channel), dim=(0, 2), correction=0)
+        # var_mean accumulates in float64 on the CPU even for float32 inputs (Welford), without a float64 copy; but it
+        # returns the input's dtype, where a 16-bit variance overflows (float16: above 65504): those in float32.
+        view = _feature_view(x_train, per_channel)
+        if view.dtype in _NARROW:
+            view = view.float()
+        var, mean = torch.var_mean(view, dim=(0, 2), correction=0)
         var, mean = var.double(), mean.double()
         std = var.sqrt()
         # A constant feature: exactly zero spread, or rounding noise of the mean (a column of 0.1's).
@@ -128,10 +132,19 @@ def _chunked_sum(view: Tensor, fn: Callable[[Tensor], Tensor], rows: int = 4096)
     return total
 
 
+# 16-bit dtypes: statistics (a float16 column sum of 284,000, a variance of 130,000) are out of their range, or too
+# coarse, so the scaling is computed in float32 and rounded once.
+_NARROW = (torch.float16, torch.bfloat16)
+
+
 def _affine(x_train: Tensor, x_test: Tensor, shift: Tensor, scale: Tensor, inplace: bool) -> tuple[Tensor, Tensor]:
-    """``(x - shift) / scale`` for both sets, statistics cast to each set's dtype and device."""
+    """``(x - shift) / scale`` for both sets, statistics cast to each set's dtype and device (16-bit sets: computed
+    in float32, rounded once)."""
 
     def apply(x: Tensor) -> Tensor:
+        if x.dtype in _NARROW:
+            wide = (x.float() - shift.to(x.device, torch.float32)) / scale.to(x.device, torch.float32)
+            return x.copy_(wide) if inplace else wide.to(x.dtype)
         out = x.sub_(shift.to(x.device, x.dtype)) if inplace else x - shift.to(x.device, x.dtype)
         return out.div_(scale.to(x.device, x.dtype))
 

@@ -85,19 +85,34 @@ def make_separable(
     check_int("seed", seed, min_value=0)
     check_bool("return_hyperplane", return_hyperplane)
     _check_float_dtype(dtype)
+    (x, y), _test, w, b = _separable_sets(n, 0, dim, margin, int(seed))
+    if return_hyperplane:
+        return x.to(dtype), y, w, b
+    return x.to(dtype), y
+
+
+def _separable_sets(
+    n: int, n_test: int, dim: int, margin: float, seed: int
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], Tensor, float]:
+    """:func:`make_separable`'s training points (the same ``n`` points for any ``n_test``) and ``n_test`` further
+    draws on the same hyperplane, pushed the same way among themselves (their own closest point at ``margin``):
+    ``((x, y), (x_test, y_test), w, b)``, float64. Arguments are not checked (see :func:`make_separable`)."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(dim, generator=g, dtype=torch.float64)
     w = w / w.norm()
     b = float(torch.rand((), generator=g, dtype=torch.float64)) - 0.5
-    x = torch.randn(n, dim, generator=g, dtype=torch.float64)
-    dist = x @ w + b
-    side = torch.where(dist >= 0, 1.0, -1.0).to(torch.float64)
-    push = margin - dist.abs().min()
-    x = x + (side * push).unsqueeze(1) * w
-    y = (side > 0).to(torch.int64)
-    if return_hyperplane:
-        return x.to(dtype), y, w, b
-    return x.to(dtype), y
+
+    def draw(count: int) -> tuple[Tensor, Tensor]:
+        x = torch.randn(count, dim, generator=g, dtype=torch.float64)
+        if count == 0:
+            return x, torch.zeros(0, dtype=torch.int64)
+        dist = x @ w + b
+        side = torch.where(dist >= 0, 1.0, -1.0).to(torch.float64)
+        push = margin - dist.abs().min()
+        return x + (side * push).unsqueeze(1) * w, (side > 0).to(torch.int64)
+
+    train = draw(n)
+    return train, draw(n_test), w, b
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,7 +232,7 @@ def make_quadratic(
     _check_float_dtype(dtype)
     spectrum = torch.tensor(eig, dtype=torch.float64)
     if rotate:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(int(seed))
         q, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
         q = q * torch.sign(torch.diagonal(r))
         hessian = (q * spectrum) @ q.T

@@ -200,6 +200,7 @@ def cuda_devices(model: nn.Module) -> list[int]:
 
 def seed_global(seed: int, model: nn.Module) -> None:
     """Seed the global CPU generator and the CUDA generators of the model's devices (nothing else)."""
+    seed = int(seed)  # a NumPy integer too (torch's generators take Python ints only)
     torch.random.default_generator.manual_seed(seed)
     for index in cuda_devices(model):
         torch.cuda.default_generators[index].manual_seed(seed)

@@ -297,7 +297,7 @@ def smoothness(
         draw = sampler
     first = next(iter(model.parameters()), None)
     batches = as_batches(data, first.device if first is not None else None)
-    master = torch.Generator().manual_seed(seed)
+    master = torch.Generator().manual_seed(int(seed))
     seeds = torch.randint(0, 2**62, (num_samples + 1, 2), generator=master).tolist()
     options: dict[str, Any] = {
         "method": method,

@@ -81,7 +81,7 @@ def _start_seed(seed: int | None) -> int:
 
 def _start_vector(seed: int, dim: int, like: Tensor) -> Tensor:
     # Drawn on the CPU in float64, then moved: the same seed gives the same direction on every device and dtype.
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))
     return torch.randn(dim, generator=gen, dtype=torch.float64).to(dtype=like.dtype, device=like.device)
 
 
