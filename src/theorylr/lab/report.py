@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,9 @@ class _Doc:
         self.blocks.append(("table", (list(headers), [list(r) for r in rows])))
 
     def img(self, path: str, alt: str) -> None:
-        self.blocks.append(("img", (path, alt)))
+        """A figure at ``path`` (relative, ``/``-separated), percent-encoded as a URL: a workload named ``wine#2``
+        or ``a b`` must not cut the link at its ``#`` or space."""
+        self.blocks.append(("img", (urllib.parse.quote(path), alt)))
 
     def code(self, text: str) -> None:
         self.blocks.append(("code", text))

@@ -454,6 +454,8 @@ def run_cell(
     if previous is not None and previous.get("status") in TERMINAL:
         base.status, base.skipped = str(previous["status"]), True
         base.wall_time = float(previous.get("wall_time") or math.nan)
+        if not keep_checkpoint:  # a run killed between its last meta.json and the checkpoint's removal
+            (directory / "checkpoint.pt").unlink(missing_ok=True)
         return base
     if previous is None and meta_path.exists():
         warnings.warn(f"{meta_path} cannot be read: the run is redone", RuntimeWarning, stacklevel=2)

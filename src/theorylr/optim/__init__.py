@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from theorylr.optim.adaptive import AdaMo, AdaptiveRMSprop, AutoAdam
-from theorylr.optim.exact_adam import ExactStep, exact_step_adam
+from theorylr.optim.exact_adam import ExactStep, NonFiniteStepError, exact_step_adam
 from theorylr.optim.lars import LARS, PercentDelta, lars, local_norms
 from theorylr.optim.param_groups import lars_param_groups
 from theorylr.optim.registry import OPTIMIZERS, OptimInfo, get_optimizer_info
@@ -30,6 +30,7 @@ __all__ = [
     "AdaptiveRMSprop",
     "AutoAdam",
     "ExactStep",
+    "NonFiniteStepError",
     "OptimInfo",
     "PercentDelta",
     "exact_step_adam",

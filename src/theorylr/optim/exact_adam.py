@@ -15,7 +15,7 @@ from theorylr._validation import check_int, check_number
 from theorylr.estimate import SmoothnessEstimate, data_loss, smoothness
 from theorylr.theory.adam import constant_step
 
-__all__ = ["ExactStep", "exact_step_adam"]
+__all__ = ["ExactStep", "NonFiniteStepError", "exact_step_adam"]
 
 LossFn = Callable[[Any, Any], Tensor]
 
@@ -109,6 +109,10 @@ def exact_step_adam(
     Returns:
         ``(optimizer, step)``: the optimizer, and an :class:`ExactStep` for logging (``step.to_dict()``).
 
+    Raises:
+        ValueError: a bad argument, ``final_loss >= L(w0)``, or ``K_hat = 0`` (a loss without curvature);
+            :class:`NonFiniteStepError` (also a ``FloatingPointError``) when ``L(w0)`` or ``K_hat`` is not finite.
+
     Example:
         >>> import torch
         >>> from torch import nn
@@ -154,7 +158,7 @@ def exact_step_adam(
     reduce = extra.get("reduce")
     initial_loss = data_loss(model, loss_fn, data, mode=mode, reduce=reduce)
     if not math.isfinite(initial_loss):  # before the costly estimate, whose Hessians would be inf/nan too
-        raise ValueError(
+        raise NonFiniteStepError(
             f"the initial loss L(w0) on data is {initial_loss!r}: the exact step sqrt(2 L(w0) / (K_hat T)) needs a "
             "finite loss at the initial weights (check the model's initialisation, the data and loss_fn)"
         )
@@ -164,6 +168,12 @@ def exact_step_adam(
             f"final_loss={final_loss!r}): the step sqrt(2 (L(w0) - L(w*)) / (K_hat T)) needs a positive gap"
         )
     estimate = smoothness(model, loss_fn, data, num_samples=num_samples, seed=seed, mode=mode, **extra)
+    if not math.isfinite(estimate.k_hat):
+        raise NonFiniteStepError(
+            f"K_hat = {estimate.k_hat!r}: a sampled Hessian's spectral norm is not finite (the loss or its curvature "
+            "overflows at the sampled weights; check the scale of the data and the initialisation), so the exact "
+            "step sqrt(2 L(w0) / (K_hat T)) is undefined"
+        )
     if not estimate.k_hat > 0:
         raise ValueError(
             f"K_hat = {estimate.k_hat!r}: the exact step sqrt(2 L(w0) / (K_hat T)) needs K_hat > 0, and every sampled "
@@ -176,6 +186,12 @@ def exact_step_adam(
         alpha=alpha, initial_loss=initial_loss, smoothness=estimate, total_steps=total_steps, final_loss=final_loss
     )
     return optimizer, step
+
+
+class NonFiniteStepError(ValueError, FloatingPointError):
+    """The exact step is undefined because ``L(w0)`` or ``K_hat`` is not finite (a loss or curvature that overflows
+    at the initial or sampled weights). A ``ValueError`` as before, and a ``FloatingPointError``: the lab records
+    such a run as diverged, as a non-finite loss in training."""
 
 
 def _check_optimizer_arguments(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import os
 import shutil
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,7 +238,8 @@ def write_page(
         if r.figures:
             doc.add("h", (3, "Figures (drawn from the run files)"))
             for rel, caption in r.figures:
-                doc.add("img", (_figure_link(root, target, r, rel, figures_subdir), caption))
+                link = urllib.parse.quote(_figure_link(root, target, r, rel, figures_subdir))  # a URL: '#', ' '
+                doc.add("img", (link, caption))
         if r.notes:
             doc.add("h", (3, "Departures from the paper and caveats"))
             doc.add("ul", r.notes)
