@@ -54,7 +54,16 @@ from torch import Tensor, nn
 
 from theorylr._validation import check_bool, check_choice, check_int, check_number
 from theorylr.estimate import Sampler, SpectralNormResult, data_loss, hessian_spectral_norm, smoothness
-from theorylr.estimate._state import MODES, Batch, as_batches, batch_size, preserved, set_mode, to_device
+from theorylr.estimate._state import (
+    MODES,
+    Batch,
+    as_batches,
+    batch_size,
+    forward_context,
+    preserved,
+    seed_global,
+    to_device,
+)
 from theorylr.lab.range_test import RangeTestResult, lr_range_test
 from theorylr.lipschitz.bounds import LOSSES as LIPSCHITZ_LOSSES
 from theorylr.lipschitz.bounds import gradient_norm_bound
@@ -327,6 +336,7 @@ class _LossInfo:
     source: str  # what the criterion was recognised as
     scale: str = "paper"  # least squares: "paper" (1/2m sum), "mse" (mean, no 1/2), "half_mean" (1/2 mean)
     reason: str = ""  # why kind is None
+    ignore_index: int | None = None  # cross-entropy: the target value the criterion leaves out of its mean
 
 
 def _mean_reduced(loss_fn: Any) -> bool:
@@ -344,7 +354,7 @@ def _inspect_loss(loss_fn: Any) -> _LossInfo:
     if isinstance(loss_fn, nn.CrossEntropyLoss):
         if not _mean_reduced(loss_fn) or loss_fn.weight is not None or loss_fn.label_smoothing:
             return _LossInfo(None, name, reason="class weights, label smoothing or a non-mean reduction")
-        return _LossInfo("softmax", "nn.CrossEntropyLoss")
+        return _LossInfo("softmax", "nn.CrossEntropyLoss", ignore_index=loss_fn.ignore_index)
     if isinstance(loss_fn, nn.BCEWithLogitsLoss):
         if not _mean_reduced(loss_fn) or loss_fn.weight is not None or loss_fn.pos_weight is not None:
             return _LossInfo(None, name, reason="weights or a non-mean reduction")
@@ -356,7 +366,10 @@ def _inspect_loss(loss_fn: Any) -> _LossInfo:
     functions = {F.cross_entropy: "softmax", F.binary_cross_entropy_with_logits: "bce", F.mse_loss: "least_squares"}
     for fn, kind in functions.items():
         if loss_fn is fn:
-            return _LossInfo(kind, f"F.{fn.__name__}", "mse" if kind == "least_squares" else "paper")
+            ignore = -100 if kind == "softmax" else None  # F.cross_entropy's default ignore_index
+            return _LossInfo(
+                kind, f"F.{fn.__name__}", "mse" if kind == "least_squares" else "paper", ignore_index=ignore
+            )
     return _LossInfo(None, getattr(loss_fn, "__name__", name), reason="not a criterion theorylr recognises")
 
 
@@ -435,9 +448,10 @@ def _gd_rows(result: SpectralNormResult) -> list[SuggestionRow]:
 
 
 def _capture_last_layer(
-    model: nn.Module, last: nn.Linear, batches: list[Batch], device: torch.device, mode: str
+    model: nn.Module, last: nn.Linear, batches: list[Batch], device: torch.device, mode: str, seed: int
 ) -> tuple[list[Tensor], str]:
-    """The last ``nn.Linear``'s input per batch, and a reason (non-empty) when it does not produce the output."""
+    """The last ``nn.Linear``'s input per batch, and a reason (non-empty) when it does not produce the output. Batch
+    ``b`` draws its dropout masks from ``seed + b``, as the curvature estimates do."""
     inputs: list[Tensor] = []
     outputs: list[Tensor] = []
 
@@ -453,12 +467,12 @@ def _capture_last_layer(
     post = last.register_forward_hook(keep_output)
     captured: list[Tensor] = []
     try:
-        set_mode(model, mode)
         with torch.no_grad():
-            for x, _ in batches:
+            for b, (x, _) in enumerate(batches):
                 inputs.clear()
                 outputs.clear()
-                out = model(to_device(x, device))
+                with forward_context(model, mode, seed + b):
+                    out = model(to_device(x, device))
                 if not inputs or not outputs or not isinstance(out, Tensor):
                     return [], "the model's output does not come from its last nn.Linear"
                 last_out = outputs[-1]
@@ -562,9 +576,18 @@ def _batch_constants(
 
 
 def _lipschitz_rows(
-    model: nn.Module, batches: list[Batch], device: torch.device, info: _LossInfo, mode: str
+    model: nn.Module, batches: list[Batch], device: torch.device, info: _LossInfo, mode: str, seed: int
 ) -> list[SuggestionRow]:
     kind = info.kind
+    if info.ignore_index is not None and any(
+        isinstance(y, Tensor) and not y.is_floating_point() and bool((y == info.ignore_index).any()) for _, y in batches
+    ):
+        return _lipschitz_failure(
+            kind,
+            f"targets hold the criterion's ignore_index ({info.ignore_index}, padding): it averages over the kept "
+            "examples only, where the closed forms take m = the batch size (the rigorous bound would not hold); "
+            "leave the padded examples out of data",
+        )
     if kind is None:
         reason = (
             f"cannot tell the loss from {info.source} ({info.reason}): pass loss='softmax', 'bce' or 'least_squares'"
@@ -578,7 +601,7 @@ def _lipschitz_rows(
             "nn.Linear (the closed forms bound the last linear layer's gradient)"
         )
         return _lipschitz_failure(kind, reason)
-    activations, reason = _capture_last_layer(model, last, batches, device, mode)
+    activations, reason = _capture_last_layer(model, last, batches, device, mode, seed)
     if reason:
         return _lipschitz_failure(kind, f"{reason} (last nn.Linear: {name!r})")
     k = last.out_features
@@ -595,7 +618,7 @@ def _lipschitz_rows(
     for a, (_, y) in zip(activations, batches):
         try:
             value, error, bound, stats = _batch_constants(a, to_device(y, a.device), info, last, weight_bound)
-        except ValueError as exc:
+        except (ValueError, RuntimeError, IndexError) as exc:  # targets the closed forms cannot read
             return _lipschitz_failure(kind, f"the rigorous bound cannot use these targets: {exc}")
         if error or value is None:
             paper = (None, common, error)
@@ -651,15 +674,21 @@ def _adam_row(
 
 
 def _full_gradient(
-    model: nn.Module, loss_fn: LossFn, batches: list[Batch], params: Sequence[Tensor], device: torch.device, mode: str
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: list[Batch],
+    params: Sequence[Tensor],
+    device: torch.device,
+    mode: str,
+    seed: int,
 ) -> list[Tensor]:
-    """The gradient of the batch-size-weighted mean loss, by ``torch.autograd.grad`` (``.grad`` is not touched)."""
+    """The gradient of the batch-size-weighted mean loss, by ``torch.autograd.grad`` (``.grad`` is not touched);
+    batch ``b`` draws its dropout masks from ``seed + b``."""
     sizes = [batch_size(x, y) for x, y in batches]
     total = sum(sizes)
     grads = [torch.zeros_like(p) for p in params]
-    set_mode(model, mode)
-    for (x, y), n in zip(batches, sizes):
-        with torch.enable_grad():
+    for b, ((x, y), n) in enumerate(zip(batches, sizes)):
+        with torch.enable_grad(), forward_context(model, mode, seed + b):
             loss = loss_fn(model(to_device(x, device)), to_device(y, device)) * (n / total)
             parts = torch.autograd.grad(loss, params, allow_unused=True)
         for g, part in zip(grads, parts):
@@ -669,11 +698,11 @@ def _full_gradient(
 
 
 def _trust_ratio_row(
-    model: nn.Module, loss_fn: LossFn, batches: list[Batch], device: torch.device, mode: str
+    model: nn.Module, loss_fn: LossFn, batches: list[Batch], device: torch.device, mode: str, seed: int
 ) -> tuple[SuggestionRow, float, float]:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    grads = _full_gradient(model, loss_fn, batches, params, device, mode)
+    grads = _full_gradient(model, loss_fn, batches, params, device, mode, seed)
     # The ratio LARS's first step would use (defaults: l2 norm, eps 1e-8, min_norm 0.01), from its own functional
     # core run on copies with lr = 0.
     ratios = [p.new_zeros(()) for p in params]
@@ -749,42 +778,53 @@ def _corollary_rows(
         "assumed": ", ".join(bounds.assumed) or "none",
     }
     assumption = "; stand-ins: " + ", ".join(bounds.assumed) if bounds.assumed else ""
-    try:
+    hint = " (pass w_star_norm, distance_bound and min_weight_norm)"
+    rows = []
+    try:  # each form on its own: one overflowing leaves the other's lr
         c1, c2 = theorem2_constants(lipschitz, bounds.m1, bounds.m2, bounds.w_star_norm)
         lr, steps = corollary_2_1(target_accuracy, c1, c2)
+    except ValueError as exc:
+        rows.append(
+            SuggestionRow("lars-corollary-2.1", "lars", None, formula_paper, inputs, reference, "", f"{exc}{hint}")
+        )
+    else:
+        rows.append(
+            SuggestionRow(
+                "lars-corollary-2.1",
+                "lars",
+                lr,
+                formula_paper,
+                {**inputs, "C1": c1, "C2": c2, "steps": steps},
+                reference,
+                "the paper's form: Theorem 2 as stated is not a bound (its C1 drops ||w0 - w*||^2), so neither is this "
+                "step count (convex f assumed)" + assumption,
+                "lr >= 1: outside eq. (1)'s useful range" if lr >= 1 else "",
+            )
+        )
+    try:
         c1r = lipschitz * bounds.m1 * bounds.m1**2 / (2 * bounds.m2)  # ||w0 - w*|| <= M1
         c2r = lipschitz * bounds.m1 * (bounds.w_star_norm + bounds.m1) ** 2 / (2 * bounds.m2)
         lr_r, steps_r = corollary_2_1_rigorous(target_accuracy, c1r, c2r)
     except ValueError as exc:
-        message = f"{exc} (pass w_star_norm, distance_bound and min_weight_norm)"
-        return [
-            SuggestionRow("lars-corollary-2.1", "lars", None, formula_paper, inputs, reference, "", message),
+        rows.append(
             SuggestionRow(
-                "lars-corollary-2.1-rigorous", "lars", None, formula_rigorous, inputs, reference, "", message
-            ),
-        ]
-    return [
-        SuggestionRow(
-            "lars-corollary-2.1",
-            "lars",
-            lr,
-            formula_paper,
-            {**inputs, "C1": c1, "C2": c2, "steps": steps},
-            reference,
-            "the paper's form: Theorem 2's proof does not support its lr^2 term (convex f assumed)" + assumption,
-            "lr >= 1: outside eq. (1)'s useful range" if lr >= 1 else "",
-        ),
-        SuggestionRow(
-            "lars-corollary-2.1-rigorous",
-            "lars",
-            lr_r,
-            formula_rigorous,
-            {**inputs, "C1'": c1r, "C2'": c2r, "steps": steps_r},
-            reference + " (fixed_lr_bound: the bound the proof's steps give)",
-            "the rigorous form (O(1/eps^2) steps); convex f assumed, L local" + assumption,
-            "lr >= 1: outside eq. (1)'s useful range" if lr_r >= 1 else "",
-        ),
-    ]
+                "lars-corollary-2.1-rigorous", "lars", None, formula_rigorous, inputs, reference, "", f"{exc}{hint}"
+            )
+        )
+    else:
+        rows.append(
+            SuggestionRow(
+                "lars-corollary-2.1-rigorous",
+                "lars",
+                lr_r,
+                formula_rigorous,
+                {**inputs, "C1'": c1r, "C2'": c2r, "steps": steps_r},
+                reference + " (fixed_lr_bound: the bound the proof's steps give)",
+                "the rigorous form (O(1/eps^2) steps); convex f assumed, L local" + assumption,
+                "lr >= 1: outside eq. (1)'s useful range" if lr_r >= 1 else "",
+            )
+        )
+    return rows
 
 
 def _optimizer_factory(name: str) -> Callable[[Any, float], torch.optim.Optimizer]:
@@ -993,7 +1033,7 @@ def suggest(
             assert curvature is not None
             rows += _gd_rows(curvature)
             with stage("lipschitz"):
-                rows += _lipschitz_rows(model, batches, device, info, mode)
+                rows += _lipschitz_rows(model, batches, device, info, mode, seed)
         if "adam" in optimizers:
             with stage("smoothness"):
                 row, spent = _adam_row(
@@ -1012,13 +1052,14 @@ def suggest(
         if "lars" in optimizers:
             assert curvature is not None
             with stage("gradient"):
-                ratio_row, w_norm, _ = _trust_ratio_row(model, loss_fn, batches, device, mode)
+                ratio_row, w_norm, _ = _trust_ratio_row(model, loss_fn, batches, device, mode, seed)
             rows.append(ratio_row)
             bounds = _lars_bounds(w_norm, w_star_norm, distance_bound, min_weight_norm)
             rows += _corollary_rows(target_accuracy, curvature, bounds)
         if range_test:
             with stage("range_test"):
                 for name in optimizers:
+                    seed_global(seed, model)  # the copy's dropout masks: a function of seed, not of the caller's RNG
                     result = lr_range_test(model, loss_fn, batches, _optimizer_factory(name), **range_options)
                     range_tests[name] = result
                     rows.append(_range_row(name, result, range_options))
