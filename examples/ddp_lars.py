@@ -120,7 +120,7 @@ def main() -> None:
             opt.step()
             total += torch.stack([loss.detach(), torch.ones((), device=device)])
         if sched is not None:
-            sched.step()  # one all_reduce: K_z and m of every global batch of the epoch
+            sched.step()  # two all_reduces: the ranks' batch counts, then K_z and m of every global batch
         dist.all_reduce(total)
         model.eval()
         with torch.no_grad():

@@ -165,13 +165,23 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
         use_foreach = resolve_foreach(foreach, tensors)
         dtype = _reduce_dtype(device, [t.dtype for t in tensors])
         parts = torch.stack([n.to(dtype) for n in local_norms(tensors, norm, foreach=use_foreach)])
+        if norm == "linf":
+            # MAX does not carry a nan through (gloo keeps the first operand of a comparison with nan): the nan
+            # flags travel beside the values, in the same collective, as SUM carries them for l1 and l2.
+            n = parts.numel()
+            both = torch.cat([parts.nan_to_num(nan=0.0), parts.isnan().to(dtype)])
+            dist.all_reduce(both, op=dist.ReduceOp.MAX, group=process_group)
+            parts = torch.where(both[n:] > 0, math.nan, both[:n])
+            return list(parts.unbind(0))
         if norm == "l2":
             parts = parts.square()
-        dist.all_reduce(parts, op=dist.ReduceOp.MAX if norm == "linf" else dist.ReduceOp.SUM, group=process_group)
+        dist.all_reduce(parts, op=dist.ReduceOp.SUM, group=process_group)
         if norm == "l2":
             parts = parts.sqrt()
         return list(parts.unbind(0))
 
+    # LARS refuses it beside norm="mean_ratio", whose mean divides by the local numel (see LARS.step).
+    norm_fn.sharded = True  # type: ignore[attr-defined]
     return norm_fn
 
 
@@ -193,7 +203,9 @@ def mean_reduce(process_group: Any = None, *, num_samples: int | None = None) ->
 
     Args:
         process_group: the data-parallel group (default ``None``: the default group).
-        num_samples: this rank's number of samples ``n_r`` (default ``None``: equal shards).
+        num_samples: this rank's number of samples ``n_r`` (default ``None``: equal shards). A rank with 0 samples
+            contributes zeros; it must still take part in every collective, so it runs the estimator on a stand-in
+            batch (one example of the data's shape, say) whose values are ignored.
 
     Returns:
         ``reduce(t) -> Tensor``: a new tensor (the input is not modified).
@@ -229,7 +241,8 @@ def mean_reduce(process_group: Any = None, *, num_samples: int | None = None) ->
         weight = num_samples / count
 
     def reduce(t: Tensor) -> Tensor:
-        out = t.mul(weight)
+        # A rank without samples (weight 0) contributes zeros, whatever it computed (the mean of no sample is nan)
+        out = t.mul(weight) if weight else torch.zeros_like(t)
         dist.all_reduce(out, group=process_group)
         return out
 
@@ -414,10 +427,12 @@ class DistributedActivationTracker(ActivationTracker):
     # Combination across ranks
     # ------------------------------------------------------------------------------------------------------------
     def _pack(self, rows: list[_Row]) -> Tensor:
-        """Rows as one ``(n, columns)`` tensor: share, m, and for least squares ||y||^2 and the bound."""
+        """Rows as one ``(n, columns)`` float64 tensor: share, m, and for least squares ||y||^2 and the bound (float64:
+        the batch sizes and their sums stay exact integers past float32's 2^24, e.g. tokens of a sequence model)."""
         out = []
         for row in rows:
-            cols = [row.share, row.share.new_full((), float(row.m))]
+            share = row.share.to(torch.float64)
+            cols = [share, share.new_full((), float(row.m))]
             if self.needs_targets:
                 if row.y_sq is None:
                     raise RuntimeError(
@@ -425,7 +440,7 @@ class DistributedActivationTracker(ActivationTracker):
                         "training forward pass"
                     )
                 assert row.bound is not None
-                cols += [row.y_sq, row.bound.to(row.share)]
+                cols += [row.y_sq.to(share), row.bound.to(share)]
             out.append(torch.stack(cols))
         return torch.stack(out)
 
@@ -607,7 +622,7 @@ def distributed_lipschitz_lr(
                 opt.zero_grad()
                 loss_fn(model(x), y).backward()
                 opt.step()
-            sched.step()                                             # one all_reduce, the same lr on every rank
+            sched.step()                                             # two all_reduces, the same lr on every rank
 
     Reference: Yedida & Saha, *LipschitzLR*, §3.1, §5, §7.4 (``m`` = the batch size: here the global one).
     """

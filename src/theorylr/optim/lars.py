@@ -956,6 +956,16 @@ def _large_on_cpu(params: list[Tensor]) -> list[int]:
 # ----------------------------------------------------------------------------------------------------------------
 # The optimizer classes
 # ----------------------------------------------------------------------------------------------------------------
+def _check_norm_fn(norm_fn: NormFn | None, norm: str) -> None:
+    """Refuse a sharded ``norm_fn`` (:func:`theorylr.distributed.sharded_norm_fn`) beside ``norm="mean_ratio"``: the
+    mean of the element-wise ratios divides the reduced L1 norm by the local shard's size, not the tensor's."""
+    if norm == "mean_ratio" and getattr(norm_fn, "sharded", False):
+        raise ValueError(
+            "norm='mean_ratio' cannot take sharded_norm_fn: its mean would divide by a shard's size; use 'l1', "
+            "'l2' or 'linf' with sharded parameters"
+        )
+
+
 def _check_group(group: dict[str, Any]) -> None:
     """Validate one param group's hyperparameters (constructor defaults and every added group)."""
     check_lr(group["lr"])
@@ -1199,6 +1209,8 @@ class LARS(Optimizer):
         _check_group(defaults)
         self.norm_fn: NormFn | None = norm_fn
         super().__init__(params, defaults)
+        for group in self.param_groups:  # early too (step() checks again: a group's norm may change)
+            _check_norm_fn(norm_fn, group["norm"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group (torch semantics), checking its own settings as the constructor checks the defaults."""
@@ -1240,6 +1252,7 @@ class LARS(Optimizer):
             params, grads = params_with_grad(group, type(self).__name__)
             if not params:
                 continue
+            _check_norm_fn(self.norm_fn, group["norm"])
             factored = group.get("factored_momentum")
             if factored is None:  # the CPU's default, but for float16 (see the note)
                 factored = all(p.is_cpu and p.dtype != torch.float16 for p in params)

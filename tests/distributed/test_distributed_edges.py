@@ -1,0 +1,161 @@
+"""theorylr.distributed at the edges: a nan in one shard under linf, a rank without samples, mean_ratio with a
+sharded norm_fn, batch counts past float32's integers.
+
+Two gloo CPU ranks with a file rendezvous (one spawn for the module), plus world-of-one checks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+
+from theorylr.distributed import DistributedActivationTracker, mean_reduce, sharded_norm_fn
+from theorylr.lipschitz.tracker import ActivationTracker
+from theorylr.optim.lars import LARS, local_norms
+
+pytestmark = pytest.mark.distributed
+
+WORLD = 2
+W = torch.tensor([1.0, -2.0, 3.0, 0.5])
+G_NAN = torch.tensor([0.1, 0.2, float("nan"), 0.3])  # the NaN lies in rank 1's half
+MR_W = torch.linspace(-1.0, 2.0, 20, dtype=torch.float64).reshape(5, 4)
+MR_G = torch.linspace(0.5, -0.7, 20, dtype=torch.float64).reshape(5, 4)
+MR_SPLIT = 9  # elements of the flat tensor on rank 0 (uneven shards)
+
+
+def _half(t: Tensor, rank: int, split: int) -> Tensor:
+    flat = t.reshape(-1)
+    return flat[:split].clone() if rank == 0 else flat[split:].clone()
+
+
+def _mean_ratio_step(w: Tensor, g: Tensor, norm_fn: Any) -> Tensor:
+    p = nn.Parameter(w.clone())
+    p.grad = g.clone()
+    LARS([p], lr=0.1, norm="mean_ratio", norm_fn=norm_fn).step()
+    return p.detach().clone()
+
+
+def _scenarios(rank: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # linf of sharded tensors when one shard holds a NaN (rank 1's: gloo's MAX keeps the first operand)
+    out["linf_nan"] = torch.stack(sharded_norm_fn()([_half(G_NAN, rank, 2)], "linf"))
+    p = nn.Parameter(_half(W, rank, 2))
+    p.grad = _half(G_NAN, rank, 2)
+    opt = LARS([p], lr=0.1, norm="linf", norm_fn=sharded_norm_fn())
+    opt.step()
+    out["linf_nan_ratio"] = opt.state[p]["trust_ratio"].clone()
+
+    # a rank with no samples: its (mean over nothing = NaN) value must contribute nothing
+    reduce = mean_reduce(num_samples=5 if rank == 0 else 0)
+    out["zero_samples"] = reduce(torch.tensor([2.0]) if rank == 0 else torch.tensor([float("nan")]))
+
+    # LARS(norm="mean_ratio") with sharded parameters: refused, or the unsharded result
+    try:
+        w, g = _half(MR_W, rank, MR_SPLIT), _half(MR_G, rank, MR_SPLIT)
+        out["mean_ratio"] = _mean_ratio_step(w, g, sharded_norm_fn())
+    except ValueError as exc:
+        out["mean_ratio"] = f"ValueError: {exc}"
+    return out
+
+
+def _worker(rank: int, out_dir: str) -> None:
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=Path(out_dir, "rendezvous").resolve().as_uri(),
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        try:
+            result: dict[str, Any] = _scenarios(rank)
+        except Exception:
+            result = {"error": traceback.format_exc()}
+        torch.save(result, Path(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks done before either tears gloo down (avoids an abort in the teardown)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    out_dir = tmp_path_factory.mktemp("ddp_edges")
+    mp.spawn(_worker, args=(str(out_dir),), nprocs=WORLD, join=True)
+    results = [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r, res in enumerate(results):
+        assert "error" not in res, f"rank {r} failed:\n{res['error']}"
+    return results
+
+
+def test_sharded_linf_keeps_a_nan_of_any_shard(ranks: list[dict[str, Any]]) -> None:
+    assert torch.isnan(local_norms([G_NAN], "linf")[0])  # the unsharded norm
+    for res in ranks:
+        assert torch.isnan(res["linf_nan"]).all(), res["linf_nan"]
+        assert torch.isnan(res["linf_nan_ratio"]), res["linf_nan_ratio"]  # as LARS on the whole tensor
+
+
+def test_mean_reduce_ignores_the_values_of_a_rank_with_no_samples(ranks: list[dict[str, Any]]) -> None:
+    for res in ranks:
+        torch.testing.assert_close(res["zero_samples"], torch.tensor([2.0]))
+
+
+def test_lars_mean_ratio_with_sharded_norm_fn_is_refused_or_exact(ranks: list[dict[str, Any]]) -> None:
+    first, second = ranks[0]["mean_ratio"], ranks[1]["mean_ratio"]
+    if isinstance(first, str) or isinstance(second, str):
+        assert isinstance(first, str) and isinstance(second, str), (first, second)  # refused on every rank
+        assert "mean_ratio" in first and "mean_ratio" in second
+        return
+    expected = _mean_ratio_step(MR_W, MR_G, None).reshape(-1)
+    torch.testing.assert_close(torch.cat([first, second]), expected, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# World of one
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def world_of_one() -> Any:
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_and_example_counts_past_float32_integers(world_of_one: None) -> None:
+    """m and the epoch's example count are integers: a float32 row table rounds them above 2**24."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 1))  # float32, the default
+    tracker = DistributedActivationTracker(model, "softmax", num_classes=2)
+    single = ActivationTracker(model, "softmax", num_classes=2)
+    rows = 2**20 + 1
+    x = torch.ones(rows, 1)
+    for _ in range(17):
+        model(x)
+    stats, reference = tracker.epoch_stats(), single.epoch_stats()
+    assert stats is not None and reference is not None
+    assert reference.examples == 17 * rows
+    assert stats.examples == 17 * rows
+    tracker.reset_epoch()
+    model(torch.ones(2**24 + 1, 1))
+    assert tracker.batch_size == 2**24 + 1
+    values = tracker.epoch_values()
+    assert values is not None and values["batch_size"] == 2**24 + 1
+    assert math.isfinite(values["lipschitz"])
+    tracker.close()
+    single.close()
