@@ -77,7 +77,7 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
         With ``foreach=True`` on the CPU two faster kernels are used where they apply (same norms up to rounding):
         L2 norms of contiguous float32/float64 tensors of at least 2^16 elements as ``sqrt(dot(t, t))`` with
         several threads (the smaller ones in one ``torch._foreach_norm`` call), and the norms of bfloat16 tensors
-        rounded to bfloat16 before they are widened to float32 (relative error at most 2^-9). Under
+        rounded to bfloat16 before they are widened to float32 (relative error at most 2^-8). Under
         ``torch.compile`` on the CPU the L2 norms are ``sqrt(sum(t * t))`` summed by rows of 4096 elements where
         the size allows. Measured reasons in ``_use_dot_norms``, ``_use_native_bf16_norms`` and
         ``_compiled_sq_norms``.
@@ -230,7 +230,7 @@ def _use_native_bf16_norms(tensors: list[Tensor]) -> bool:
 
     torch 2.13's CPU norm kernel accumulates bfloat16 in float32 either way, but writing a float32 result takes a
     slow path: 21.6 ms against 5.2 ms for the 62 ResNet-18 tensors (one thread). The price is the final rounding
-    to bfloat16, a relative error of at most 2^-9 per norm -- the size of the rounding the ratio gets anyway when
+    to bfloat16, a relative error of at most 2^-8 per norm -- the size of the rounding the ratio gets anyway when
     it is cast to the parameters' dtype. float16 is not included: its norms overflow at 65504.
     """
     return not torch.compiler.is_compiling() and all(
@@ -377,6 +377,7 @@ def lars(
     that cheaper form, for all the buffers of the call at once (see :func:`_buffer_mode` and
     :func:`_momentum_scales`). Without it every step takes the renormalising form; give it at every step or at
     none (a ``v`` that has grown is renormalised accurately only where its growth is known).
+    ``norm`` and ``denominator`` are checked; the numbers are not (:class:`LARS` checks every argument).
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
     multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
@@ -390,6 +391,10 @@ def lars(
     """
     if not params:
         return
+    # The modes pick the formula: checked here too (a wrong one ran an undocumented rule); the numbers are checked
+    # by the LARS class, not per call.
+    check_choice("norm", norm, NORMS)
+    check_choice("denominator", denominator, DENOMINATORS)
     lr = scalar_lr(lr)  # a one-element tensor of any shape, e.g. (1,), as torch's optimizers take it
     if foreach is None:
         foreach = resolve_foreach(None, params)
@@ -1083,7 +1088,10 @@ class LARS(Optimizer):
         accumulates proportional updates, as in You et al.'s Algorithm 1), the first momentum step equals
         torch's SGD (buffer = first update), and a zero weight or zero gradient gives ratio 1 instead of 0/0.
         ``min_norm`` compares the chosen norm of ``w`` (the L1 norm for ``"mean_ratio"``), where §3.2 states the
-        L2 norm; for ``"l2"`` the two agree.
+        L2 norm; for ``"l2"`` the two agree. The norms are taken in the parameters' dtype (16-bit ones in float32),
+        without rescaling: in float32 an L2 norm of entries above about ``1e19`` overflows (ratio 0 for a gradient:
+        no step) and one of entries below about ``1e-19`` underflows to 0 (a gradient's: the SGD fallback), so "a
+        step of ``lr * ||w||`` whatever the gradient's size" holds within that range.
 
     .. note::
         **The factored momentum buffer** (an implementation choice, not in the paper). The recursion

@@ -120,9 +120,9 @@ def steps_to_interval(w0: float, a: float, lr: float) -> int:
     if low <= w <= high:
         return 0
     if w < low:
-        k = max(0, math.ceil(math.log(low / w) / math.log1p(lr)))
+        k = max(0, math.ceil((math.log(low) - math.log(w)) / math.log1p(lr)))  # no quotient to overflow
     else:
-        k = max(0, math.ceil(math.log(high / w) / math.log1p(-lr)))
+        k = max(0, math.ceil((math.log(high) - math.log(w)) / math.log1p(-lr)))
     if k > _EXACT_STEPS:
         return k
     # The logarithms round: where w0 lies on a power of (1 +- lr) from the interval's end, the ceiling can be one
@@ -155,7 +155,7 @@ def steps_to_interval_approx(w0: float, a: float, lr: float) -> float:
     """
     _check_lr(lr)
     w, a_abs = _same_sign(w0, a)
-    return abs(math.log(a_abs / w)) / lr
+    return abs(math.log(a_abs) - math.log(w)) / lr
 
 
 def lars_1d_trajectory(w0: float, a: float, lr: float | Sequence[float], steps: int | None = None) -> list[float]:
@@ -227,7 +227,7 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
         raise ValueError("w0 must be non-zero")
     if abs(w0) < min_norm:
         return 0
-    k = math.floor(math.log(min_norm / abs(w0)) / math.log1p(-lr)) + 1
+    k = math.floor((math.log(min_norm) - math.log(abs(w0))) / math.log1p(-lr)) + 1
     if k > _EXACT_STEPS:
         return k
     w_q, factor, bound = Fraction(abs(w0)), 1 - Fraction(lr), Fraction(min_norm)
