@@ -138,7 +138,9 @@ def gradient_norm_bound(
         bias: append a column of ones to the activations (default ``False``, see above).
 
     Returns:
-        A 0-dim tensor with the activations' dtype and device, detached; nothing is read on the host.
+        A 0-dim tensor with the activations' dtype (float32 for float16 or bfloat16 activations, whose rounding
+        could put it below the supremum) and device, detached; nothing is read on the host. The terms are computed
+        on ``A / max |a_ij|`` and scaled back, so activations far from 1 neither underflow nor overflow.
 
     Raises:
         ValueError: for an unknown ``loss``, a bad ``num_classes``/``weight_bound``, missing least-squares
@@ -154,7 +156,14 @@ def gradient_norm_bound(
     check_choice("loss", loss, LOSSES)
     check_bool("bias", bias)
     a = _matrix(activations, bias)
+    if a.dtype in (torch.float16, torch.bfloat16):  # their rounding could put B below the supremum
+        a = a.float()
     m = a.shape[0]
+    # Every term is computed on A / s with s = max |a_ij| and scaled back (softmax and BCE are linear in A, least
+    # squares' two terms are of degree 2 and 1): norms of tiny or huge activations would otherwise underflow to 0 or
+    # overflow to inf in their squares. An infinite entry gives inf; a nan, nan.
+    scale = a.abs().amax() if a.numel() else a.new_zeros(())
+    a = a / torch.where(scale > 0, scale, 1.0)
 
     if loss == "least_squares":
         if num_classes is not None:
@@ -167,7 +176,8 @@ def gradient_norm_bound(
         if not isinstance(weight_bound, Tensor):
             check_number("weight_bound", weight_bound, min_value=0.0)
         y = _targets_matrix(targets, m, a.dtype, "a tensor of shape (m,) or (m, outputs)")
-        return (weight_bound * spectral_norm_bound(a) ** 2 + torch.linalg.vector_norm(a.mT @ y)) / m
+        value = weight_bound * scale**2 * spectral_norm_bound(a) ** 2 + scale * torch.linalg.vector_norm(a.mT @ y)
+        return _finish(value / m, scale)
 
     if weight_bound is not None and not isinstance(weight_bound, Tensor):
         check_number("weight_bound", weight_bound, min_value=0.0)
@@ -177,18 +187,18 @@ def gradient_norm_bound(
         if num_classes not in (None, 1):
             raise ValueError(f"num_classes must be None or 1 for loss='bce' (one sigmoid output; got {num_classes!r})")
         if targets is None:
-            return spread / m
+            return _finish(scale * spread / m, scale)
         y = _targets_matrix(targets, m, a.dtype, "a tensor of shape (m,) or (m, 1) with values in [0, 1]")
         if y.shape[1] != 1:
             raise ValueError(f"targets must have shape (m,) or (m, 1) for loss='bce' (got {tuple(targets.shape)})")
         centre = torch.linalg.vector_norm(a.mT @ (0.5 - y))
-        return (centre + 0.5 * spread) / m
+        return _finish(scale * (centre + 0.5 * spread) / m, scale)
 
     # softmax
     if num_classes is not None:
         check_int("num_classes", num_classes, min_value=2)
     if targets is None:
-        return math.sqrt(2.0) * spread / m
+        return _finish(scale * math.sqrt(2.0) * spread / m, scale)
     if not isinstance(targets, Tensor) or targets.shape[0] != m:
         raise ValueError(f"targets must be class indices (m,) or probabilities (m, k) with m = {m}")
     if targets.ndim == 1 and not targets.is_floating_point():
@@ -210,4 +220,9 @@ def gradient_norm_bound(
         )
     centre = torch.linalg.vector_norm(a.sum(dim=0) / k - ya)
     candidates = [alpha * centre + _softmax_radius(alpha, k) * spread for alpha in _CENTRE_WEIGHTS]
-    return torch.stack(candidates).amin() / m
+    return _finish(scale * torch.stack(candidates).amin() / m, scale)
+
+
+def _finish(value: Tensor, scale: Tensor) -> Tensor:
+    """``value`` of :func:`gradient_norm_bound`, inf where an activation is infinite (its scaled terms are nan)."""
+    return torch.where(torch.isinf(scale), math.inf, value)
