@@ -62,6 +62,17 @@ def _takes_image_size(model: str) -> bool:
     return factory is not None and "image_size" in inspect.signature(factory).parameters
 
 
+def _at_lr_name(key: str) -> str | None:
+    """A ``NAME@LR`` key written as the rule's own name (``f"{lr:g}"``, see ``Rule.with_lr``), or ``None``."""
+    base, sep, lr_text = key.strip().partition("@")
+    if not sep:
+        return None
+    try:
+        return f"{base.strip()}@{float(lr_text):g}"
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Target:
     """A level of a metric that counts as "reached" (``metric <= value``, or ``>=`` for accuracies).
@@ -235,13 +246,16 @@ class Workload:
         """This workload's keyword overrides for ``rule_name`` (empty when none).
 
         A fixed-lr variant ``NAME@LR`` gets the overrides of ``NAME`` except its ``lr`` (the spec fixes that), then
-        any given for ``NAME@LR`` itself: ``lars@0.1`` keeps the workload's other LARS settings.
+        any given for ``NAME@LR`` itself, however its LR is written (``adam@1e-3`` is ``adam@0.001``, the name
+        :meth:`Rule.with_lr` gives): ``lars@0.1`` keeps the workload's other LARS settings.
         """
         base, sep, _ = rule_name.partition("@")
         options: dict[str, Any] = {}
         if sep and base:
             options = {k: v for k, v in self.rule_options.get(base, {}).items() if k != "lr"}
-        options.update(self.rule_options.get(rule_name, {}))
+        for key, value in self.rule_options.items():
+            if key == rule_name or (sep and _at_lr_name(key) == rule_name):
+                options.update(value)
         return options
 
     def to_dict(self) -> dict[str, Any]:
