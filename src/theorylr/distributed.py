@@ -169,7 +169,7 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
             # MAX does not carry a nan through (gloo keeps the first operand of a comparison with nan): the nan
             # flags travel beside the values, in the same collective, as SUM carries them for l1 and l2.
             n = parts.numel()
-            both = torch.cat([parts.nan_to_num(nan=0.0), parts.isnan().to(dtype)])
+            both = torch.cat([torch.where(parts.isnan(), 0.0, parts), parts.isnan().to(dtype)])  # inf stays inf
             dist.all_reduce(both, op=dist.ReduceOp.MAX, group=process_group)
             parts = torch.where(both[n:] > 0, math.nan, both[:n])
             return list(parts.unbind(0))
@@ -269,6 +269,7 @@ class _Global:
     m: Tensor  # (n,) global batch sizes (float)
     y_norm: Tensor | None  # (n,) ||y|| of each global batch (least squares)
     bound: Tensor | None  # (n,) the weight bound at each forward pass (least squares; replicated)
+    counts: Tensor  # (n,) the batch sizes in float64: exact integers for the counts
 
 
 class DistributedActivationTracker(ActivationTracker):
@@ -360,6 +361,8 @@ class DistributedActivationTracker(ActivationTracker):
         _check_group_arg(process_group)
         # Set before the parent's constructor, which calls reset_epoch().
         self.process_group = process_group
+        first = next(model.parameters(), None)
+        self._dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
         self._rows: list[_Row] = []  # this epoch's unpacked rows
         self._packed: list[Tensor] = []  # this epoch's packed rows, (n, columns) each
         self._last: _Row | None = None  # the latest batch (stays readable across reset_epoch)
@@ -396,6 +399,7 @@ class DistributedActivationTracker(ActivationTracker):
         self._add_row(_Row(zero, 0, bound, zero.clone() if self.needs_targets else None))
 
     def _add_row(self, row: _Row) -> None:
+        self._dtype = row.share.dtype  # what the readers return (the table itself is float64)
         self._last = row
         self._rows.append(row)
         self._recorded += 1
@@ -495,7 +499,14 @@ class DistributedActivationTracker(ActivationTracker):
             k_z, m = gathered[:, :, 0].amax(0), gathered[:, :, 1].sum(0)
             y_sq = gathered[:, :, 2].sum(0) if self.needs_targets else None
         bound = table[:, 3] if self.needs_targets else None
-        return _Global(k_z, m, None if y_sq is None else y_sq.sqrt(), bound)
+        dtype = self._dtype  # the readers return the activations' dtype, as the single-process tracker does
+        return _Global(
+            k_z.to(dtype),
+            m.to(dtype),
+            None if y_sq is None else y_sq.sqrt().to(dtype),
+            None if bound is None else bound.to(dtype),
+            m,
+        )
 
     def _constants(self, g: _Global) -> Tensor:
         """The paper-form ``L_b`` of each global batch (vectorised over batches)."""
@@ -523,7 +534,7 @@ class DistributedActivationTracker(ActivationTracker):
         """``m`` of the latest global batch, the sum of the ranks' (``None`` before the first; a host read)."""
         if self._last is None:
             return None
-        return int(self._latest_global().m[0])
+        return int(self._latest_global().counts[0])
 
     def batch_k_z(self) -> Tensor:
         """``K_z`` of the latest global batch (0-dim tensor)."""
@@ -546,7 +557,7 @@ class DistributedActivationTracker(ActivationTracker):
         g = self._combine(self._table())
         # A global batch empty on every rank (rows of zeros only) is no batch, as the single-process tracker skips
         # an empty one: its 0/0 constant must not become the epoch's.
-        filled = g.m > 0
+        filled = g.counts > 0
         batches = int(filled.sum())
         if batches == 0:
             return None
@@ -559,11 +570,11 @@ class DistributedActivationTracker(ActivationTracker):
             lipschitz=total,
             data_lipschitz=data,
             k_z=g.k_z[best],
-            batch_size=g.m[best],
+            batch_size=g.counts[best],  # float64: an exact integer
             max_k_z=g.k_z.amax(),
             weight_bound=bound,
             batches=batches,
-            examples=int(g.m.sum()),
+            examples=int(g.counts.sum()),
         )
 
     def epoch_values(self, *, weight_decay: float = 0.0) -> dict[str, Any] | None:

@@ -282,13 +282,19 @@ def _worker(rank: int, out_dir: str) -> None:
         timeout=datetime.timedelta(seconds=60),
     )
     try:
-        try:
-            result: dict[str, Any] = _scenarios(rank)
-        except Exception:
-            result = {"error": traceback.format_exc()}
-        torch.save(result, Path(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+        result: dict[str, Any] = _scenarios(rank)
+    except Exception:
+        result = {"error": traceback.format_exc()}
+    torch.save(result, Path(out_dir, f"rank{rank}.pt"))
+    _exit_after_results()
+
+
+def _exit_after_results() -> None:
+    """End a worker once its results are on disk: both ranks meet, then leave without tearing gloo down. The
+    teardown (``destroy_process_group`` or the interpreter's exit) sometimes aborts a rank ("terminate called without
+    an active exception") once the other has gone, which failed the fixture after the results were complete."""
+    dist.barrier()
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")

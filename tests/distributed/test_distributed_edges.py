@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
+from tests.distributed.test_ddp import _exit_after_results
 from theorylr.distributed import DistributedActivationTracker, mean_reduce, sharded_norm_fn
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim.lars import LARS, local_norms
@@ -84,9 +85,8 @@ def _worker(rank: int, out_dir: str) -> None:
         except Exception:
             result = {"error": traceback.format_exc()}
         torch.save(result, Path(out_dir, f"rank{rank}.pt"))
-        dist.barrier()  # both ranks done before either tears gloo down (avoids an abort in the teardown)
     finally:
-        dist.destroy_process_group()
+        _exit_after_results()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from tests.distributed.test_ddp import _exit_after_results
 from theorylr.lipschitz.bounds import gradient_norm_bound
 from theorylr.lipschitz.tracker import ActivationTracker
 
@@ -182,7 +183,7 @@ def _uneven_worker(rank: int, out_dir: str) -> None:
     except Exception:
         result = {"outcome": "crash", "message": traceback.format_exc()}
     torch.save(result, Path(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    _exit_after_results()
 
 
 def test_ranks_with_different_numbers_of_batches_fail_clearly(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -83,6 +83,20 @@ def _read_bytes(path: Path) -> bytearray:
     return data
 
 
+def _read_at_most(stream: Any, limit: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of ``stream``, a chunk at a time: a header that declares terabytes costs no more memory
+    than the bytes that are really there."""
+    parts: list[bytes] = []
+    left = limit
+    while left > 0:
+        part = stream.read(min(chunk, left))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
 def _read_idx_bytes(path: Path) -> tuple[bytearray, bool]:
     """An IDX file's bytes, and whether they were cut short. A raw file is read whole (its size is on the disk); a
     gzip file is decompressed as a stream, header first, then at most one byte more than the header declares, so
@@ -101,7 +115,7 @@ def _read_idx_bytes(path: Path) -> tuple[bytearray, bool]:
             if known:
                 shape = struct.unpack(f">{ndim}I", dims)
                 expected = math.prod(shape) * np.dtype(_IDX_TYPES[head[2]][0]).itemsize
-            body = stream.read(expected + 1)
+            body = _read_at_most(stream, expected + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
     return bytearray(head + dims + body), len(body) > expected

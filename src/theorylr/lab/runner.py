@@ -454,7 +454,7 @@ def run_cell(
     if previous is not None and previous.get("status") in TERMINAL:
         base.status, base.skipped = str(previous["status"]), True
         base.wall_time = float(previous.get("wall_time") or math.nan)
-        if not keep_checkpoint:  # a run killed between its last meta.json and the checkpoint's removal
+        if previous.get("keep_checkpoint") is False:  # killed between its last meta.json and the removal
             (directory / "checkpoint.pt").unlink(missing_ok=True)
         return base
     if previous is None and meta_path.exists():
@@ -499,6 +499,7 @@ def run_cell(
     meta["ended"] = now()
     meta["wall_time"] = elapsed
     meta["epochs_done"] = int(rows[-1]["epoch"]) if rows else 0
+    meta["keep_checkpoint"] = keep_checkpoint  # a later skip removes a checkpoint only where it was not kept
     write_json(meta_path, meta)
     checkpoint = directory / "checkpoint.pt"
     if meta["status"] in TERMINAL and checkpoint.exists() and not keep_checkpoint:

@@ -1008,7 +1008,8 @@ def suggest(
     batches = as_batches(data)
     info = _inspect_loss(loss_fn)
     if loss is not None:
-        info = _LossInfo(loss, info.source, info.scale if info.kind == loss else "paper")
+        ignore = getattr(loss_fn, "ignore_index", info.ignore_index) if loss == "softmax" else None
+        info = _LossInfo(loss, info.source, info.scale if info.kind == loss else "paper", ignore_index=ignore)
     options = dict(estimate_options or {})
     device = next(p for p in model.parameters()).device
     begin = time.perf_counter()

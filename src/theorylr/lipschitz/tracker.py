@@ -106,7 +106,9 @@ def stats_values(stats: EpochStats | None) -> dict[str, Any] | None:
     one host read for all of them."""
     if stats is None:
         return None
-    values = torch.stack([getattr(stats, name).to(stats.lipschitz) for name in EPOCH_FIELDS]).tolist()
+    device = stats.lipschitz.device  # float64 (MPS has none): the batch size an exact integer past float32's 2^24
+    wide = torch.float32 if device.type == "mps" else torch.float64
+    values = torch.stack([getattr(stats, name).to(device, wide) for name in EPOCH_FIELDS]).tolist()
     out: dict[str, Any] = dict(zip(EPOCH_FIELDS, values))
     out["batch_size"] = int(out["batch_size"])
     out["batches"] = stats.batches

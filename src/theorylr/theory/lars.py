@@ -22,6 +22,7 @@ Only ``math`` is used: the functions take and return Python numbers.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -94,6 +95,15 @@ def invariant_interval(a: float, lr: float) -> tuple[float, float]:
     return (min(ends), max(ends))
 
 
+def _log_ratio(x: float, y: float) -> float:
+    """``log(x / y)`` for positive ``x``, ``y``: of the quotient where it is a normal float (exact to rounding), else
+    ``log x - log y`` (a quotient beyond float's range: the difference is then large, and its rounding small)."""
+    q = x / y
+    if math.isfinite(q) and q >= sys.float_info.min:
+        return math.log(q)
+    return math.log(x) - math.log(y)
+
+
 def steps_to_interval(w0: float, a: float, lr: float) -> int:
     r"""The number of LARS steps from ``w0`` to the first iterate inside :func:`invariant_interval` (§3.1).
 
@@ -120,9 +130,9 @@ def steps_to_interval(w0: float, a: float, lr: float) -> int:
     if low <= w <= high:
         return 0
     if w < low:
-        k = max(0, math.ceil((math.log(low) - math.log(w)) / math.log1p(lr)))  # no quotient to overflow
+        k = max(0, math.ceil(_log_ratio(low, w) / math.log1p(lr)))
     else:
-        k = max(0, math.ceil((math.log(high) - math.log(w)) / math.log1p(-lr)))
+        k = max(0, math.ceil(_log_ratio(high, w) / math.log1p(-lr)))
     if k > _EXACT_STEPS:
         return k
     # The logarithms round: where w0 lies on a power of (1 +- lr) from the interval's end, the ceiling can be one
@@ -155,7 +165,7 @@ def steps_to_interval_approx(w0: float, a: float, lr: float) -> float:
     """
     _check_lr(lr)
     w, a_abs = _same_sign(w0, a)
-    return abs(math.log(a_abs) - math.log(w)) / lr
+    return abs(_log_ratio(a_abs, w)) / lr
 
 
 def lars_1d_trajectory(w0: float, a: float, lr: float | Sequence[float], steps: int | None = None) -> list[float]:
@@ -227,7 +237,7 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
         raise ValueError("w0 must be non-zero")
     if abs(w0) < min_norm:
         return 0
-    k = math.floor((math.log(min_norm) - math.log(abs(w0))) / math.log1p(-lr)) + 1
+    k = math.floor(_log_ratio(min_norm, abs(w0)) / math.log1p(-lr)) + 1
     if k > _EXACT_STEPS:
         return k
     w_q, factor, bound = Fraction(abs(w0)), 1 - Fraction(lr), Fraction(min_norm)
