@@ -78,10 +78,14 @@ def scale_features(
         # var_mean accumulates in float64 on the CPU even for float32 inputs (Welford), without a float64 copy; but it
         # returns the input's dtype, where a 16-bit variance overflows (float16: above 65504): those in float32.
         view = _feature_view(x_train, per_channel)
-        if view.dtype in _NARROW:
-            view = view.float()
-        var, mean = torch.var_mean(view, dim=(0, 2), correction=0)
-        var, mean = var.double(), mean.double()
+        if view.dtype in _NARROW:  # two float64 passes a block of rows at a time (no full-size copy)
+            count = view.shape[0] * view.shape[2]
+            mean = _chunked_sum(view, lambda c: c) / count
+            centre = mean.reshape(1, -1, 1)
+            var = _chunked_sum(view, lambda c: (c - centre).square()) / count
+        else:
+            var, mean = torch.var_mean(view, dim=(0, 2), correction=0)
+            var, mean = var.double(), mean.double()
         std = var.sqrt()
         # A constant feature: exactly zero spread, or rounding noise of the mean (a column of 0.1's).
         constant = std <= _CONSTANT_RTOL * mean.abs()
@@ -135,6 +139,7 @@ def _chunked_sum(view: Tensor, fn: Callable[[Tensor], Tensor], rows: int = 4096)
 # 16-bit dtypes: statistics (a float16 column sum of 284,000, a variance of 130,000) are out of their range, or too
 # coarse, so the scaling is computed in float32 and rounded once.
 _NARROW = (torch.float16, torch.bfloat16)
+_BLOCK_ROWS = 4096
 
 
 def _affine(x_train: Tensor, x_test: Tensor, shift: Tensor, scale: Tensor, inplace: bool) -> tuple[Tensor, Tensor]:
@@ -142,9 +147,13 @@ def _affine(x_train: Tensor, x_test: Tensor, shift: Tensor, scale: Tensor, inpla
     in float32, rounded once)."""
 
     def apply(x: Tensor) -> Tensor:
-        if x.dtype in _NARROW:
-            wide = (x.float() - shift.to(x.device, torch.float32)) / scale.to(x.device, torch.float32)
-            return x.copy_(wide) if inplace else wide.to(x.dtype)
+        if x.dtype in _NARROW:  # a block of rows at a time: float32 temporaries of one block only
+            out = x if inplace else torch.empty_like(x)
+            s32, c32 = shift.to(x.device, torch.float32), scale.to(x.device, torch.float32)
+            for rows in range(0, x.shape[0], _BLOCK_ROWS):
+                block = x[rows : rows + _BLOCK_ROWS]
+                out[rows : rows + _BLOCK_ROWS] = (block.float() - s32) / c32
+            return out
         out = x.sub_(shift.to(x.device, x.dtype)) if inplace else x - shift.to(x.device, x.dtype)
         return out.div_(scale.to(x.device, x.dtype))
 
