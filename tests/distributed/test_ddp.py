@@ -15,20 +15,17 @@ rank ended with; the tests below compare those files with single-process runs ma
 
 from __future__ import annotations
 
-import datetime
-import os
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tests.distributed._ranks import checked, join_world, save_and_exit, spawn_ranks
 from theorylr.distributed import (
     DistributedActivationTracker,
     distributed_lipschitz_lr,
@@ -271,42 +268,17 @@ def _scenarios(rank: int) -> dict[str, Any]:
 
 
 def _worker(rank: int, out_dir: str) -> None:
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        # A file rendezvous: no TCP port to pick, so no race with another test process picking the same one.
-        init_method=Path(out_dir, "rendezvous").resolve().as_uri(),
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    join_world(rank, out_dir, WORLD)
     try:
         result: dict[str, Any] = _scenarios(rank)
     except Exception:
         result = {"error": traceback.format_exc()}
-    torch.save(result, Path(out_dir, f"rank{rank}.pt"))
-    _exit_after_results()
-
-
-def _exit_after_results() -> None:
-    """End a worker once its results are on disk: both ranks meet, then leave without tearing gloo down. The
-    teardown (``destroy_process_group`` or the interpreter's exit) sometimes aborts a rank ("terminate called without
-    an active exception") once the other has gone, which failed the fixture after the results were complete."""
-    dist.barrier()
-    os._exit(0)
+    save_and_exit(result, out_dir, rank)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(str(out_dir),), nprocs=WORLD, join=True)
-    results = [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    for r, res in enumerate(results):
-        assert "error" not in res, f"rank {r} failed:\n{res['error']}"
-    return results
+    return checked(spawn_ranks(_worker, tmp_path_factory.mktemp("ddp"), WORLD))
 
 
 def _close(a: list[Tensor], b: list[Tensor], rtol: float = 1e-10, atol: float = 1e-12) -> None:

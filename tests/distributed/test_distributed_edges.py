@@ -6,20 +6,15 @@ Two gloo CPU ranks with a file rendezvous (one spawn for the module), plus world
 
 from __future__ import annotations
 
-import datetime
 import math
-import os
 import traceback
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-from tests.distributed.test_ddp import _exit_after_results
+from tests.distributed._ranks import checked, join_world, save_and_exit, spawn_ranks
 from theorylr.distributed import DistributedActivationTracker, mean_reduce, sharded_norm_fn
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim.lars import LARS, local_norms
@@ -70,35 +65,17 @@ def _scenarios(rank: int) -> dict[str, Any]:
 
 
 def _worker(rank: int, out_dir: str) -> None:
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=Path(out_dir, "rendezvous").resolve().as_uri(),
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    join_world(rank, out_dir, WORLD)
     try:
-        try:
-            result: dict[str, Any] = _scenarios(rank)
-        except Exception:
-            result = {"error": traceback.format_exc()}
-        torch.save(result, Path(out_dir, f"rank{rank}.pt"))
-    finally:
-        _exit_after_results()
+        result: dict[str, Any] = _scenarios(rank)
+    except Exception:
+        result = {"error": traceback.format_exc()}
+    save_and_exit(result, out_dir, rank)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    out_dir = tmp_path_factory.mktemp("ddp_edges")
-    mp.spawn(_worker, args=(str(out_dir),), nprocs=WORLD, join=True)
-    results = [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
-    for r, res in enumerate(results):
-        assert "error" not in res, f"rank {r} failed:\n{res['error']}"
-    return results
+    return checked(spawn_ranks(_worker, tmp_path_factory.mktemp("ddp_edges"), WORLD))
 
 
 def test_sharded_linf_keeps_a_nan_of_any_shard(ranks: list[dict[str, Any]]) -> None:
@@ -126,17 +103,6 @@ def test_lars_mean_ratio_with_sharded_norm_fn_is_refused_or_exact(ranks: list[di
 # ----------------------------------------------------------------------------------------------------------------
 # World of one
 # ----------------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def world_of_one() -> Any:
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 def test_batch_and_example_counts_past_float32_integers(world_of_one: None) -> None:
     """m and the epoch's example count are integers: a float32 row table rounds them above 2**24."""
     torch.manual_seed(0)

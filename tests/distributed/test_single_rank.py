@@ -3,8 +3,6 @@ checkpoints, and agreement with the single-process classes it extends. Two ranks
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -16,17 +14,6 @@ from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim.lars import local_norms
 
 pytestmark = pytest.mark.distributed
-
-
-@pytest.fixture
-def world_of_one() -> Iterator[None]:
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def _model() -> nn.Sequential:

@@ -4,20 +4,17 @@ numbers of passes."""
 
 from __future__ import annotations
 
-import datetime
-import os
 import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from tests.distributed.test_ddp import _exit_after_results
+from tests.distributed._ranks import join_world, save_and_exit, spawn_ranks
 from theorylr.lipschitz.bounds import gradient_norm_bound
 from theorylr.lipschitz.tracker import ActivationTracker
 
@@ -159,15 +156,7 @@ def test_per_sample_gradients_with_torch_func_do_not_break_the_epoch() -> None:
 def _uneven_worker(rank: int, out_dir: str) -> None:
     from theorylr.distributed import DistributedActivationTracker
 
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=Path(out_dir, "rendezvous").resolve().as_uri(),  # a file: no TCP port to race for
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=20),
-    )
+    join_world(rank, out_dir, 2, timeout_s=20)
     result: dict[str, Any]
     try:
         torch.manual_seed(0)
@@ -182,22 +171,18 @@ def _uneven_worker(rank: int, out_dir: str) -> None:
             result = {"outcome": type(exc).__name__, "message": str(exc)}
     except Exception:
         result = {"outcome": "crash", "message": traceback.format_exc()}
-    torch.save(result, Path(out_dir, f"rank{rank}.pt"))
-    _exit_after_results()
+    save_and_exit(result, out_dir, rank)
 
 
 def test_ranks_with_different_numbers_of_batches_fail_clearly(tmp_path: Path) -> None:
     """Rank 0 makes 3 training passes, rank 1 makes 2: epoch_values must raise a clear error on every rank.
     Got: the all_reduce of tables of different lengths aborts a rank (gloo EnforceNotMet, SIGABRT) and the other
     gets 'Connection reset by peer'."""
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("gloo not available")
     try:
-        mp.spawn(_uneven_worker, args=(str(tmp_path),), nprocs=2, join=True)
+        results = spawn_ranks(_uneven_worker, tmp_path, 2)
     except mp.ProcessExitedException as exc:  # type: ignore[attr-defined]
         pytest.fail(f"a rank died instead of raising a clear error: {exc}")
-    for rank in range(2):
-        res = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+    for res in results:
         assert res["outcome"] in ("RuntimeError", "ValueError"), res
         assert "number" in res["message"] or "batches" in res["message"], res["message"]
 
