@@ -265,8 +265,10 @@ def test_inductor_compiled_step_on_the_device_equals_the_eager_step(
             _loss(net, dx, dy).backward()
         step()
         eager_opt.step()
+    # rtol 3e-5: inductor's fused arithmetic rounds differently (AdaptiveRMSprop on the CPU, THEORYLR_TEST_DEVICE=cpu,
+    # torch 2.13: 1.2e-5 on one element of 36 after 4 steps)
     for p, q in zip(compiled_model.parameters(), eager_model.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p, q, rtol=3e-5, atol=1e-6)
 
 
 # The README's recipe for compiling a step on a GPU (and benchmarks.optim_step.COMPILE_SETTINGS["cudagraphs+combo"]).

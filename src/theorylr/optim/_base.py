@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -175,3 +177,58 @@ def foreach_add_times_(ps: list[Tensor], ts: list[Tensor], coef: float | Tensor)
         foreach_add_scaled_(ps, ts, [c] * len(ps))
     else:
         torch._foreach_add_(ps, ts, alpha=coef)
+
+
+@dataclass(frozen=True)
+class StackedScalars:
+    """Per-parameter 0-dim states of one param group kept as views of one 1-D tensor per state key.
+
+    A multi-tensor step then reads and writes a state of every parameter with one kernel (``stack.copy_(values)``)
+    instead of stacking the 0-dim tensors and copying back into each one. The views are what the optimizer's
+    ``state`` holds, so ``state_dict``, logging and the reference loop see ordinary 0-dim tensors. Anything that
+    replaces a state tensor (``load_state_dict``, an assignment, a parameter without a gradient this step) makes
+    :meth:`matches` false and the optimizer builds a new one with :func:`stack_scalars`.
+
+    Attributes:
+        params: the parameters, in the order of the stacks.
+        stacks: a 1-D tensor per state key.
+        views: the 0-dim views of each stack, one per parameter (``views[key][i] is stacks[key][i]``'s view).
+    """
+
+    params: tuple[Tensor, ...]
+    stacks: dict[str, Tensor]
+    views: dict[str, list[Tensor]]
+
+    def matches(self, params: Sequence[Tensor], current: dict[str, Sequence[Tensor | None]]) -> bool:
+        """Whether the state tensors ``current[key]`` (one per parameter of ``params``) are this object's views,
+        for exactly the keys it stacks (identity checks only: no tensor is read)."""
+        if len(params) != len(self.params) or current.keys() != self.views.keys():
+            return False
+        if not all(map(operator.is_, params, self.params)):
+            return False
+        return all(all(map(operator.is_, current[key], views)) for key, views in self.views.items())
+
+
+def stack_scalars(
+    params: Sequence[Tensor], states: Sequence[dict[str, Any]], current: dict[str, Sequence[Tensor | None]]
+) -> StackedScalars | None:
+    """Stack the 0-dim states ``current[key]`` (one per parameter; ``None``: 1, to be written by the step) into a
+    1-D tensor per key and put its views into ``states`` in their place. ``None`` where a key's tensors do not
+    share one dtype and device (a group mixing float32 and float64 parameters): the caller keeps separate
+    tensors."""
+    stacks: dict[str, Tensor] = {}
+    views: dict[str, list[Tensor]] = {}
+    for key, values in current.items():
+        known = [v for v in values if v is not None]
+        if not known:
+            return None
+        first = known[0]
+        if any(v.dtype != first.dtype or v.device != first.device or v.dim() != 0 for v in known):
+            return None
+        one = torch.ones((), dtype=first.dtype, device=first.device)
+        stacks[key] = torch.stack([one if v is None else v for v in values])
+        views[key] = list(stacks[key].unbind(0))
+    for key, key_views in views.items():
+        for state, view in zip(states, key_views):
+            state[key] = view
+    return StackedScalars(tuple(params), stacks, views)

@@ -10,7 +10,9 @@ multi-tensor (``torch._foreach_*``) path.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -20,6 +22,7 @@ from torch.optim import Optimizer
 from theorylr._validation import check_bool, check_choice, check_number, check_probability
 from theorylr.optim._base import (
     LR,
+    StackedScalars,
     add_scaled_,
     add_times_,
     check_lr,
@@ -32,9 +35,20 @@ from theorylr.optim._base import (
     scalar_lr,
     scale_list,
     scaled,
+    stack_scalars,
 )
 
-__all__ = ["DENOMINATORS", "LARS", "NORMS", "NormFn", "PercentDelta", "lars", "local_norms"]
+__all__ = [
+    "DENOMINATORS",
+    "LARS",
+    "NORMS",
+    "LarsLayout",
+    "NormFn",
+    "PercentDelta",
+    "lars",
+    "lars_layout",
+    "local_norms",
+]
 
 #: The ``norm`` modes: three vector norms and PercentDelta's mean element-wise ratio.
 NORMS: tuple[str, ...] = ("l2", "l1", "linf", "mean_ratio")
@@ -123,8 +137,15 @@ def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> l
 _DOT_MIN_NUMEL = 1 << 16
 
 
-def _same_dtype_norms(kept: list[Tensor], norm: str, dtype: torch.dtype) -> list[Tensor]:
-    """The norms of non-empty tensors of one dtype, computed in ``dtype``, in order (see :func:`local_norms`)."""
+def _same_dtype_norms(
+    kept: list[Tensor], norm: str, dtype: torch.dtype, large_pairs: tuple[int, ...] | None = None
+) -> list[Tensor]:
+    """The norms of non-empty tensors of one dtype, computed in ``dtype``, in order (see :func:`local_norms`).
+
+    ``large_pairs``, from a :class:`LarsLayout` bucket of float32/float64 CPU tensors: ``kept`` is then ``n`` weights
+    followed by ``n`` tensors of the same shapes, and these are the positions ``j < n`` of at least
+    ``_DOT_MIN_NUMEL`` elements (the checks of :func:`_use_dot_norms` made once for the bucket).
+    """
     ord_ = _ORD[norm]
     if norm == "linf" and all(t.device.type == "cpu" for t in kept):
         # torch 2.13's CPU inf-norm kernel is ~7x slower than one aminmax sweep (62 ResNet-18 tensors, one
@@ -133,8 +154,17 @@ def _same_dtype_norms(kept: list[Tensor], norm: str, dtype: torch.dtype) -> list
         return [torch.maximum(-lo, hi).to(dtype) for lo, hi in zip(lows, highs)]
     if norm == "l2" and _compiled_on_cpu(kept):
         return _compiled_sq_norms(kept, dtype)
-    if norm == "l2" and _use_dot_norms(kept, dtype):
-        large = [i for i, t in enumerate(kept) if t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous()]
+    if large_pairs is not None:
+        dots_apply = norm == "l2" and bool(large_pairs) and torch.get_num_threads() >= 2
+    else:
+        dots_apply = norm == "l2" and _use_dot_norms(kept, dtype)
+    if dots_apply:
+        if large_pairs is not None:
+            half = len(kept) // 2
+            large = [i for j in large_pairs for i in (j, half + j) if kept[i].is_contiguous()]
+            large.sort()
+        else:
+            large = [i for i, t in enumerate(kept) if t.numel() >= _DOT_MIN_NUMEL and t.is_contiguous()]
         if large:
             dots = [torch.dot(kept[i].view(-1), kept[i].view(-1)) for i in large]
             torch._foreach_sqrt_(dots)
@@ -152,12 +182,14 @@ def _same_dtype_norms(kept: list[Tensor], norm: str, dtype: torch.dtype) -> list
     return list(torch._foreach_norm(kept, ord_, dtype=dtype))
 
 
-def _bucket_norms(tensors: list[Tensor], norm: str, dtype: torch.dtype) -> list[Tensor]:
+def _bucket_norms(
+    tensors: list[Tensor], norm: str, dtype: torch.dtype, large_pairs: tuple[int, ...] | None = None
+) -> list[Tensor]:
     """:func:`local_norms` (``foreach=True``) for tensors of one device and dtype, without its per-tensor grouping:
-    the kernels handle empty tensors (norm 0) for "l1" and "l2"."""
+    the kernels handle empty tensors (norm 0) for "l1" and "l2". ``large_pairs``: see :func:`_same_dtype_norms`."""
     if norm == "linf":
         return local_norms(tensors, norm, foreach=True)
-    return _same_dtype_norms(tensors, norm, dtype)
+    return _same_dtype_norms(tensors, norm, dtype, large_pairs)
 
 
 # Under torch.compile on the CPU, a sum of squares over more than this many float32 elements makes inductor add a
@@ -337,14 +369,79 @@ def _trust_ratio(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# What a step knows of its parameters before reading a value
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LarsLayout:
+    """The structure of a list of parameters that a multi-tensor LARS step works from: its (device, dtype) buckets
+    and, per bucket, which tensors take per-tensor CPU kernels. It depends only on each parameter's device, dtype
+    and size, so :class:`LARS` computes it once per param group (:func:`lars_layout`) and passes it to :func:`lars`
+    at every step (as :func:`torch.optim.sgd.sgd` takes the class's ``has_sparse_grad``), saving the step a few
+    Python passes over the parameters.
+
+    Attributes:
+        dtypes: each parameter's dtype (what :meth:`fits` checks).
+        buckets: ``(device, dtype, positions)`` per bucket, in order of first appearance.
+        large: per bucket, the positions within it of the parameters of at least ``2^16`` elements when the bucket
+            is on the CPU (they take their norms as BLAS dots and their sweeps back to back; see
+            :func:`_same_dtype_norms` and :func:`_momentum_sweeps`), else ``()``.
+        dots: per bucket, whether its dtype qualifies for the dot norms (float32 or float64 on the CPU).
+        float16: whether any parameter is float16.
+        cpu: whether every parameter is on the CPU.
+    """
+
+    dtypes: tuple[torch.dtype, ...]
+    buckets: tuple[tuple[torch.device, torch.dtype, tuple[int, ...]], ...]
+    large: tuple[tuple[int, ...], ...]
+    dots: tuple[bool, ...]
+    float16: bool
+    cpu: bool
+
+    def fits(self, params: Sequence[Tensor]) -> bool:
+        """Whether the layout can serve ``params``: as many, with the same dtypes (devices and sizes are not
+        checked: the caller keeps a layout for one list of parameters)."""
+        return len(params) == len(self.dtypes) and all(map(operator.is_, map(_DTYPE, params), self.dtypes))
+
+
+_DTYPE = operator.attrgetter("dtype")
+
+
+def lars_layout(params: Sequence[Tensor]) -> LarsLayout:
+    """The :class:`LarsLayout` of ``params`` (read from their devices, dtypes and sizes only).
+
+    Example:
+        >>> layout = lars_layout([torch.zeros(3), torch.zeros(2, dtype=torch.float64), torch.zeros(1 << 16)])
+        >>> [(str(dtype), positions) for _, dtype, positions in layout.buckets], layout.large
+        ([('torch.float32', (0, 2)), ('torch.float64', (1,))], ((1,), ()))
+    """
+    found: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):
+        found.setdefault((p.device, p.dtype), []).append(i)
+    buckets = tuple((device, dtype, tuple(idx)) for (device, dtype), idx in found.items())
+    large = tuple(
+        tuple(j for j, i in enumerate(idx) if params[i].numel() >= _DOT_MIN_NUMEL) if device.type == "cpu" else ()
+        for device, _, idx in buckets
+    )
+    dots = tuple(device.type == "cpu" and dtype in (torch.float32, torch.float64) for device, dtype, _ in buckets)
+    return LarsLayout(
+        dtypes=tuple(p.dtype for p in params),
+        buckets=buckets,
+        large=large,
+        dots=dots,
+        float16=any(p.dtype == torch.float16 for p in params),
+        cpu=all(device.type == "cpu" for device, _, _ in buckets),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Functional core
 # ----------------------------------------------------------------------------------------------------------------
 def lars(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
-    trust_ratios: list[Tensor] | None = None,
-    momentum_scale_list: list[Tensor | None] | None = None,
+    trust_ratios: list[Tensor] | Tensor | None = None,
+    momentum_scale_list: list[Tensor | None] | Tensor | None = None,
     *,
     lr: LR,
     momentum: float = 0.0,
@@ -362,21 +459,28 @@ def lars(
     foreach: bool | None = None,
     norm_fn: NormFn | None = None,
     momentum_growth_list: list[float | None] | None = None,
+    layout: LarsLayout | None = None,
 ) -> None:
     """One LARS step on lists of tensors (the functional form of :class:`LARS`; the arguments are the same).
 
     ``params`` are updated in place; ``grads`` are only read. ``momentum_buffer_list`` holds one entry per
     parameter: ``None`` creates the buffer (written back into the list, as :func:`torch.optim.sgd.sgd` does).
-    ``trust_ratios``, if given, holds one 0-dim tensor per parameter into which the step's ratio is copied.
+    ``trust_ratios``, if given, holds one 0-dim tensor per parameter into which the step's ratio is copied, or is
+    one 1-D tensor with an element per parameter (in the order of ``params``).
     ``momentum_scale_list``, if given, holds one 0-dim scale ``k`` per parameter (``None`` creates it; a missing
-    scale beside an existing buffer counts as 1) and the buffers are kept in the factored form ``buf = k * v``
+    scale beside an existing buffer counts as 1), or is one 1-D tensor with an element per parameter (an element
+    whose buffer is ``None`` is overwritten), and the buffers are kept in the factored form ``buf = k * v``
     (see the note on the momentum buffer of :class:`LARS`: one pass fewer over memory, one more per-tensor
     kernel). Without it the buffers hold the plain heavy-ball buffer ``buf``. ``momentum_growth_list``, if given with
     ``momentum_scale_list``, holds per parameter how much (log2) its factored buffer's ``v`` has grown in the
     accumulating form since it was made or renormalised (``None``: unknown), updated in place; it lets the step use
     that cheaper form, for all the buffers of the call at once (see :func:`_buffer_mode` and
     :func:`_momentum_scales`). Without it every step takes the renormalising form; give it at every step or at
-    none (a ``v`` that has grown is renormalised accurately only where its growth is known).
+    none (a ``v`` that has grown is renormalised accurately only where its growth is known). The 1-D forms save
+    the multi-tensor path a stack, an unbind and a copy per step where every parameter has one device and dtype
+    (:class:`LARS` keeps its per-parameter ``trust_ratio`` and ``momentum_scale`` as views of such tensors).
+    ``layout``, if given, must be :func:`lars_layout` of ``params`` (of their current devices, dtypes and sizes);
+    ``None`` computes it.
     ``norm`` and ``denominator`` are checked; the numbers are not (:class:`LARS` checks every argument).
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
@@ -395,12 +499,22 @@ def lars(
     # by the LARS class, not per call.
     check_choice("norm", norm, NORMS)
     check_choice("denominator", denominator, DENOMINATORS)
+    _check_stacked("trust_ratios", trust_ratios, len(params))
+    _check_stacked("momentum_scale_list", momentum_scale_list, len(params))
     lr = scalar_lr(lr)  # a one-element tensor of any shape, e.g. (1,), as torch's optimizers take it
     if foreach is None:
         foreach = resolve_foreach(None, params)
     if momentum_scale_list is None or momentum == 0:
         momentum_growth_list = None
-    mode = _buffer_mode(params, momentum_buffer_list, momentum_scale_list or [], momentum_growth_list, momentum)
+    if momentum_scale_list is None:
+        scale_entries: Sequence[object] = []
+    elif isinstance(momentum_scale_list, Tensor):  # every element is a scale
+        scale_entries = [True] * len(params)
+    else:
+        scale_entries = momentum_scale_list
+    if layout is None:
+        layout = lars_layout(params)
+    mode = _buffer_mode(layout, momentum_buffer_list, scale_entries, momentum_growth_list, momentum)
     made = [buf is None for buf in momentum_buffer_list]
     # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
     func = _multi_tensor_lars if foreach and not _compiled_on_cpu(params) else _single_tensor_lars
@@ -425,11 +539,20 @@ def lars(
         maximize=maximize,
         norm_fn=norm_fn,
         buffer_mode=mode,
+        layout=layout,
     )
     if momentum_growth_list is not None:  # v's growth since the buffer was made or renormalised
         step = -math.log2(momentum)
         for i, growth in enumerate(momentum_growth_list):
             momentum_growth_list[i] = growth + step if mode == "add" and growth is not None and not made[i] else 0.0
+
+
+def _check_stacked(name: str, value: object, n: int) -> None:
+    """A 1-D form of ``trust_ratios`` / ``momentum_scale_list`` must have one element per parameter."""
+    if isinstance(value, Tensor) and (value.dim() != 1 or value.shape[0] != n):
+        raise ValueError(
+            f"{name}: a tensor must be 1-D with one element per parameter, {n}; got shape {tuple(value.shape)}"
+        )
 
 
 # How much (log2) the factored buffer's v may grow between two renormalising steps (see _buffer_mode): 2^16-fold.
@@ -440,9 +563,9 @@ _GROWTH_LIMIT = 16.0
 
 
 def _buffer_mode(
-    params: list[Tensor],
+    layout: LarsLayout,
     momentum_buffer_list: list[Tensor | None],
-    momentum_scale_list: list[Tensor | None],
+    momentum_scale_list: Sequence[object],
     momentum_growth_list: list[float | None] | None,
     momentum: float,
 ) -> str:
@@ -467,7 +590,7 @@ def _buffer_mode(
         known
         and len(known) == len(growths)
         and 0.0 < momentum < 1.0
-        and all(p.dtype != torch.float16 for p in params)
+        and not layout.float16
         and max(known) - math.log2(momentum) <= _GROWTH_LIMIT
     ):
         return "add"
@@ -552,8 +675,8 @@ def _single_tensor_lars(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
-    trust_ratios: list[Tensor] | None,
-    momentum_scale_list: list[Tensor | None] | None,
+    trust_ratios: list[Tensor] | Tensor | None,
+    momentum_scale_list: list[Tensor | None] | Tensor | None,
     *,
     lr: LR,
     momentum: float,
@@ -570,6 +693,7 @@ def _single_tensor_lars(
     maximize: bool,
     norm_fn: NormFn | None,
     buffer_mode: str = "lerp",
+    layout: LarsLayout | None = None,
 ) -> None:
     """The reference: the update rule of :class:`LARS`, line by line, one tensor at a time.
 
@@ -667,8 +791,8 @@ def _multi_tensor_lars(
     params: list[Tensor],
     grads: list[Tensor],
     momentum_buffer_list: list[Tensor | None],
-    trust_ratios: list[Tensor] | None,
-    momentum_scale_list: list[Tensor | None] | None,
+    trust_ratios: list[Tensor] | Tensor | None,
+    momentum_scale_list: list[Tensor | None] | Tensor | None,
     *,
     lr: LR,
     momentum: float,
@@ -685,6 +809,7 @@ def _multi_tensor_lars(
     maximize: bool,
     norm_fn: NormFn | None,
     buffer_mode: str = "lerp",
+    layout: LarsLayout | None = None,
 ) -> None:
     """The fast path: ``torch._foreach_*`` kernels, the sign of ``maximize`` folded into the per-tensor scale.
 
@@ -708,20 +833,25 @@ def _multi_tensor_lars(
         norms = _call_norm_fn(norm_fn, tensors, ord_name)
 
     # One bucket per (device, dtype): stacking the norms and the foreach kernels need it.
-    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, p in enumerate(params):
-        buckets.setdefault((p.device, p.dtype), []).append(i)
+    if layout is None:
+        layout = lars_layout(params)
+    buckets = layout.buckets
+    whole = len(buckets) == 1  # the bucket is every parameter, in order
+    compiling = torch.compiler.is_compiling()
 
-    for (device, dtype), idx in buckets.items():
-        ps = [params[i] for i in idx]
-        ds = [dirs[i] for i in idx]
+    for b_index, (device, dtype, idx) in enumerate(buckets):
+        ps = params if whole else [params[i] for i in idx]
+        ds = dirs if whole else [dirs[i] for i in idx]
         compute = scalar_dtype(dtype)
+        large = () if compiling else layout.large[b_index]
         if adapt:
             if norm_fn is None:  # the bucket's norms: w's, then the denominator's
                 tensors, ord_name = _norm_inputs_foreach(
-                    ps, [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
+                    ps, grads if whole else [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
                 )
-                bucket = _bucket_norms(tensors, ord_name, compute)
+                bucket = _bucket_norms(
+                    tensors, ord_name, compute, large if layout.dots[b_index] and not compiling else None
+                )
             else:
                 bucket = [norms[i] for i in idx] + [norms[n + i] for i in idx]
             if norm == "mean_ratio":  # ||q||_1 / numel, the mean element-wise ratio: Python divisors, no copy
@@ -741,9 +871,11 @@ def _multi_tensor_lars(
             )
         else:
             ratio = torch.ones(len(idx), dtype=compute, device=device)
-        ratio_parts = list(ratio.unbind(0))  # 0-dim views, unbound once: the trust ratios' and the plain buffer's
-        if trust_ratios is not None:
-            torch._foreach_copy_([trust_ratios[i] for i in idx], ratio_parts)
+        # The 1-D forms of the trust ratios and scales are written whole where the bucket is every parameter.
+        if isinstance(trust_ratios, Tensor) and whole:
+            trust_ratios.copy_(ratio)
+        elif trust_ratios is not None:
+            torch._foreach_copy_([trust_ratios[i] for i in idx], list(ratio.unbind(0)))
         # Scalars reach the parameters' dtype only multiplied by lr (see _single_tensor_lars): a float16 parameter
         # must not see a ratio or scale above float16's range as inf.
         if momentum == 0:
@@ -762,7 +894,6 @@ def _multi_tensor_lars(
                 ps,
                 ds,
                 ratio,
-                ratio_parts,
                 u_steps,
                 [momentum_buffer_list[i] for i in idx],
                 lr=lr,
@@ -777,10 +908,13 @@ def _multi_tensor_lars(
         # buf = momentum * buf + (1 - dampening) * ratio * d, kept as buf = k * v, updated as buffer_mode says
         a_list: list[Tensor] = []
         b_list: list[Tensor] | None = None
+        stack = momentum_scale_list if isinstance(momentum_scale_list, Tensor) and whole and not new else None
         if old:
-            prev = [momentum_scale_list[idx[k]] for k in old]
+            prev = [momentum_scale_list[idx[k]] for k in old] if stack is None else []
             scaled = all(q is not None for q in prev)  # False only for state written before momentum_scale existed
-            if scaled:
+            if stack is not None:
+                prev_scales = stack
+            elif scaled:
                 prev_scales = torch.stack(cast(list[Tensor], prev))
             else:
                 one = torch.ones((), dtype=compute, device=device)
@@ -797,10 +931,12 @@ def _multi_tensor_lars(
             a_list = list(a.to(coef).unbind(0))  # the sweeps run below, beside the update of w
             if b is not None and (buffer_mode == "rescale" or torch.compiler.is_compiling()):
                 b_list = list(b.to(coef).unbind(0))
-            k_old_list = list(k_old.unbind(0))
-            if scaled:
-                torch._foreach_copy_(cast(list[Tensor], prev), k_old_list)
+            if stack is not None:
+                stack.copy_(k_old)
+            elif scaled:
+                torch._foreach_copy_(cast(list[Tensor], prev), list(k_old.unbind(0)))
             else:
+                k_old_list = list(k_old.unbind(0))
                 for j, q in enumerate(prev):
                     if q is None:
                         momentum_scale_list[idx[old[j]]] = k_old_list[j].clone()
@@ -814,9 +950,13 @@ def _multi_tensor_lars(
                 dampening=dampening,
                 sign=sign,
             )
+            whole_scales = isinstance(momentum_scale_list, Tensor) and whole and not old
+            if whole_scales:
+                cast(Tensor, momentum_scale_list).copy_(k_new)
             for k, q, m in zip(new, k_new.unbind(0), keep.to(dtype).unbind(0)):
                 momentum_buffer_list[idx[k]] = torch.mul(ds[k], m).detach()
-                momentum_scale_list[idx[k]] = q.clone()
+                if not whole_scales:
+                    momentum_scale_list[idx[k]] = q.clone()
         if new and old:
             scales = torch.stack([cast(Tensor, momentum_scale_list[i]) for i in idx])
         else:
@@ -828,14 +968,13 @@ def _multi_tensor_lars(
         coefficients: list[tuple[Tensor, Tensor | None] | None] = [None] * len(idx)
         for j, k in enumerate(old):
             coefficients[k] = (a_list[j], None if b_list is None else b_list[j])
-        _momentum_sweeps(ps, ds, bufs_all, coefficients, buffer_mode, v_steps, u_steps, nesterov=nesterov)
+        _momentum_sweeps(ps, ds, bufs_all, coefficients, buffer_mode, v_steps, u_steps, large, nesterov=nesterov)
 
 
 def _plain_momentum(
     ps: list[Tensor],
     us: list[Tensor],
     ratio: Tensor,
-    ratio_parts: list[Tensor],
     u_steps: list[Tensor],
     bufs: list[Tensor | None],
     *,
@@ -851,8 +990,8 @@ def _plain_momentum(
     ``buf *= momentum`` and ``w -= lr * buf`` take Python scalars, so torch's multi-tensor kernels run them in a
     few launches on a GPU; only ``buf += c * u`` (``c = sign (1 - dampening) ratio``, per tensor) and, for
     Nesterov, ``w -= lr sign ratio u`` go tensor by tensor there (torch has no multi-tensor kernel taking a
-    device scalar per tensor). ``ratio_parts`` is ``ratio`` unbound (reused as ``c`` when ``c = ratio`` in the
-    parameters' dtype); ``u_steps`` holds ``-lr sign ratio`` per tensor in the parameters' dtype (Nesterov only). A
+    device scalar per tensor). ``ratio`` is unbound as it is when ``c = ratio`` in the parameters' dtype (no
+    multiply); ``u_steps`` holds ``-lr sign ratio`` per tensor in the parameters' dtype (Nesterov only). A
     float16 bucket multiplies ``c * u`` in float32 (:func:`~theorylr.optim._base.scaled`): ``c`` may exceed float16's
     range.
     """
@@ -865,7 +1004,7 @@ def _plain_momentum(
         torch._foreach_mul_(v_old, momentum)
         coef = sign * (1.0 - dampening)
         if coef == 1.0 and not new and ratio.dtype == dtype:
-            c_list = ratio_parts  # the default: no multiply and no second unbind (a GPU step is host-bound)
+            c_list = list(ratio.unbind(0))  # the default: no multiply (a GPU step is host-bound)
         else:
             c = ratio if not new else torch.stack([ratio[k] for k in old])
             c_list = scale_list(c * coef, dtype)
@@ -895,6 +1034,7 @@ def _momentum_sweeps(
     mode: str,
     v_steps: list[Tensor],
     u_steps: list[Tensor],
+    large: Sequence[int],
     *,
     nesterov: bool,
 ) -> None:
@@ -903,10 +1043,13 @@ def _momentum_sweeps(
     Each buffer's sweep of :func:`_sweep_buffer` in ``mode`` with its ``(a, b)`` (``None`` for a buffer made this
     step, which already holds ``u``), then ``w.addcmul_(v, s)`` with ``s = -lr k`` in ``v_steps``, or for Nesterov
     ``w += t u + s v`` with ``t = -lr sign ratio`` (``u_steps``) and ``s = -lr momentum k``.
-    On the CPU a large tensor takes its sweeps back to back (the ``v`` just written is read from the cache, see
-    :func:`_large_on_cpu`); the others go through the foreach kernels, sweep after sweep.
+    The tensors at the positions ``large`` (on the CPU, those of at least ``2^16`` elements, see
+    :attr:`LarsLayout.large`; none under ``torch.compile``, where inductor fuses the two sweeps into one) take their
+    sweeps back to back: the ``v`` just written is read back from the cache by ``addcmul_`` (on the ResNet-18 set,
+    2 threads, the step took 0.94-0.95x its time in float32 and 0.96-0.99x in bfloat16 against the all-foreach
+    form). The others go through the foreach kernels, sweep after sweep: smaller tensors gain nothing from it and
+    would pay one Python-level call each.
     """
-    large = _large_on_cpu(ps)
     large_set = set(large)
     rest = [k for k in range(len(ps)) if k not in large_set] if large else list(range(len(ps)))
     swept = [k for k in rest if coefficients[k] is not None]
@@ -935,6 +1078,15 @@ def _momentum_sweeps(
         if nesterov:  # two fused passes over w
             foreach_add_scaled_(pick(ps), pick(us), pick(u_steps))
         foreach_add_scaled_(pick(ps), pick(bufs), pick(v_steps))
+    if not large:
+        return
+    if mode == "add" and not nesterov and ps[0].dtype != torch.float16:  # the default, without the helpers' checks
+        for k in large:
+            pair = coefficients[k]
+            if pair is not None:
+                bufs[k].addcmul_(us[k], pair[0])
+            ps[k].addcmul_(bufs[k], v_steps[k])  # v_steps are in the parameters' dtype (scale_list)
+        return
     for k in large:
         pair = coefficients[k]
         if pair is not None:
@@ -942,20 +1094,6 @@ def _momentum_sweeps(
         if nesterov:
             add_scaled_(ps[k], us[k], u_steps[k])
         add_scaled_(ps[k], bufs[k], v_steps[k])
-
-
-def _large_on_cpu(params: list[Tensor]) -> list[int]:
-    """The positions of the tensors the eager CPU path updates one at a time (see :func:`_momentum_sweeps`); none
-    off the CPU.
-
-    On the ResNet-18 set (2 threads, steps interleaved with the all-foreach code in one process) the step took
-    0.94-0.95x its time in float32 and 0.96-0.99x in bfloat16: the buffer that its sweep writes is read back from
-    the cache by ``addcmul_``. Smaller tensors gain nothing from it and would pay one Python-level call each.
-    Never under ``torch.compile``, where inductor fuses the two sweeps into one.
-    """
-    if torch.compiler.is_compiling() or not params[0].is_cpu:  # one bucket: every tensor on the same device
-        return []
-    return [k for k, p in enumerate(params) if p.numel() >= _DOT_MIN_NUMEL]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1067,7 +1205,10 @@ class LARS(Optimizer):
     parameter's shape and dtype, as torch's SGD), and where the buffer is factored also ``momentum_scale`` (a 0-dim
     float32/float64 tensor), with ``buf = momentum_scale * momentum_buffer``, and ``momentum_growth`` (a Python
     float: how much, log2, ``momentum_buffer`` has grown since its last renormalisation, see the note);
-    :meth:`momentum_buffer` returns ``buf`` either way.
+    :meth:`momentum_buffer` returns ``buf`` either way. On the multi-tensor path a group's ``trust_ratio`` and
+    ``momentum_scale`` tensors are 0-dim views of one 1-D tensor each (one kernel writes all of them per step,
+    :class:`~theorylr.optim._base.StackedScalars`); a state tensor replaced by ``load_state_dict`` or an
+    assignment is read at the next step and stacked again.
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -1216,6 +1357,8 @@ class LARS(Optimizer):
         }
         _check_group(defaults)
         self.norm_fn: NormFn | None = norm_fn
+        self._stacked: dict[int, StackedScalars] = {}  # per group index (see _stacked_scalars)
+        self._layouts: dict[int, tuple[tuple[Tensor, ...], LarsLayout]] = {}  # per group index (see _layout)
         super().__init__(params, defaults)
         for group in self.param_groups:  # early too (step() checks again: a group's norm may change)
             _check_norm_fn(norm_fn, group["norm"])
@@ -1237,6 +1380,8 @@ class LARS(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("norm_fn", None)
+        self._stacked = {}  # rebuilt from the state at the next step
+        self._layouts = {}
         for group in self.param_groups:  # state dicts saved before a key existed get its constructor default
             for key in _HYPERPARAMETERS:
                 if key in self.defaults:
@@ -1256,14 +1401,15 @@ class LARS(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params, grads = params_with_grad(group, type(self).__name__)
             if not params:
                 continue
             _check_norm_fn(self.norm_fn, group["norm"])
+            layout = self._layout(index, params)
             factored = group.get("factored_momentum")
             if factored is None:  # the CPU's default, but for float16 (see the note)
-                factored = all(p.is_cpu and p.dtype != torch.float16 for p in params)
+                factored = layout.cpu and not layout.float16
             bufs: list[Tensor | None] = []
             scales: list[Tensor | None] = []
             trust: list[Tensor] = []
@@ -1289,12 +1435,23 @@ class LARS(Optimizer):
                 growths = [state.get("momentum_growth") for state in states]
             # lars() fills the None entries in place: only then is there anything to write back
             creates = any(b is None for b in bufs) or (factored and any(k is None for k in scales))
+            foreach = resolve_foreach(group["foreach"], params)
+            stacked = (
+                self._stacked_scalars(index, params, states, trust, scales, factored and group["momentum"] != 0)
+                if foreach
+                else None
+            )
+            if stacked is not None:
+                trust_arg: list[Tensor] | Tensor = stacked.stacks["trust_ratio"]
+                scale_arg: list[Tensor | None] | Tensor = stacked.stacks.get("momentum_scale", scales)
+            else:
+                trust_arg, scale_arg = trust, scales
             lars(
                 params,
                 grads,
                 bufs,
-                trust,
-                scales if factored else None,
+                trust_arg,
+                scale_arg if factored else None,
                 lr=group["lr"],
                 momentum=group["momentum"],
                 dampening=group["dampening"],
@@ -1308,19 +1465,63 @@ class LARS(Optimizer):
                 trust_clip=group["trust_clip"],
                 adapt=group["adapt"],
                 maximize=group["maximize"],
-                foreach=resolve_foreach(group["foreach"], params),
+                foreach=foreach,
                 norm_fn=self.norm_fn,
                 momentum_growth_list=growths,
+                layout=layout,
             )
             if group["momentum"] != 0 and creates:
                 for state, buf, scale in zip(states, bufs, scales):
                     state["momentum_buffer"] = buf
-                    if factored:
+                    if factored and scale_arg is scales:  # otherwise the state holds the stack's views
                         state["momentum_scale"] = scale
             if growths is not None:
                 for state, growth in zip(states, growths):
                     state["momentum_growth"] = growth
         return loss
+
+    def _layout(self, index: int, params: list[Tensor]) -> LarsLayout:
+        """The :class:`LarsLayout` of group ``index``'s parameters with a gradient, kept while they are the same
+        tensors with the same dtypes (a parameter moved to another device in place, ``p.data = p.data.to(device)``,
+        after the first step would need a new optimizer anyway: its state stays where it was)."""
+        if torch.compiler.is_compiling():  # worked out at trace time (dynamo cannot trace the cache's checks)
+            return lars_layout(params)
+        cached = self._layouts.get(index)
+        if cached is not None:
+            known, layout = cached
+            if len(known) == len(params) and all(map(operator.is_, params, known)) and layout.fits(params):
+                return layout
+        layout = lars_layout(params)
+        self._layouts[index] = (tuple(params), layout)
+        return layout
+
+    def _stacked_scalars(
+        self,
+        index: int,
+        params: list[Tensor],
+        states: list[dict[str, Any]],
+        trust: list[Tensor],
+        scales: list[Tensor | None],
+        factored: bool,
+    ) -> StackedScalars | None:
+        """The group's ``trust_ratio`` (and, for a factored buffer, ``momentum_scale``) states as views of one 1-D
+        tensor each, made again when a state tensor is not the stack's view (a load, a parameter without a
+        gradient this step); ``None`` under ``torch.compile`` (the step reads the 0-dim tensors themselves), before
+        the first momentum step of a factored buffer, and for a group whose states differ in dtype or device."""
+        if torch.compiler.is_compiling():
+            return None
+        current: dict[str, Sequence[Tensor | None]] = {"trust_ratio": trust}
+        if factored:
+            current["momentum_scale"] = scales
+        stacked = self._stacked.get(index)
+        if stacked is not None and stacked.matches(params, current):
+            return stacked
+        stacked = stack_scalars(params, states, current)
+        if stacked is None:
+            self._stacked.pop(index, None)
+        else:
+            self._stacked[index] = stacked
+        return stacked
 
     def momentum_buffer(self, p: Tensor) -> Tensor | None:
         """The heavy-ball buffer of parameter ``p``, ``momentum_scale * momentum_buffer`` (a new tensor), or None
