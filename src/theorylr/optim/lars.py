@@ -963,7 +963,7 @@ def _multi_tensor_lars(
             scales = k_old if old else k_new
         # -lr k (Nesterov: -lr momentum k), the scale of v in the step of w
         v_steps = scale_list(scales * (-lr * (momentum if nesterov else 1.0)), dtype)
-        bufs_all = [cast(Tensor, momentum_buffer_list[i]) for i in idx]
+        bufs_all = cast(list[Tensor], momentum_buffer_list if whole else [momentum_buffer_list[i] for i in idx])
         # each old buffer's coefficients (a buffer made this step already holds u: None)
         coefficients: list[tuple[Tensor, Tensor | None] | None] = [None] * len(idx)
         for j, k in enumerate(old):
