@@ -34,6 +34,11 @@ def test_list_prints_every_workload_and_rule(capsys: pytest.CaptureFixture[str])
     assert main(["list", "rules", "--kind", "lr-free"]) == 0
     entries = _entries(capsys.readouterr().out)
     assert set(entries) == {name for name, rule in RULES.items() if rule.kind == "lr-free"}
+    # a kind is a rule's: asked of the workloads it is refused, not ignored
+    assert main(["list", "workloads", "--kind", "theory"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--kind theory filters rules and workloads have no kind" in captured.err
 
 
 def test_compare_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

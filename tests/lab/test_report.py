@@ -70,6 +70,14 @@ def test_report_figures(results: Path, tmp_path: Path) -> None:
         "tuning.png",
         "profile.png",
     }
+    # a redraw without the LARS runs: their trust-ratio figure goes (it would look current); a user's file stays
+    shutil.rmtree(tmp_path / "tiny-wine-mlp" / "lars")
+    (tmp_path / "figures" / "tiny-wine-mlp" / "mine.png").write_bytes(PNG)
+    redrawn = report(tmp_path)
+    assert {p.name for p in redrawn.figures} == names - {"trust_ratios.png"}
+    assert not (tmp_path / "figures" / "tiny-wine-mlp" / "trust_ratios.png").exists()
+    assert (tmp_path / "figures" / "tiny-wine-mlp" / "mine.png").exists()
+    assert all(p.exists() for p in redrawn.figures)
 
 
 def test_best_trial_and_costs_match_a_hand_computation(results: Path) -> None:

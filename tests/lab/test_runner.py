@@ -250,6 +250,34 @@ def test_compare_runs_every_cell_and_skips_missing_peers(
     assert all(r.skipped for r in again.results)
 
 
+def test_compare_json_records_how_each_invocation_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invocation is "running" while it runs, then "complete" (with its runs' statuses), "interrupted" or
+    "error: <type>": an earlier invocation that stopped is not mistaken for one whose runs all ran."""
+    from theorylr.lab import runner
+
+    path = tmp_path / "tiny-wine-mlp" / "compare.json"
+    real = runner.run_cell
+    seen: list[str] = []
+
+    def stop(cell: object, root: Path, **kwargs: object) -> object:
+        seen.append(read_json(path)["invocations"][-1]["status"])
+        raise exc
+
+    for exc, status in ((KeyboardInterrupt(), "interrupted"), (RuntimeError("disk"), "error: RuntimeError")):
+        monkeypatch.setattr(runner, "run_cell", stop)
+        with pytest.raises(type(exc)):
+            compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
+        entry = read_json(path)["invocations"][-1]
+        assert (entry["status"], entry["counts"]) == (status, {})
+    assert seen == ["running", "running"]
+    monkeypatch.setattr(runner, "run_cell", real)
+    compare(TINY, "sgd@0.1,adam", out=tmp_path, epochs=1, trials=1, verbose=False)
+    entries = read_json(path)["invocations"]
+    assert entries[-1]["status"] == "complete" and entries[-1]["counts"] == {"finished": 2}
+    assert entries[-1]["ended"] >= entries[-1]["time"]
+    assert len({e["id"] for e in entries}) == 3
+
+
 def test_rules_that_do_not_apply_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     svm = dataclasses.replace(get_workload("separable-svm"), epochs=1)  # hinge loss: no closed-form Lipschitz constant
     result = compare(svm, "lipschitz-sgd,adamo,sgd@0.1", out=tmp_path, trials=1)

@@ -9,6 +9,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
 
 __all__ = ["add_arguments", "format_listing", "run"]
 
@@ -18,12 +19,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "what", nargs="?", choices=("all", "workloads", "rules"), default="all", help="what to list (default: all)"
     )
-    parser.add_argument("--kind", choices=("theory", "lr-free", "tuned", "baseline"), help="only rules of this kind")
+    parser.add_argument(
+        "--kind",
+        choices=("theory", "lr-free", "tuned", "baseline"),
+        help="only rules of this kind (with 'rules' or 'all'; workloads have no kind)",
+    )
 
 
 def format_listing(what: str = "all", kind: str | None = None) -> str:
-    """The text ``theorylr list`` prints."""
+    """The text ``theorylr list`` prints.
+
+    Raises:
+        ValueError: for ``kind`` with ``what="workloads"`` (a kind is a rule's: the filter would list everything).
+    """
     from theorylr.lab import DEFAULT_RULES, DEFAULT_WORKLOAD, RULES, WORKLOADS
+
+    if what == "workloads" and kind is not None:
+        raise ValueError(
+            f"--kind {kind} filters rules and workloads have no kind: use 'theorylr list rules --kind {kind}', or "
+            "'theorylr list workloads' without --kind"
+        )
 
     lines: list[str] = []
     if what in ("all", "workloads"):
@@ -52,6 +67,11 @@ def format_listing(what: str = "all", kind: str | None = None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the listing; returns 0."""
-    print(format_listing(args.what, args.kind), end="")
+    """Print the listing; returns 0 (2, with the reason on stderr, for ``--kind`` beside ``workloads``)."""
+    try:
+        text = format_listing(args.what, args.kind)
+    except ValueError as error:
+        print(f"theorylr list: error: {error}", file=sys.stderr)
+        return 2
+    print(text, end="")
     return 0

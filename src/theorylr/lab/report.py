@@ -222,6 +222,22 @@ def _environment_lines(runs: Sequence[Run]) -> list[str]:
     ]
 
 
+# The figures a report draws: figures/profile.png, and these under figures/<workload>/.
+_WORKLOAD_FIGURES = ("curves_epoch.png", "curves_time.png", "lr.png", "trust_ratios.png", "estimates.png", "tuning.png")
+
+
+def _remove_stale_figures(target_dir: Path, workloads: list[str], drawn: list[Path]) -> None:
+    """Delete the figures an earlier report drew that this one did not (a rule's runs removed, no trust ratios any
+    more): left in place they would look current. Only the report's own file names are touched, for the
+    workloads of this report; any other file under ``figures/`` stays."""
+    keep = {path.resolve() for path in drawn}
+    candidates = [target_dir / "figures" / "profile.png"]
+    candidates += [target_dir / "figures" / w / name for w in workloads for name in _WORKLOAD_FIGURES]
+    for path in candidates:
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+
+
 def _invocations(results_dir: Path, workload: str) -> dict[str, Any]:
     path = results_dir / workload / "compare.json"
     if not path.exists():
@@ -388,7 +404,9 @@ def report(
         results_dir: a directory written by :func:`theorylr.lab.compare` (one or several workloads).
         out_dir: where to write (default: ``results_dir``).
         title: the report's title.
-        figures: draw the PNG figures (``False``: tables only, much faster).
+        figures: draw the PNG figures (``False``: tables only, much faster, and ``figures/`` is left as it is).
+            A redraw deletes the figures of an earlier report that this one does not draw (same file names, for
+            the same workloads), so that none looks current by mistake.
 
     Returns:
         the :class:`ReportPaths`.
@@ -474,6 +492,8 @@ def report(
     for workload, rows_ in summaries.items():
         drawn += _workload_section(doc, root, target_dir, workload, rows_, by_workload[workload], figures, colors)
 
+    if figures:
+        _remove_stale_figures(target_dir, list(summaries), drawn)
     markdown_path = target_dir / "report.md"
     html_path = target_dir / "report.html"
     write_text(markdown_path, doc.markdown())

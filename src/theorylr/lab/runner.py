@@ -2,7 +2,7 @@
 
 Layout of a results directory (``compare(..., out=DIR)``)::
 
-    DIR/<workload>/compare.json                       the invocations that wrote here, and skipped rules
+    DIR/<workload>/compare.json                       the invocations that wrote here (how each ended), skipped rules
     DIR/<workload>/<rule>/trial-<k>/seed-<s>/
         config.json      the cell: workload and rule definitions, trial, lr, seed, epochs (never changes)
         meta.json        versions, git commit, CPU/GPU, start/end, set-up info, status and its details
@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -969,7 +970,8 @@ def compare(
             if show:
                 show(reason)
     cells = plan_cells(w, runnable, seed_list, n_epochs, trials)
-    _record_invocation(root, w, resolved, skipped, seed_list, n_epochs, trials, jobs)
+    invocation = _record_invocation(root, w, resolved, skipped, seed_list, n_epochs, trials, jobs)
+    outcome = "interrupted"
 
     bars = sys.stderr.isatty() if progress is None else progress
     results: list[CellResult | None] = [None] * len(cells)
@@ -1008,10 +1010,17 @@ def compare(
                 per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // jobs)
                 method = start_method or _default_start_method(str(device))
                 _run_in_workers(cells, (str(root), data_path, str(device)), jobs, per_worker, method, report)
+        outcome = "complete"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        outcome = f"error: {type(exc).__name__}"
+        raise
     finally:
         overall.close()
         torch.set_num_threads(previous_threads)
-    done = [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        _finish_invocation(root, w, invocation, outcome, CompareResult(root, w.name, done, skipped).counts())
     return CompareResult(root, w.name, done, skipped)
 
 
@@ -1028,13 +1037,17 @@ def _record_invocation(
     epochs: int,
     trials: int,
     jobs: int,
-) -> None:
+) -> str:
+    """Append this invocation to the workload's ``compare.json`` with ``status: "running"`` (until
+    :func:`_finish_invocation`); returns its id."""
     path = root / workload.name / "compare.json"
     record: dict[str, Any] = (
         _read_invocations(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
     )
+    invocation = uuid.uuid4().hex
     record["invocations"].append(
         {
+            "id": invocation,
             "time": now(),
             "rules": [r.name for r in rules],
             "skipped": [{"rule": name, "reason": msg} for name, msg in skipped],
@@ -1042,9 +1055,28 @@ def _record_invocation(
             "epochs": epochs,
             "trials": trials,
             "jobs": jobs,
+            "status": "running",
         }
     )
     write_json(path, record)
+    return invocation
+
+
+def _finish_invocation(root: Path, workload: Workload, invocation: str, status: str, counts: dict[str, int]) -> None:
+    """Record how the invocation ended in ``compare.json``: ``status`` ``"complete"`` (every run ran; each run's own
+    status is in ``counts``), ``"interrupted"`` (Ctrl-C or SIGTERM) or ``"error: <exception type>"``, and when. An
+    invocation killed outright stays ``"running"``. Best effort: a failure to write here never hides the
+    comparison's own outcome (the runs' results are in their directories either way)."""
+    path = root / workload.name / "compare.json"
+    try:
+        record = _read_invocations(path)
+        for entry in record["invocations"]:
+            if isinstance(entry, dict) and entry.get("id") == invocation:
+                entry.update(status=status, ended=now(), counts=counts)
+                write_json(path, record)
+                return
+    except (OSError, ValueError):
+        return
 
 
 def _read_invocations(path: Path) -> dict[str, Any]:
