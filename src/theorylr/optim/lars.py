@@ -734,10 +734,16 @@ def _single_tensor_lars(
                 )
             )
 
+    # The 1-D forms of the trust ratios and scales are written once, after the loop (one kernel each under
+    # torch.compile, where the per-element copies would each be a write of their own).
+    ratio_values: list[Tensor] | None = [] if isinstance(trust_ratios, Tensor) else None
+    scale_values: list[Tensor] | None = [] if isinstance(momentum_scale_list, Tensor) else None
     for i, p in enumerate(params):
         u = dirs[i]
         ratio = ratios[i] if adapt else torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
-        if trust_ratios is not None:
+        if ratio_values is not None:
+            ratio_values.append(ratio)
+        elif trust_ratios is not None:
             trust_ratios[i].copy_(ratio)
         # Scalars reach the parameter's dtype only multiplied by lr (-lr * ratio, -lr * k: the size of a step), so
         # that a float16 parameter does not see a ratio or scale above float16's range (65504) as inf.
@@ -776,7 +782,9 @@ def _single_tensor_lars(
             )
             coef = _coefficient_dtype(p.dtype)
             _sweep_buffer(buf, u, a.to(coef), None if b is None else b.to(coef), buffer_mode)
-        if old_k is None:
+        if scale_values is not None:
+            scale_values.append(k)
+        elif old_k is None:
             momentum_scale_list[i] = k.clone()
         else:
             old_k.copy_(k)
@@ -785,6 +793,9 @@ def _single_tensor_lars(
             add_scaled_(p, buf, k * (-lr * momentum))
         else:
             add_scaled_(p, buf, k * -lr)
+    for stack, values in ((trust_ratios, ratio_values), (momentum_scale_list, scale_values)):
+        if values and isinstance(stack, Tensor):
+            stack.copy_(torch.stack([v.to(stack) for v in values]))
 
 
 def _multi_tensor_lars(
@@ -1436,6 +1447,7 @@ class LARS(Optimizer):
             # lars() fills the None entries in place: only then is there anything to write back
             creates = any(b is None for b in bufs) or (factored and any(k is None for k in scales))
             foreach = resolve_foreach(group["foreach"], params)
+            # foreach only: the reference loop (foreach=False) keeps the states' own tensors
             stacked = (
                 self._stacked_scalars(index, params, states, trust, scales, factored and group["momentum"] != 0)
                 if foreach
@@ -1506,8 +1518,10 @@ class LARS(Optimizer):
     ) -> StackedScalars | None:
         """The group's ``trust_ratio`` (and, for a factored buffer, ``momentum_scale``) states as views of one 1-D
         tensor each, made again when a state tensor is not the stack's view (a load, a parameter without a
-        gradient this step); ``None`` under ``torch.compile`` (the step reads the 0-dim tensors themselves), before
-        the first momentum step of a factored buffer, and for a group whose states differ in dtype or device."""
+        gradient this step); ``None`` before the first momentum step of a factored buffer, for a group whose
+        states differ in dtype or device, and under ``torch.compile``: the compiled step reads the 0-dim tensors
+        themselves (given the stacks, a compiled step on 62 small tensors took 335 us against 290-300 us, its
+        guards and its kernel both slower)."""
         if torch.compiler.is_compiling():
             return None
         current: dict[str, Sequence[Tensor | None]] = {"trust_ratio": trust}
