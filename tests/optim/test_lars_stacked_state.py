@@ -206,3 +206,19 @@ def test_stack_scalars_matches_only_its_own_views() -> None:
     mixed = [torch.tensor(1.0), torch.tensor(1.0, dtype=torch.float64)]
     assert stack_scalars(params, [{}, {}], {"r": mixed}) is None
     assert stack_scalars(params, [{}, {}], {"r": [None, None]}) is None
+
+
+def test_coefficient_views_are_reused_and_follow_the_values() -> None:
+    """The CPU sweeps' per-tensor coefficients are written into a kept buffer whose views the kernels read."""
+    from theorylr.optim.lars import _views_of
+
+    layout = lars_layout([torch.zeros(2), torch.zeros(3)])
+    first = _views_of(torch.tensor([1.0, 2.0]), layout, (0, "a"))
+    assert [float(v) for v in first] == [1.0, 2.0]
+    second = _views_of(torch.tensor([3.0, 4.0]), layout, (0, "a"))
+    assert second is first and [float(v) for v in second] == [3.0, 4.0]  # the same views, new values
+    other = _views_of(torch.tensor([5.0, 6.0]), layout, (0, "v"))  # another key: its own buffer
+    assert [float(v) for v in second] == [3.0, 4.0] and [float(v) for v in other] == [5.0, 6.0]
+    resized = _views_of(torch.tensor([7.0], dtype=torch.float64), layout, (0, "a"))  # shape and dtype change
+    assert len(resized) == 1 and resized[0].dtype == torch.float64 and float(resized[0]) == 7.0
+    assert [float(v) for v in _views_of(torch.tensor([8.0, 9.0]), None, (0, "a"))] == [8.0, 9.0]  # no layout
