@@ -222,3 +222,26 @@ def test_coefficient_views_are_reused_and_follow_the_values() -> None:
     resized = _views_of(torch.tensor([7.0], dtype=torch.float64), layout, (0, "a"))  # shape and dtype change
     assert len(resized) == 1 and resized[0].dtype == torch.float64 and float(resized[0]) == 7.0
     assert [float(v) for v in _views_of(torch.tensor([8.0, 9.0]), None, (0, "a"))] == [8.0, 9.0]  # no layout
+
+
+def test_one_stack_over_two_buckets_matches_the_loop() -> None:
+    """bfloat16 and float32 parameters have float32 ratios and scales: one stack, two (device, dtype) buckets, which
+    the multi-tensor path writes through indexed views."""
+    dtypes = (torch.float32, torch.bfloat16, torch.float32, torch.bfloat16)
+    fast = _params(dtypes=dtypes)
+    ref = [nn.Parameter(p.detach().clone()) for p in fast]
+    opt, ref_opt = LARS(fast, lr=0.1, momentum=0.9, foreach=True), LARS(ref, lr=0.1, momentum=0.9, foreach=False)
+    for step in range(5):
+        for p, q, g in zip(fast, ref, _grads(fast, step)):
+            p.grad, q.grad = g.clone(), g.clone()
+        if step == 3:  # a parameter without a gradient: a new stack over three parameters, then over four again
+            fast[1].grad = ref[1].grad = None
+        opt.step()
+        ref_opt.step()
+    base = _stack_base(opt.state[fast[0]]["trust_ratio"])
+    assert base is not None and base is _stack_base(opt.state[fast[1]]["trust_ratio"])
+    for p, q in zip(fast, ref):
+        low = p.dtype == torch.bfloat16
+        torch.testing.assert_close(p, q, rtol=1e-2 if low else 1e-5, atol=2e-2 if low else 1e-6)
+        for key in ("trust_ratio", "momentum_scale"):
+            torch.testing.assert_close(opt.state[p][key], ref_opt.state[q][key], rtol=1e-2 if low else 1e-5, atol=0.0)
