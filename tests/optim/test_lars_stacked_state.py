@@ -245,3 +245,63 @@ def test_one_stack_over_two_buckets_matches_the_loop() -> None:
         torch.testing.assert_close(p, q, rtol=1e-2 if low else 1e-5, atol=2e-2 if low else 1e-6)
         for key in ("trust_ratio", "momentum_scale"):
             torch.testing.assert_close(opt.state[p][key], ref_opt.state[q][key], rtol=1e-2 if low else 1e-5, atol=0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_sequences_of_steps_loads_and_changes_match_the_loop(seed: int) -> None:
+    """A differential run: the multi-tensor class (stacks, kept layout and views) and the reference loop take the
+    same random sequence of steps with gradients missing, state-dict round trips, assigned states, momentum and
+    factoring changes, and a group added mid-run; they must stay equal."""
+    gen = torch.Generator().manual_seed(seed)
+    fast, opt, ref, ref_opt = _twins(lr=0.05, momentum=0.9, weight_decay=1e-4)
+    extra_fast: list[nn.Parameter] = []
+    extra_ref: list[nn.Parameter] = []
+    actions: set[str] = set()
+
+    def pick() -> int:
+        return int(torch.randint(0, 6, (), generator=gen))
+
+    for step in range(25):
+        action = pick()
+        if action == 0:  # a round trip through a state dict
+            state = copy.deepcopy(opt.state_dict())
+            groups = [{"params": fast}] + ([{"params": extra_fast}] if extra_fast else [])  # the saved groups
+            opt = LARS(groups, lr=0.05, momentum=0.9, weight_decay=1e-4, foreach=True)
+            opt.load_state_dict(state)
+            actions.add("load")
+        elif action == 1 and step > 0:  # an assigned state on both sides
+            k = int(torch.randint(0, 4, (), generator=gen))
+            for o, ps in ((opt, fast), (ref_opt, ref)):
+                if "trust_ratio" in o.state[ps[k]]:
+                    o.state[ps[k]]["trust_ratio"] = torch.tensor(0.5)
+                    actions.add("assign")
+        elif action == 2:  # a scheduler-like change of momentum on both
+            m = float(torch.empty(()).uniform_(0.5, 0.95, generator=gen))
+            for o in (opt, ref_opt):
+                for group in o.param_groups:
+                    group["momentum"] = m
+            actions.add("momentum")
+        elif action == 3 and not extra_fast:  # a group added mid-run
+            extra_fast = [nn.Parameter(torch.randn(5, 3, generator=gen))]
+            extra_ref = [nn.Parameter(extra_fast[0].detach().clone())]
+            opt.add_param_group({"params": extra_fast})
+            ref_opt.add_param_group({"params": extra_ref})
+            actions.add("group")
+        elif action == 4:  # the plain buffer for a step, then factored again
+            for o in (opt, ref_opt):
+                o.param_groups[0]["factored_momentum"] = bool(step % 2)
+            actions.add("factored")
+        skip = pick() if pick() < 2 else None
+        skip = skip if skip is not None and skip < 4 else None
+        for p, q, g in zip(fast + extra_fast, ref + extra_ref, _grads(fast + extra_fast, step)):
+            p.grad, q.grad = g.clone(), g.clone()
+        if skip is not None:
+            fast[skip].grad = ref[skip].grad = None
+        opt.step()
+        ref_opt.step()
+        for p, q in zip(fast + extra_fast, ref + extra_ref):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(opt.state[p]["trust_ratio"], ref_opt.state[q]["trust_ratio"], rtol=1e-5, atol=0)
+            if ref_opt.momentum_buffer(q) is not None:
+                torch.testing.assert_close(opt.momentum_buffer(p), ref_opt.momentum_buffer(q), rtol=1e-4, atol=1e-7)
+    assert len(actions) >= 4, actions  # the sequence exercised most of the changes

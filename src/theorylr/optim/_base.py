@@ -192,7 +192,8 @@ class StackedScalars:
     Attributes:
         params: the parameters, in the order of the stacks.
         stacks: a 1-D tensor per state key.
-        views: the 0-dim views of each stack, one per parameter (``views[key][i] is stacks[key][i]``'s view).
+        views: the 0-dim views of each stack, one per parameter (``views[key][i]`` is a view of
+            ``stacks[key][i]``).
     """
 
     params: tuple[Tensor, ...]
@@ -212,10 +213,19 @@ class StackedScalars:
 def stack_scalars(
     params: Sequence[Tensor], states: Sequence[dict[str, Any]], current: dict[str, Sequence[Tensor | None]]
 ) -> StackedScalars | None:
-    """Stack the 0-dim states ``current[key]`` (one per parameter; ``None``: 1, to be written by the step) into a
-    1-D tensor per key and put its views into ``states`` in their place. ``None`` where a key's tensors do not
-    share one dtype and device (a group mixing float32 and float64 parameters): the caller keeps separate
-    tensors."""
+    """Stack the 0-dim states ``current[key]`` (one per parameter) into a 1-D tensor per key and put its views
+    into ``states`` in their place. A ``None`` entry becomes 1: a state saved before the key existed, for which 1
+    is the neutral value, or one the step is about to write. Returns ``None``, and changes nothing, where a key
+    has no tensor yet (before the first step that makes them) or its tensors do not share one dtype and device
+    (a group mixing float32 and float64 parameters): the caller keeps separate tensors.
+
+    Example:
+        >>> params = [torch.zeros(2), torch.zeros(3)]
+        >>> states = [{"r": torch.tensor(2.0)}, {"r": torch.tensor(3.0)}]
+        >>> stacked = stack_scalars(params, states, {"r": [s["r"] for s in states]})
+        >>> stacked.stacks["r"], states[1]["r"]._base is stacked.stacks["r"]
+        (tensor([2., 3.]), True)
+    """
     stacks: dict[str, Tensor] = {}
     views: dict[str, list[Tensor]] = {}
     for key, values in current.items():
