@@ -140,6 +140,25 @@ def test_report_redraws_from_files_only(results: Path, tmp_path: Path) -> None:
     assert strip(first) == strip(report(results, figures=False).markdown.read_text())
 
 
+def test_invocations_that_did_not_complete_are_named(results: Path, tmp_path: Path) -> None:
+    shutil.copytree(results / "tiny-wine-mlp", tmp_path / "tiny-wine-mlp")
+    path = tmp_path / "tiny-wine-mlp" / "compare.json"
+    record = read_json(path)
+    assert {inv["status"] for inv in record["invocations"]} == {"complete"}
+    assert "did not complete" not in report(tmp_path, figures=False).markdown.read_text()
+    record["invocations"] += [
+        {**record["invocations"][0], "time": "2026-12-07T10:00:00", "status": "interrupted"},
+        {**record["invocations"][0], "time": "2026-12-07T11:00:00", "status": "running"},
+        {k: v for k, v in record["invocations"][0].items() if k != "status"},  # written before statuses existed
+    ]
+    path.write_text(json.dumps(record))
+    text = report(tmp_path, figures=False).markdown.read_text()
+    assert (
+        "2 of the 4 'theorylr compare' invocations recorded for this workload did not complete "
+        "(2026-12-07T10:00:00: interrupted; 2026-12-07T11:00:00: running, or killed)"
+    ) in text
+
+
 def test_unfinished_runs_are_listed(results: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(results / "tiny-cancer-logreg", copy / "tiny-cancer-logreg")

@@ -279,6 +279,18 @@ def _workload_section(
     if notes:
         doc.p("Rules not run here:")
         doc.items(notes)
+    invocations = [inv for inv in record.get("invocations", []) if isinstance(inv, dict)]
+    unfinished = [inv for inv in invocations if inv.get("status", "complete") != "complete"]
+    if unfinished:  # compare.json's record of how each invocation ended (absent from records before it existed)
+        ended = {"running": "running, or killed"}
+        doc.p(
+            f"{len(unfinished)} of the {len(invocations)} 'theorylr compare' invocations recorded for this workload "
+            "did not complete ("
+            + "; ".join(
+                f"{str(inv.get('time', '?'))[:19]}: {ended.get(inv['status'], inv['status'])}" for inv in unfinished
+            )
+            + "): the same command again resumes their runs; unfinished runs are listed below."
+        )
 
     doc.h(3, "Summary (best trial per rule; medians over seeds)")
     headers = [
