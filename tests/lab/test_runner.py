@@ -278,6 +278,28 @@ def test_compare_json_records_how_each_invocation_ended(tmp_path: Path, monkeypa
     assert len({e["id"] for e in entries}) == 3
 
 
+def _record_many(root: str, n: int) -> None:
+    from theorylr.lab import runner
+
+    for _ in range(n):
+        runner._record_invocation(Path(root), TINY, [], [], [0], 1, 1, 1)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the lock is fcntl's (POSIX)")
+def test_concurrent_comparisons_keep_every_invocation_record(tmp_path: Path) -> None:
+    """Two processes appending to one compare.json at once: the lock serialises the read-modify-writes (without it
+    about half of the records were lost in this test)."""
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    workers = [ctx.Process(target=_record_many, args=(str(tmp_path), 30)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    entries = read_json(tmp_path / TINY.name / "compare.json")["invocations"]
+    assert len(entries) == 60 and len({e["id"] for e in entries}) == 60
+
+
 def test_rules_that_do_not_apply_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     svm = dataclasses.replace(get_workload("separable-svm"), epochs=1)  # hinge loss: no closed-form Lipschitz constant
     result = compare(svm, "lipschitz-sgd,adamo,sgd@0.1", out=tmp_path, trials=1)

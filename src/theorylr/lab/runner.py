@@ -3,6 +3,7 @@
 Layout of a results directory (``compare(..., out=DIR)``)::
 
     DIR/<workload>/compare.json                       the invocations that wrote here (how each ended), skipped rules
+    DIR/<workload>/compare.json.lock                  empty; serialises updates of compare.json
     DIR/<workload>/<rule>/trial-<k>/seed-<s>/
         config.json      the cell: workload and rule definitions, trial, lr, seed, epochs (never changes)
         meta.json        versions, git commit, CPU/GPU, start/end, set-up info, status and its details
@@ -56,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import check_int
-from theorylr.lab._files import load_checkpoint, read_json, save_checkpoint, write_csv, write_json
+from theorylr.lab._files import load_checkpoint, locked, read_json, save_checkpoint, write_csv, write_json
 from theorylr.lab.environment import environment, now
 from theorylr.lab.losses import LossSpec
 from theorylr.lab.rules import DEFAULT_RULES, RULES, Rule, RuleContext, resolve_rule
@@ -1041,24 +1042,25 @@ def _record_invocation(
     """Append this invocation to the workload's ``compare.json`` with ``status: "running"`` (until
     :func:`_finish_invocation`); returns its id."""
     path = root / workload.name / "compare.json"
-    record: dict[str, Any] = (
-        _read_invocations(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
-    )
     invocation = uuid.uuid4().hex
-    record["invocations"].append(
-        {
-            "id": invocation,
-            "time": now(),
-            "rules": [r.name for r in rules],
-            "skipped": [{"rule": name, "reason": msg} for name, msg in skipped],
-            "seeds": seeds,
-            "epochs": epochs,
-            "trials": trials,
-            "jobs": jobs,
-            "status": "running",
-        }
-    )
-    write_json(path, record)
+    with locked(path):  # concurrent comparisons into one directory each keep their record
+        record: dict[str, Any] = (
+            _read_invocations(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
+        )
+        record["invocations"].append(
+            {
+                "id": invocation,
+                "time": now(),
+                "rules": [r.name for r in rules],
+                "skipped": [{"rule": name, "reason": msg} for name, msg in skipped],
+                "seeds": seeds,
+                "epochs": epochs,
+                "trials": trials,
+                "jobs": jobs,
+                "status": "running",
+            }
+        )
+        write_json(path, record)
     return invocation
 
 
@@ -1069,12 +1071,13 @@ def _finish_invocation(root: Path, workload: Workload, invocation: str, status: 
     comparison's own outcome (the runs' results are in their directories either way)."""
     path = root / workload.name / "compare.json"
     try:
-        record = _read_invocations(path)
-        for entry in record["invocations"]:
-            if isinstance(entry, dict) and entry.get("id") == invocation:
-                entry.update(status=status, ended=now(), counts=counts)
-                write_json(path, record)
-                return
+        with locked(path):
+            record = _read_invocations(path)
+            for entry in record["invocations"]:
+                if isinstance(entry, dict) and entry.get("id") == invocation:
+                    entry.update(status=status, ended=now(), counts=counts)
+                    write_json(path, record)
+                    return
     except (OSError, ValueError):
         return
 
