@@ -163,6 +163,9 @@ def test_registration_and_spec_errors() -> None:
     fixed = resolve_rule("adam-cosine@3e-3")
     assert (fixed.name, fixed.kind, fixed.search, fixed.defaults["lr"]) == ("adam-cosine@0.003", "baseline", None, 3e-3)
     assert fixed.defaults["schedule"] == "cosine"
+    # two lrs that %g writes alike get names (and run directories) of their own; %g stays where it is exact
+    names = [resolve_rule(f"adam@{lr}").name for lr in ("0.0012345678", "0.00123457", "1e-5", "100", "1e3")]
+    assert names == ["adam@0.0012345678", "adam@0.00123457", "adam@1e-05", "adam@100", "adam@1000"]
 
 
 @pytest.mark.parametrize(

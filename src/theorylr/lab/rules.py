@@ -53,6 +53,7 @@ __all__ = [
     "RuleSetup",
     "RuleUnavailableError",
     "get_rule",
+    "lr_text",
     "register_rule",
     "resolve_rule",
 ]
@@ -63,6 +64,19 @@ KINDS = ("theory", "lr-free", "tuned", "baseline")
 class RuleUnavailableError(RuntimeError):
     """A rule's optimizer or scheduler cannot be imported (missing peer package or unfinished module)."""
 
+
+
+def lr_text(lr: float) -> str:
+    """How a fixed lr is written in a rule's name (``NAME@LR``, a run directory): ``%g`` (``0.001``, ``1e-05``)
+    where that is the same number, else the shortest exact form, so that two different lrs never share a name
+    (``%g`` alone wrote both 0.0012345678 and 0.00123457 as ``0.00123457``).
+
+    Example:
+        >>> lr_text(1e-3), lr_text(0.0012345678), lr_text(0.00123457)
+        ('0.001', '0.0012345678', '0.00123457')
+    """
+    text = f"{lr:g}"
+    return text if float(text) == lr else repr(float(lr))
 
 @dataclass
 class RuleContext:
@@ -236,18 +250,19 @@ class Rule:
             base = self.defaults.get("optimizer", "sgd")
             raise ValueError(
                 f"rule {self.name!r} takes no @LR: its lr is chosen at set-up by an LR range test, so "
-                f"'{self.name}@{lr:g}' would train at the test's choice anyway; for a fixed lr name the optimizer's "
-                f"own rule, e.g. '{base}@{lr:g}'"
+                f"'{self.name}@{lr_text(lr)}' would train at the test's choice anyway; for a fixed lr name the "
+                f"optimizer's own rule, e.g. '{base}@{lr_text(lr)}'"
             )
         check_number("lr", lr, min_value=0.0, min_inclusive=False)
         kind = "baseline" if self.kind == "tuned" else self.kind
+        text = lr_text(lr)
         return dataclasses.replace(
             self,
-            name=f"{self.name}@{lr:g}",
+            name=f"{self.name}@{text}",
             kind=kind,
             defaults={**self.defaults, "lr": lr},
             search=None,
-            description=f"{self.description} (lr fixed at {lr:g})",
+            description=f"{self.description} (lr fixed at {text})",
         )
 
     def to_dict(self) -> dict[str, Any]:
