@@ -18,6 +18,7 @@ from torch import nn
 from tests.lab.conftest import TINY, TINY_DROPOUT
 from theorylr.lab import (
     Cell,
+    CellResult,
     ConfigMismatchError,
     LogGrid,
     Rule,
@@ -315,6 +316,36 @@ def test_compare_in_worker_processes_matches_in_process(tmp_path: Path) -> None:
     assert parallel.counts() == {"finished": 4}
     for a, b in zip(serial.results, parallel.results):
         assert _metrics_without_time(Path(a.directory)) == _metrics_without_time(Path(b.directory))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the patched worker is inherited through fork")
+def test_a_worker_that_dies_is_reported_and_its_runs_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker killed from outside (here: it exits on its own in the middle of a run) ends the comparison with
+    WorkerDiedError, not a BrokenProcessPool traceback; compare.json records it; the same command resumes."""
+    from theorylr.cli import main
+    from theorylr.lab import WorkerDiedError, runner
+
+    real = runner.run_cell
+
+    def dies_on_adam(cell: Cell, root: str, **kwargs: object) -> CellResult:
+        if cell.rule.name == "adam":
+            os._exit(9)  # as a SIGKILL would: no result, no clean-up
+        return real(cell, root, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", dies_on_adam)
+    kwargs = {"seeds": 1, "epochs": 1, "trials": 1, "verbose": False, "start_method": "fork"}
+    with pytest.raises(WorkerDiedError, match=r"a worker process died .* run the same command again to resume"):
+        compare(TINY, "adam,sgd@0.1", out=tmp_path, jobs=2, **kwargs)
+    assert read_json(tmp_path / TINY.name / "compare.json")["invocations"][-1]["status"] == "error: WorkerDiedError"
+    argv = ["compare", "--workload", "iris-softmax", "--rules", "adam,sgd@0.1", "--epochs", "1", "--trials", "1"]
+    argv += ["--jobs", "2", "--threads", "1", "--out", str(tmp_path / "cli"), "--quiet"]
+    assert main(argv) == 1  # the command: one line and exit 1
+    assert "theorylr compare: error: a worker process died" in capsys.readouterr().out
+    monkeypatch.setattr(runner, "run_cell", real)
+    again = compare(TINY, "adam,sgd@0.1", out=tmp_path, jobs=2, **kwargs)
+    assert again.counts() == {"finished": 2}
 
 
 def test_compare_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -47,28 +47,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed, 2 on a bad argument or an
-    output path that cannot be written, 130 on Ctrl-C. The errors' exit codes come as
-    :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
-    from theorylr.commands._common import check_device, check_output_dir, command_errors, os_error_text
+    """Run the comparison; returns 0 when every cell finished or diverged, 1 when some failed or a worker process
+    died (``--jobs``), 2 on a bad argument or an output path that cannot be written, 130 on Ctrl-C. The errors' exit
+    codes come as :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
+    from theorylr.commands._common import (
+        CommandExitError,
+        check_device,
+        check_output_dir,
+        command_errors,
+        os_error_text,
+    )
     from theorylr.lab import DEFAULT_WORKLOAD, compare, report
+    from theorylr.lab.runner import WorkerDiedError
 
     with command_errors("compare", resume_dir=args.out):
         check_output_dir("--out", args.out)
         check_device("--device", args.device)
-        result = compare(
-            DEFAULT_WORKLOAD if args.workload is None else args.workload,  # "" is an error, not the default
-            args.rules,
-            out=args.out,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            trials=args.trials,
-            jobs=args.jobs,
-            data_dir=args.data_dir,
-            device=args.device,
-            threads=args.threads,
-            verbose=not args.quiet,
-        )
+        try:
+            result = compare(
+                DEFAULT_WORKLOAD if args.workload is None else args.workload,  # "" is an error, not the default
+                args.rules,
+                out=args.out,
+                seeds=args.seeds,
+                epochs=args.epochs,
+                trials=args.trials,
+                jobs=args.jobs,
+                data_dir=args.data_dir,
+                device=args.device,
+                threads=args.threads,
+                verbose=not args.quiet,
+            )
+        except WorkerDiedError as exc:  # the runs are resumable: a line, not a traceback
+            print(f"theorylr compare: error: {exc} (results in {args.out})")
+            raise CommandExitError(1) from None
     counts = result.counts()
     print(
         f"{result.workload}: {len(result.results)} runs ("

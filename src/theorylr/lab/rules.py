@@ -65,7 +65,6 @@ class RuleUnavailableError(RuntimeError):
     """A rule's optimizer or scheduler cannot be imported (missing peer package or unfinished module)."""
 
 
-
 def lr_text(lr: float) -> str:
     """How a fixed lr is written in a rule's name (``NAME@LR``, a run directory): ``%g`` (``0.001``, ``1e-05``)
     where that is the same number, else the shortest exact form, so that two different lrs never share a name
@@ -77,6 +76,7 @@ def lr_text(lr: float) -> str:
     """
     text = f"{lr:g}"
     return text if float(text) == lr else repr(float(lr))
+
 
 @dataclass
 class RuleContext:

@@ -68,6 +68,7 @@ __all__ = [
     "CellResult",
     "CompareResult",
     "ConfigMismatchError",
+    "WorkerDiedError",
     "compare",
     "evaluate",
     "parse_seeds",
@@ -798,6 +799,12 @@ def _run_cell_job(cell: Cell, root: str, data_dir: str | None, device: str) -> C
             os._exit(1)
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process of ``compare(jobs > 1)`` died while runs were going on (killed from outside, e.g. by the
+    out-of-memory killer). The runs it held stay ``running`` in their ``meta.json``; the same comparison run again
+    resumes them from their last checkpoint and skips every run that had ended."""
+
+
 def _run_in_workers(
     cells: list[Cell],
     job: tuple[str, str | None, str],
@@ -807,17 +814,28 @@ def _run_in_workers(
     report: Callable[[int, CellResult], None],
 ) -> None:
     """Run ``cells`` in ``jobs`` worker processes; on Ctrl-C or SIGTERM, interrupt the running runs (recorded as
-    ``interrupted``), start no queued one and wait for the workers before raising ``KeyboardInterrupt``."""
+    ``interrupted``), start no queued one and wait for the workers before raising ``KeyboardInterrupt``. A worker
+    that dies raises :class:`WorkerDiedError` once the others have stopped."""
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context(start_method),
         initializer=_worker_init,
         initargs=(threads, os.getpid()),
     )
+    ended = 0
     try:
         futures = {pool.submit(_run_cell_job, cell, *job): i for i, cell in enumerate(cells)}
         for future in concurrent.futures.as_completed(futures):
             report(futures[future], future.result())
+            ended += 1
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        _interrupt_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise WorkerDiedError(
+            f"a worker process died while the runs went on ({exc}; killed from outside, e.g. by the "
+            f"out-of-memory killer?). {ended} of {len(cells)} runs had ended; the others are unfinished "
+            "('running' or not started): run the same command again to resume them"
+        ) from None
     except KeyboardInterrupt:
         _interrupt_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
@@ -937,6 +955,7 @@ def compare(
             holds another configuration or an unreadable ``config.json``.
         KeyboardInterrupt: on Ctrl-C or SIGTERM, after the running runs were recorded as ``interrupted`` (rerun to
             resume them); with workers, queued runs are not started and the workers have exited.
+        WorkerDiedError: with workers, when one died (killed from outside); rerun to resume.
 
     Example:
         >>> import tempfile
