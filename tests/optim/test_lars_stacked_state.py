@@ -305,3 +305,24 @@ def test_random_sequences_of_steps_loads_and_changes_match_the_loop(seed: int) -
             if ref_opt.momentum_buffer(q) is not None:
                 torch.testing.assert_close(opt.momentum_buffer(p), ref_opt.momentum_buffer(q), rtol=1e-4, atol=1e-7)
     assert len(actions) >= 4, actions  # the sequence exercised most of the changes
+
+
+def test_renormalising_steps_with_kept_views_match_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At momentum 0.5 the factored buffer renormalises every 17th step (``"rescale"``: its ``b`` coefficients take
+    kept views of their own); 40 steps cover two of them."""
+    import importlib
+
+    lars_module = importlib.import_module("theorylr.optim.lars")
+    modes: list[str] = []
+    real = lars_module._buffer_mode
+
+    def spy(*args: object, **kwargs: object) -> str:
+        modes.append(real(*args, **kwargs))
+        return modes[-1]
+
+    monkeypatch.setattr(lars_module, "_buffer_mode", spy)
+    fast, opt, ref, ref_opt = _twins(lr=0.05, momentum=0.5)
+    for step in range(40):
+        _step_both(fast, opt, ref, ref_opt, step)
+        _assert_same(fast, opt, ref, ref_opt)
+    assert modes.count("rescale") >= 4 and "add" in modes  # both optimizers renormalised twice
