@@ -194,6 +194,14 @@ class StackedScalars:
         stacks: a 1-D tensor per state key.
         views: the 0-dim views of each stack, one per parameter (``views[key][i]`` is a view of
             ``stacks[key][i]``).
+
+    Example:
+        >>> params, states = [torch.zeros(2), torch.zeros(3)], [{"r": torch.tensor(1.0)}, {"r": torch.tensor(2.0)}]
+        >>> stacked = stack_scalars(params, states, {"r": [s["r"] for s in states]})
+        >>> stacked.stacks["r"].mul_(10)  # one kernel writes every parameter's state
+        tensor([10., 20.])
+        >>> float(states[1]["r"]), stacked.matches(params, {"r": [s["r"] for s in states]})
+        (20.0, True)
     """
 
     params: tuple[Tensor, ...]

@@ -390,6 +390,16 @@ class LarsLayout:
         cpu: whether every parameter is on the CPU.
         scratch: reusable 1-D tensors and their 0-dim views for the per-tensor coefficients of the CPU sweeps
             (:func:`_views_of`), per (bucket, name); filled by the steps.
+
+    Example:
+        >>> params = [torch.zeros(3), torch.zeros(1 << 16)]
+        >>> layout = lars_layout(params)
+        >>> layout.cpu, layout.large, layout.fits([torch.ones(3), torch.ones(1 << 16)])
+        (True, ((1,),), True)
+        >>> w, g = torch.ones(3), torch.ones(3)
+        >>> lars([w], [g], [None], lr=0.1, layout=lars_layout([w]))  # ratio 1: w -= 0.1 * g
+        >>> w
+        tensor([0.9000, 0.9000, 0.9000])
     """
 
     dtypes: tuple[torch.dtype, ...]
