@@ -493,3 +493,15 @@ def test_compare_checks_the_data_first(tmp_path: Path, monkeypatch: pytest.Monke
 def test_compare_refuses_an_empty_rule_list(tmp_path: Path, rules: str | list[str]) -> None:
     with pytest.raises(ValueError, match=r"rules must name at least one rule, one of .*adam.*lipschitz-sgd"):
         compare(TINY, rules, out=tmp_path)
+
+
+def test_a_file_system_without_locks_still_records_invocations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flock refused (ENOLCK on some network mounts): compare.json is written unlocked, as before locks."""
+    fcntl = pytest.importorskip("fcntl")
+
+    def refuse(fd: int, operation: int) -> None:
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
+    assert read_json(tmp_path / TINY.name / "compare.json")["invocations"][-1]["status"] == "complete"

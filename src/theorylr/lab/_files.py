@@ -81,8 +81,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive lock for a read-modify-write of ``path`` (a ``.lock`` file beside it, ``fcntl.flock``), so
     that processes updating the same file one after the other do not lose each other's changes. Where ``fcntl`` is
-    missing (Windows) it locks nothing. The lock file stays (empty); it is released when the context ends, also on
-    an error or a killed process (the kernel drops it with the file descriptor).
+    missing (Windows) or the file system refuses locks (some network mounts) it locks nothing. The lock file stays
+    (empty); the lock is released when the context ends, also on an error or a killed process (the kernel drops it
+    with the file descriptor).
 
     Example:
         >>> import tempfile, pathlib
@@ -100,7 +101,11 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.with_name(target.name + ".lock"), "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on unlocked, as before locks
+            yield
+            return
         try:
             yield
         finally:
