@@ -834,7 +834,8 @@ def _run_in_workers(
         raise WorkerDiedError(
             f"a worker process died while the runs went on ({exc}; killed from outside, e.g. by the "
             f"out-of-memory killer?). {ended} of {len(cells)} runs had ended; the others are unfinished "
-            "('running' or not started): run the same command again to resume them"
+            "(interrupted, left 'running' by the dead worker, or not started): run the same command again to resume "
+            "them"
         ) from None
     except KeyboardInterrupt:
         _interrupt_workers(pool)
