@@ -28,6 +28,7 @@ __all__ = [
     "restore_scalar_states",
     "scalar_dtype",
     "scalar_lr",
+    "scale_in",
     "scale_list",
     "scaled",
 ]
@@ -146,10 +147,16 @@ def add_scaled_(p: Tensor, t: Tensor, c: Tensor) -> None:
         p.addcmul_(t, c.to(p.dtype))
 
 
+def scale_in(c: Tensor, dtype: torch.dtype) -> Tensor:
+    """Per-tensor scales in the dtype the kernels take them in: ``dtype``, except for float16, whose range may not
+    hold them (they stay float32; :func:`scaled` multiplies in float32)."""
+    return c if dtype == torch.float16 else c.to(dtype)
+
+
 def scale_list(c: Tensor, dtype: torch.dtype) -> list[Tensor]:
-    """A stacked 1-D vector of per-tensor scales as 0-dim tensors for :func:`foreach_add_scaled_`: cast to ``dtype``
-    once (the kernels take them so), except for float16, whose range may not hold them."""
-    return list((c if dtype == torch.float16 else c.to(dtype)).unbind(0))
+    """A stacked 1-D vector of per-tensor scales as 0-dim tensors for :func:`foreach_add_scaled_`, cast once by
+    :func:`scale_in`."""
+    return list(scale_in(c, dtype).unbind(0))
 
 
 def foreach_add_scaled_(ps: list[Tensor], ts: list[Tensor], cs: list[Tensor]) -> None:

@@ -33,6 +33,7 @@ from theorylr.optim._base import (
     restore_scalar_states,
     scalar_dtype,
     scalar_lr,
+    scale_in,
     scale_list,
     scaled,
     stack_scalars,
@@ -590,11 +591,6 @@ def lars(
             momentum_growth_list[i] = growth + step if mode == "add" and growth is not None and not made[i] else 0.0
 
 
-def _scale_dtype(c: Tensor, dtype: torch.dtype) -> Tensor:
-    """Per-tensor scales in the dtype the kernels take (:func:`~theorylr.optim._base.scale_list`'s rule)."""
-    return c if dtype == torch.float16 else c.to(dtype)
-
-
 def _check_stacked(name: str, value: object, n: int) -> None:
     """A 1-D form of ``trust_ratios`` / ``momentum_scale_list`` must have one element per parameter."""
     if isinstance(value, Tensor) and (value.dim() != 1 or value.shape[0] != n):
@@ -944,7 +940,7 @@ def _multi_tensor_lars(
                 foreach_add_times_(ps, ds, -lr * sign)
             continue
         # -lr sign ratio, the scale of u in a Nesterov step
-        u_steps = _views_of(_scale_dtype(ratio * (-lr * sign), dtype), layout, (b_index, "u")) if nesterov else []
+        u_steps = _views_of(scale_in(ratio * (-lr * sign), dtype), layout, (b_index, "u")) if nesterov else []
 
         old = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is not None]
         new = [k for k, i in enumerate(idx) if momentum_buffer_list[i] is None]
@@ -1021,9 +1017,7 @@ def _multi_tensor_lars(
         else:
             scales = k_old if old else k_new
         # -lr k (Nesterov: -lr momentum k), the scale of v in the step of w
-        v_steps = _views_of(
-            _scale_dtype(scales * (-lr * (momentum if nesterov else 1.0)), dtype), layout, (b_index, "v")
-        )
+        v_steps = _views_of(scale_in(scales * (-lr * (momentum if nesterov else 1.0)), dtype), layout, (b_index, "v"))
         bufs_all = cast(list[Tensor], momentum_buffer_list if whole else [momentum_buffer_list[i] for i in idx])
         # each old buffer's coefficients (a buffer made this step already holds u: None)
         coefficients: list[tuple[Tensor, Tensor | None] | None] = [None] * len(idx)
@@ -1146,7 +1140,7 @@ def _momentum_sweeps(
             pair = coefficients[k]
             if pair is not None:
                 bufs[k].addcmul_(us[k], pair[0])
-            ps[k].addcmul_(bufs[k], v_steps[k])  # v_steps are in the parameters' dtype (scale_list)
+            ps[k].addcmul_(bufs[k], v_steps[k])  # v_steps are in the parameters' dtype (scale_in)
         return
     for k in large:
         pair = coefficients[k]
