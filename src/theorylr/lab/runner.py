@@ -1040,9 +1040,9 @@ def compare(
     finally:
         overall.close()
         torch.set_num_threads(previous_threads)
-        done = [r for r in results if r is not None]
-        _finish_invocation(root, w, invocation, outcome, CompareResult(root, w.name, done, skipped).counts())
-    return CompareResult(root, w.name, done, skipped)
+        result = CompareResult(root, w.name, [r for r in results if r is not None], skipped)
+        _finish_invocation(root, w, invocation, outcome, result.counts())
+    return result
 
 
 def _print(text: str) -> None:
