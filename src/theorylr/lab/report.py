@@ -222,7 +222,9 @@ def _environment_lines(runs: Sequence[Run]) -> list[str]:
     ]
 
 
-# The figures a report draws: figures/profile.png, and these under figures/<workload>/.
+# The figures a report draws: figures/profile.png, and these under figures/<workload>/ (the drawing code takes its
+# file names from here, so that _remove_stale_figures knows every one).
+_PROFILE_FIGURE = "profile.png"
 _WORKLOAD_FIGURES = ("curves_epoch.png", "curves_time.png", "lr.png", "trust_ratios.png", "estimates.png", "tuning.png")
 
 
@@ -231,7 +233,7 @@ def _remove_stale_figures(target_dir: Path, workloads: list[str], drawn: list[Pa
     more): left in place they would look current. Only the report's own file names are touched, for the
     workloads of this report; any other file under ``figures/`` stays."""
     keep = {path.resolve() for path in drawn}
-    candidates = [target_dir / "figures" / "profile.png"]
+    candidates = [target_dir / "figures" / _PROFILE_FIGURE]
     candidates += [target_dir / "figures" / w / name for w in workloads for name in _WORKLOAD_FIGURES]
     for path in candidates:
         if path.is_file() and path.resolve() not in keep:
@@ -339,7 +341,7 @@ def _workload_section(
         "sums every run of the rule (all trials and seeds)."
     )
 
-    figure_dir = out_dir / "figures" / workload
+    figure = {name: out_dir / "figures" / workload / name for name in _WORKLOAD_FIGURES}
     made: list[Path] = []
 
     def add(path: Path | None, alt: str) -> None:
@@ -350,21 +352,21 @@ def _workload_section(
     if figures:
         doc.h(3, "Figures")
         add(
-            plots.plot_curves(summaries, figure_dir / "curves_epoch.png", x="epoch", colors=colors),
+            plots.plot_curves(summaries, figure["curves_epoch.png"], x="epoch", colors=colors),
             "training curves against epochs",
         )
         add(
-            plots.plot_curves(summaries, figure_dir / "curves_time.png", x="wall_time", colors=colors),
+            plots.plot_curves(summaries, figure["curves_time.png"], x="wall_time", colors=colors),
             "training curves against wall time",
         )
-        add(plots.plot_lr(summaries, figure_dir / "lr.png", colors=colors), "effective learning rate per rule")
-        add(plots.plot_trust_ratios(summaries, figure_dir / "trust_ratios.png"), "LARS per-layer trust ratios")
+        add(plots.plot_lr(summaries, figure["lr.png"], colors=colors), "effective learning rate per rule")
+        add(plots.plot_trust_ratios(summaries, figure["trust_ratios.png"]), "LARS per-layer trust ratios")
         add(
-            plots.plot_estimates(summaries, figure_dir / "estimates.png", colors=colors),
+            plots.plot_estimates(summaries, figure["estimates.png"], colors=colors),
             "K/L estimates of the theory rules",
         )
         add(
-            plots.plot_tuning(summaries, figure_dir / "tuning.png", metric=metric, colors=colors),
+            plots.plot_tuning(summaries, figure["tuning.png"], metric=metric, colors=colors),
             "tuning grid of the tuned rules",
         )
 
@@ -493,7 +495,7 @@ def report(
             "cost-inclusive": performance_profile({w: cost_times[w] for w in with_target}, taus),
         }
         path = (
-            plots.plot_profile(curves, taus, kinds, target_dir / "figures" / "profile.png", colors=colors)
+            plots.plot_profile(curves, taus, kinds, target_dir / "figures" / _PROFILE_FIGURE, colors=colors)
             if figures
             else None
         )
