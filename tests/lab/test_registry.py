@@ -89,8 +89,15 @@ def test_lipschitz_rule_sets_lr_to_one_over_l(tmp_path: Path) -> None:
         rule = resolve_rule(name)
         result = run_cell(Cell(workload, rule, 0, multiplier, 0, 3), tmp_path)
         rows = read_csv(Path(result.directory) / "metrics.csv")
+        assert math.isnan(rows[0]["lr"])  # not known before the first batch: not the bare multiplier
         for row in rows[1:]:
             assert row["lr"] == pytest.approx(multiplier / row["L"], rel=1e-12)
+    # with initial_lr the first epoch's lr is known at epoch 0
+    base = get_rule("lipschitz-sgd")
+    rule = dataclasses.replace(base, name="lipschitz-initial", defaults={**base.defaults, "initial_lr": 0.25})
+    result = run_cell(Cell(workload, rule, 0, 1.0, 0, 3), tmp_path / "initial")
+    rows = read_csv(Path(result.directory) / "metrics.csv")
+    assert rows[0]["lr"] == 0.25 and rows[1]["lr"] == pytest.approx(1.0 / rows[1]["L"], rel=1e-12)
 
 
 def test_exact_adam_lr_is_the_papers_formula(tmp_path: Path) -> None:

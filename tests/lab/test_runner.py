@@ -47,7 +47,11 @@ def _cell(workload, spec: str, *, trial: int = 0, seed: int = 0, epochs: int | N
 
 
 def _metrics_without_time(directory: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(directory / "metrics.csv")]
+    """The rows without their wall times, a nan as the string "nan" (LipschitzLR's epoch-0 lr) so that rows compare."""
+    return [
+        {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items() if k != "wall_time"}
+        for row in read_csv(directory / "metrics.csv")
+    ]
 
 
 class _Kill(BaseException):

@@ -577,7 +577,9 @@ def build_lipschitz(ctx: RuleContext) -> RuleSetup:
     The first epoch's lr comes from the first training batch (LipschitzLR's default). Options: ``momentum``,
     ``rigorous`` (``False`` = the paper's L, ``True`` = the provable bound), ``lr`` (the multiplier on 1/L; 1 = the
     paper), ``weight_decay``, and any further :class:`~theorylr.lipschitz.scheduler.LipschitzLR` keyword. Logs L,
-    its data term, K_z and the weight bound K_w of the epoch.
+    its data term, K_z and the weight bound K_w of the epoch. The ``lr`` column is the lr the optimizer holds after
+    the epoch, ``multiplier / L`` of that epoch; at epoch 0 it is ``nan`` unless ``initial_lr`` is given, since the
+    first epoch's lr is set from the first training batch, after that row is written.
     """
     lipschitz_lr = _load("theorylr.lipschitz.scheduler:LipschitzLR", "lipschitz")
     if ctx.loss.lipschitz is None:
@@ -599,7 +601,11 @@ def build_lipschitz(ctx: RuleContext) -> RuleSetup:
         optimizer,
         scheduler,
         "epoch",
-        probe=lambda: {**_group_lr_probe(optimizer), **_history_probe(scheduler)},
+        probe=lambda: {
+            # Before the first batch the group holds the bare multiplier, which no step uses.
+            **(_group_lr_probe(optimizer) if scheduler.history else {"lr": math.nan}),
+            **_history_probe(scheduler),
+        },
         observe_targets=scheduler.observe_targets,
         close=scheduler.close,
     )
