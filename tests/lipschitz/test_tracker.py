@@ -154,6 +154,34 @@ def test_epoch_statistics_are_the_max_over_batches() -> None:
         assert tracker.batch_size == sizes[-1]  # the latest batch stays readable
 
 
+def test_latest_batch_and_epoch_stay_exact_when_the_record_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Frobenius fast path updates the latest batch's record in place and appends to the list of the latest
+    batch size: a constant read for one batch is not served for the next, and batch sizes that change between
+    batches, across periodic reductions and across epochs, are all counted."""
+    import theorylr.lipschitz.tracker as module
+
+    monkeypatch.setattr(module, "_REDUCE_EVERY", 4)
+    model = _mlp()
+    sizes = [16, 16, 16, 16, 16, 5, 5, 5, 5, 9, 16]  # runs across reductions, and across epochs
+    with ActivationTracker(model, "softmax") as tracker:
+        for peak in range(len(sizes)):  # one epoch per position of the largest batch
+            model(_x(sizes[0], 99))  # a batch that reset_epoch() forgets, of the size the epoch starts with
+            tracker.reset_epoch()
+            values, kzs = [], []
+            for i, m in enumerate(sizes):
+                x = _x(m, 100 * peak + i) * (10.0 if i == peak else 1.0)
+                model(x)
+                kzs.append(float(_penultimate(model, x).norm()))
+                values.append(3 / (4 * m) * kzs[-1])
+                assert tracker.batch_size == m
+                assert float(tracker.batch_k_z()) == pytest.approx(kzs[-1], rel=1e-13)
+                assert float(tracker.batch_lipschitz()) == pytest.approx(values[-1], rel=1e-13)
+            stats = tracker.epoch_stats()
+            assert stats is not None and (stats.batches, stats.examples) == (len(sizes), sum(sizes))
+            assert float(stats.data_lipschitz) == pytest.approx(max(values), rel=1e-13)
+            assert float(stats.max_k_z) == pytest.approx(kzs[peak], rel=1e-13)
+
+
 def test_epoch_maximum_survives_periodic_reduction(monkeypatch: pytest.MonkeyPatch) -> None:
     import theorylr.lipschitz.tracker as module
 
