@@ -8,10 +8,11 @@ Workloads (:data:`WORKLOADS`), each trained with SGD in mini-batches on one CPU 
   on 512 digits upscaled to 28 x 28 (batches of 64), the paper's own setting (§7.3.1). Its epochs take seconds,
   so it runs ``repeats // 6`` rounds (at least 3) and one warm-up epoch.
 
-Four ways to run an epoch on four copies of the same model, timed interleaved (random order in every round) in
+Five ways to run an epoch on five copies of the same model, timed interleaved (random order in every round) in
 one process:
 
 - ``plain``: the training loop alone (the baseline);
+- ``plain_again``: the same loop on a second copy, whose ratio to ``plain`` shows the noise of the measurement;
 - ``noop_hook``: the loop with a forward pre-hook that does nothing on the last Linear (the floor: what any hook
   costs in ``nn.Module.__call__``);
 - ``hooks``: the loop with an :class:`~theorylr.lipschitz.tracker.ActivationTracker` (per batch: ``K_z`` and a list
@@ -19,11 +20,14 @@ one process:
 - ``lipschitz``: the loop under :class:`~theorylr.lipschitz.scheduler.LipschitzLR`, with its ``step()`` at the end of
   every epoch (the epoch maximum, the weight bound, the one host read, the new lr).
 
-Epoch times are medians (``median_ms`` wall time, and thread CPU time) over the rounds. On a shared machine these
-ratios carry a few percent of noise (two identical copies differ by that much), so the figures also include a
-component estimate, much less noisy, all in thread CPU time: the per-batch cost of the hook (the last Linear's call
-with and without the tracker) times the batches, plus the cost of ``LipschitzLR.step()``, over the plain epoch. The
-target is judged on that estimate.
+Epoch times are medians (``median_ms`` wall time, and thread CPU time) over the rounds. The target is judged on
+the **measured overhead**: the ``lipschitz`` epoch's thread CPU time over the ``plain`` epoch's, minus one (on a
+GPU, wall times, synchronised at the end of each epoch); ``plain_again`` gives the noise beside it. A **component
+estimate** is printed too, in thread CPU time: the per-batch cost of the hook (the last Linear's call with and
+without the tracker, timed in a tight loop) times the batches, plus the cost of ``LipschitzLR.step()``, over the
+plain epoch. It is steadier but about half the measured overhead on the small MLP: timed alone, the hook's code and
+its norm kernel run from warm caches, which a training loop's forward and backward passes have left cold (in the
+eleventh pass the norm took 1.8 us alone and 6-8 us inside the loop).
 
 Run with ``python -m benchmarks.lipschitz_hooks`` (``--device cuda`` puts the models and data on a GPU; the
 components are then set against the plain epoch's wall time, synchronised at the end of each epoch).
@@ -157,6 +161,8 @@ def _measure(workload: Workload, repeats: int, device: torch.device) -> dict[str
     model = _model(workload, device)
     runs["plain"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
     model = _model(workload, device)
+    runs["plain_again"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
+    model = _model(workload, device)
     model[-1].register_forward_pre_hook(_noop_hook)
     runs["noop_hook"] = _epoch_fn(model, torch.optim.SGD(model.parameters(), lr=0.05), batches, None)
     model = _model(workload, device)
@@ -218,6 +224,9 @@ def _measure(workload: Workload, repeats: int, device: torch.device) -> dict[str
     # host waits in synchronize) against its wall time, synchronised at the end of the epoch.
     base_ms = cpu_medians["plain"] if device.type == "cpu" else medians["plain"]
     estimate = (len(batches) * hook_us + step_us) / (1e3 * base_ms)
+    judged = cpu_medians if device.type == "cpu" else medians
+    measured = judged["lipschitz"] / judged["plain"] - 1.0
+    noise = abs(judged["plain_again"] / judged["plain"] - 1.0)
     for obj in closers:
         obj.close()
     return {
@@ -233,7 +242,9 @@ def _measure(workload: Workload, repeats: int, device: torch.device) -> dict[str
         "hook_us_per_batch": hook_us,
         "step_us_per_epoch": step_us,
         "estimated_overhead": estimate,
-        "meets_target": estimate <= 0.02,
+        "measured_overhead": measured,
+        "noise": noise,
+        "meets_target": measured <= 0.02,
     }
 
 
@@ -259,14 +270,18 @@ def main(
         )
         for name, ms in r["epoch_ms"].items():
             print(
-                f"    {name:10s} wall {ms:8.3f} ms/epoch  x{r['ratio_wall'][name]:.4f}   "
+                f"    {name:11s} wall {ms:8.3f} ms/epoch  x{r['ratio_wall'][name]:.4f}   "
                 f"cpu {r['epoch_cpu_ms'][name]:8.3f} ms/epoch  x{r['ratio_cpu'][name]:.4f}"
             )
+        clock = "cpu" if dev.type == "cpu" else "wall"
+        print(
+            f"    measured overhead (lipschitz / plain, {clock} time): {100 * r['measured_overhead']:.2f} % "
+            f"(plain_again: {100 * r['noise']:.2f} %; target <= 2 %: {'met' if r['meets_target'] else 'MISSED'})"
+        )
         print(
             f"    components: hook {r['hook_us_per_batch']:.1f} us/batch, LipschitzLR.step() "
             f"{r['step_us_per_epoch']:.0f} us/epoch (cpu) -> estimated overhead "
-            f"{100 * r['estimated_overhead']:.2f} % of the plain epoch's {'cpu' if dev.type == 'cpu' else 'wall'} time "
-            f"(target <= 2 %: {'met' if r['meets_target'] else 'MISSED'})"
+            f"{100 * r['estimated_overhead']:.2f} % of the plain epoch's {clock} time (timed alone: a lower bound)"
         )
     return {"configs": results, "target": 0.02, "device": str(dev), "machine": machine_description()}
 

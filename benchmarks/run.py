@@ -244,12 +244,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     hooks = results.get("lipschitz_hooks")
     for config in hooks.get("configs", []) if isinstance(hooks, dict) else []:
+        label = f"({config.get('workload')}, batch {config.get('batch_size')})"
+        measured = config.get("measured_overhead")
+        out.append(_target(f"LipschitzLR hooks <= 2% per epoch {label}", 0.02, measured, unit="fraction"))
         out.append(
             _target(
-                f"LipschitzLR hooks <= 2% per epoch ({config.get('workload')}, batch {config.get('batch_size')})",
+                f"LipschitzLR hooks <= 2%: component estimate {label}",
                 0.02,
                 config.get("estimated_overhead"),
                 unit="fraction",
+                informational=True,
             )
         )
     return out
