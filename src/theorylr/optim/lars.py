@@ -783,7 +783,8 @@ def _single_tensor_lars(
     """The reference: the update rule of :class:`LARS`, line by line, one tensor at a time.
 
     The sign of ``maximize`` is carried by the coefficients: ``u = g + sign * wd * w = sign * d``, so that both paths
-    store the same factored buffer (see :func:`_momentum_scales`).
+    store the same factored buffer (see :func:`_momentum_scales`). ``layout`` is not used: it is in the signature
+    that :func:`lars` calls both paths with.
     """
     n = len(params)
     sign = -1.0 if maximize else 1.0
