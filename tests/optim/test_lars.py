@@ -959,24 +959,30 @@ def test_cpu_l1_norms_of_large_tensors_are_sums_by_slices(dtype: torch.dtype, th
     assert float(fast[3]) == 0.0
 
 
-def test_percentdelta_foreach_with_sliced_l1_norms_matches_the_loop() -> None:
-    """PercentDelta's foreach step, whose large tensors take the sliced L1 norms, equals the reference loop."""
+@pytest.mark.parametrize("norm", ["l1", "mean_ratio"])
+def test_percentdelta_foreach_with_sliced_l1_norms_matches_the_loop(norm: str) -> None:
+    """PercentDelta's foreach step, whose large tensors take the sliced L1 norms (of the weights and gradients, or of
+    the element-wise ratios), equals the reference loop."""
     torch.manual_seed(12)
     shapes = [(600, 500), (1 << 16,), (7, 3), (5,)]
     fast_ps = [nn.Parameter(torch.randn(s, dtype=torch.float64)) for s in shapes]
     loop_ps = [nn.Parameter(p.detach().clone()) for p in fast_ps]
-    fast = LARS(fast_ps, lr=0.1, momentum=0.9, weight_decay=1e-3, norm="l1", foreach=True)
-    loop = LARS(loop_ps, lr=0.1, momentum=0.9, weight_decay=1e-3, norm="l1", foreach=False)
-    for _ in range(3):
+    fast = LARS(fast_ps, lr=0.1, momentum=0.9, weight_decay=1e-3, norm=norm, foreach=True)
+    loop = LARS(loop_ps, lr=0.1, momentum=0.9, weight_decay=1e-3, norm=norm, foreach=False)
+    for step in range(3):
         for a, b in zip(fast_ps, loop_ps):
             g = torch.randn(a.shape, dtype=torch.float64)
             a.grad, b.grad = g.clone(), g.clone()
         fast.step()
         loop.step()
-    for a, b in zip(fast_ps, loop_ps):
-        # the ratios to summation order; the weights up to the two paths' different sequences of roundings
-        torch.testing.assert_close(fast.state[a]["trust_ratio"], loop.state[b]["trust_ratio"], rtol=1e-12, atol=0)
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-9, atol=1e-12)
+        # The ratios agree to the summation order on the same weights (the first step). After it the weights differ
+        # by roundings, which "mean_ratio" magnifies: its ratios |u| / (|w| + eps) are large where w is near 0
+        # (measured 9e-10 relative by the third step).
+        rtol = 1e-12 if step == 0 or norm == "l1" else 1e-8
+        for a, b in zip(fast_ps, loop_ps):
+            torch.testing.assert_close(fast.state[a]["trust_ratio"], loop.state[b]["trust_ratio"], rtol=rtol, atol=0)
+    for a, b in zip(fast_ps, loop_ps):  # steps of about 1e-2 whose ratios differ as above
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-9, atol=1e-12 if norm == "l1" else 1e-9)
 
 
 @pytest.mark.parametrize("norm", ["l2", "l1", "linf"])
