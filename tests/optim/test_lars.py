@@ -959,6 +959,22 @@ def test_cpu_l1_norms_of_large_tensors_are_sums_by_slices(dtype: torch.dtype, th
     assert float(fast[3]) == 0.0
 
 
+def test_l1_norms_of_tensors_that_require_grad_keep_autograd() -> None:
+    """Called with gradients enabled on tensors that require them (a user's logging, not a step), the foreach L1
+    norms of large tensors come from torch's kernel, which autograd records, instead of the sliced sums, whose
+    ``abs(out=)`` autograd refuses; under no_grad the sliced sums are used."""
+    torch.manual_seed(13)
+    p = nn.Parameter(torch.randn(1 << 17))
+    (norm,) = local_norms([p], "l1", foreach=True)
+    assert norm.requires_grad
+    norm.backward()
+    torch.testing.assert_close(p.grad, torch.sign(p.detach()))
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        (plain,) = local_norms([p], "l1", foreach=True)
+    assert sum(e.name == "aten::abs" for e in prof.events()) == 1 and not plain.requires_grad
+    torch.testing.assert_close(plain, norm.detach(), rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("norm", ["l1", "mean_ratio"])
 def test_percentdelta_foreach_with_sliced_l1_norms_matches_the_loop(norm: str) -> None:
     """PercentDelta's foreach step, whose large tensors take the sliced L1 norms (of the weights and gradients, or of

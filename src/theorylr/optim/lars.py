@@ -156,7 +156,9 @@ def _same_dtype_norms(
     if norm == "l2" and _compiled_on_cpu(kept):
         return _compiled_sq_norms(kept, dtype)
     if large_pairs is not None:  # the layout checked the dtype and the device
-        per_tensor = bool(large_pairs) and (norm == "l1" or (norm == "l2" and torch.get_num_threads() >= 2))
+        per_tensor = bool(large_pairs) and (
+            (norm == "l1" and not _needs_autograd(kept)) or (norm == "l2" and torch.get_num_threads() >= 2)
+        )
     else:
         per_tensor = (norm == "l2" and _use_dot_norms(kept, dtype)) or (norm == "l1" and _use_chunked_l1(kept, dtype))
     if per_tensor:
@@ -294,12 +296,19 @@ def _use_dot_norms(tensors: list[Tensor], dtype: torch.dtype) -> bool:
 def _use_chunked_l1(tensors: list[Tensor], dtype: torch.dtype) -> bool:
     """Whether to take the L1 norms of the large tensors with :func:`_chunked_l1_norms` instead of
     ``torch._foreach_norm`` (tensors of ``_DOT_MIN_NUMEL`` elements or more, contiguous; float32/float64 CPU tensors
-    outside ``torch.compile``, whose own sums are fast)."""
+    outside ``torch.compile``, whose own sums are fast, and outside autograd)."""
     return (
         not torch.compiler.is_compiling()
         and dtype in (torch.float32, torch.float64)
         and all(t.is_cpu and t.dtype == dtype for t in tensors)
+        and not _needs_autograd(tensors)
     )
+
+
+def _needs_autograd(tensors: list[Tensor]) -> bool:
+    """Whether norms of ``tensors`` would be recorded by autograd (``abs(out=)`` refuses such tensors: the norms are
+    then ``torch._foreach_norm``'s, which autograd differentiates). Never so inside a step (``torch.no_grad``)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 # The slice of a tensor that _chunked_l1_norms makes absolute at a time: small enough to stay in a core's L2 cache
