@@ -399,9 +399,10 @@ class ActivationTracker:
         self._paused = 0
         self._constant_bounds: dict[torch.device | None, Tensor] = {}
         self._pending: dict[int, tuple[list[Tensor], list[Tensor]]] = {}  # batch size -> (K_z list, L_b list)
-        # The batch size whose K_z list _record_fro appends to directly (-1: none; set by _fold, reset with _pending).
+        # The batch size of the latest batch and its _pending lists, which _fold appends to without a lookup while
+        # the size stays the same (-1: none; forgotten whenever _pending is replaced).
         self._open_size = -1
-        self._open_list: list[Tensor] = []
+        self._open_lists: tuple[list[Tensor], list[Tensor]] = ([], [])
         self._coefficients: dict[int, float] = {}  # batch size -> c_m (see _coefficient)
         self._summary: dict[str, Tensor] | None = None  # running epoch maxima
         self._batches = self._examples = self._unreduced = 0
@@ -504,11 +505,10 @@ class ActivationTracker:
         and a few attribute writes per batch, the only Python a training batch runs here.
 
         Every batch of such a tracker is folded when recorded, so the latest batch's record is updated in place
-        rather than made anew, and the list that receives ``K_z`` for the latest batch size is kept at hand (batch
-        sizes change at most at an epoch's last batch). In the training loop of the 128-wide MLP benchmark the
-        tracker's cost per batch went from 19.5-22.6 us to 18.3-20.4 us (three interleaved runs; about 2 us of
-        noise): most of it is torch's, the hook's call (about 4 us there) and the norm kernel (6-8 us there, 1.8 us
-        when timed alone). ``benchmarks/RESULTS.md``, eleventh pass.
+        rather than made anew, and :meth:`_fold` keeps the lists of the latest batch size at hand. In the training
+        loop of the 128-wide MLP benchmark the tracker's cost per batch went from 19.5-22.6 us to 18.3-21.1 us (four
+        interleaved runs; about 2 us of noise): most of it is torch's, the hook's call (about 4 us there) and the
+        norm kernel (6-8 us there, 1.8 us when timed alone). ``benchmarks/RESULTS.md``, eleventh pass.
         """
         a = activations.detach()
         # The Frobenius norm ignores the matrix's shape: no reshape, and 16-bit activations are accumulated in
@@ -524,15 +524,7 @@ class ActivationTracker:
             self._batch = _Batch(None, k_z, m, None, folded=True)
         else:  # folded, without activations or targets: only its K_z, m and cached constant change
             batch.k_z, batch.m, batch.lipschitz = k_z, m, None
-        if m == self._open_size:
-            self._open_list.append(k_z)
-            self._batches += 1
-            self._examples += m
-            self._unreduced += 1
-            if self._unreduced >= _REDUCE_EVERY:
-                self._reduce()
-        else:
-            self._fold(k_z, m, None)
+        self._fold(k_z, m, None)
 
     def record_empty(self, activations: Tensor) -> None:
         """What the hook does with a batch of no example (``activations`` has no element): nothing here.
@@ -615,10 +607,11 @@ class ActivationTracker:
 
     def _fold(self, k_z: Tensor, m: int, lipschitz: Tensor | None) -> None:
         """Add one batch to the epoch (a list append; reduced every ``_REDUCE_EVERY`` batches and when read)."""
-        lists = self._pending.get(m)
-        if lists is None:
-            lists = self._pending[m] = ([], [])
-        self._open_size, self._open_list = m, lists[0]  # see _record_fro
+        if m == self._open_size:  # batch sizes change at most at an epoch's last batch
+            lists = self._open_lists
+        else:
+            lists = self._pending.setdefault(m, ([], []))
+            self._open_size, self._open_lists = m, lists
         lists[0].append(k_z)
         if lipschitz is not None:
             lists[1].append(lipschitz)
