@@ -3,11 +3,14 @@ and the peak of temporaries the CPU allocator hands out during a call."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import random
 import statistics
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -107,11 +110,34 @@ def machine_description() -> dict[str, Any]:
     return info
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 pointed at the null device for the block: silences what C++ code prints there (Python's
+    ``sys.stderr`` is flushed first, and the descriptor is restored even if the block raises)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def peak_transient_bytes(fn: Callable[[], Any]) -> int:
     """The highest net amount the CPU allocator handed out while ``fn`` ran (0 if nothing was allocated), from the
     allocator events the profiler records."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof: Any = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # kineto writes a "USDT: ... profiler_start" line to the process's stderr
+        prof.start()
+    try:
         fn()
+    finally:
+        with _quiet_stderr():  # and a "profiler_stop" line
+            prof.stop()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     current = peak = 0
     for event in sorted(events, key=lambda e: e.start_ns()):

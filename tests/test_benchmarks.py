@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 import pytest
 import torch
-from benchmarks._timing import time_rounds
+from benchmarks._timing import peak_transient_bytes, time_rounds
 from benchmarks.run import targets
 
 
@@ -82,12 +84,20 @@ def test_targets_read_results_written_before_schedules() -> None:
 
 def test_hook_targets_are_judged_on_the_measured_overhead() -> None:
     """The hooks' target reads the measured epoch-time overhead; the component estimate is informational."""
-    config = {"workload": "mlp128", "batch_size": 64, "measured_overhead": 0.05, "estimated_overhead": 0.015}
+    config = {
+        "workload": "mlp128",
+        "batch_size": 64,
+        "measured_overhead": 0.05,
+        "estimated_overhead": 0.015,
+        "floor_overhead": 0.03,
+    }
     found = {t["target"]: t for t in targets({"lipschitz_hooks": {"configs": [config]}})}
     judged = found["LipschitzLR hooks <= 2% per epoch (mlp128, batch 64)"]
     assert judged["measured"] == 0.05 and judged["met"] is False and not judged["informational"]
     estimate = found["LipschitzLR hooks <= 2%: component estimate (mlp128, batch 64)"]
     assert estimate["measured"] == 0.015 and estimate["informational"]
+    floor = found["LipschitzLR hooks: floor, one norm per batch and nothing else (mlp128, batch 64)"]
+    assert floor["measured"] == 0.03 and floor["informational"]
 
 
 def test_hook_benchmark_reports_the_measured_overhead_and_its_noise(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,8 +112,30 @@ def test_hook_benchmark_reports_the_measured_overhead_and_its_noise(capsys: pyte
         torch.set_num_threads(threads)
     (config,) = result["configs"]
     ratios = config["ratio_cpu"]
-    assert set(ratios) == {"plain", "plain_again", "noop_hook", "hooks", "lipschitz"}
+    assert set(ratios) == {"plain", "plain_again", "noop_hook", "norm_hook", "hooks", "lipschitz"}
     assert config["measured_overhead"] == pytest.approx(ratios["lipschitz"] - 1.0)
+    assert config["floor_overhead"] == pytest.approx(ratios["norm_hook"] - 1.0)
+    assert config["target_below_floor"] == (config["floor_overhead"] > 0.02)
     assert config["noise"] == pytest.approx(abs(ratios["plain_again"] - 1.0))
     assert config["meets_target"] == (config["measured_overhead"] <= 0.02)
-    assert "measured overhead (lipschitz / plain, cpu time)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "measured overhead (lipschitz / plain, cpu time)" in out
+    assert "floor (norm_hook / plain, cpu time)" in out
+
+
+def test_peak_transient_bytes_sees_an_allocation_and_gives_stderr_back(capfd: pytest.CaptureFixture[str]) -> None:
+    """The allocator peak of a call that makes a 4 MiB tensor, with kineto's start and stop lines kept off stderr
+    while the call's own writes to stderr still get through."""
+
+    def allocate() -> None:
+        torch.empty(1 << 20, dtype=torch.float32).fill_(1.0)
+        os.write(2, b"inside the call\n")
+
+    before = os.fstat(2)
+    assert peak_transient_bytes(allocate) >= 4 << 20
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    sys.stderr.write("after the call\n")
+    err = capfd.readouterr().err
+    assert "inside the call" in err and "after the call" in err
+    assert "USDT" not in err and "profiler_start" not in err
