@@ -302,7 +302,7 @@ def main(
         verdict = (
             "above the target: no per-batch hook meets it here"
             if r["target_below_floor"]
-            else "within the target: the rest is the tracker's own cost"
+            else "within the target: the rest is the tracker's checks and bookkeeping, and LipschitzLR.step()"
         )
         print(f"    floor (norm_hook / plain, {clock} time): {100 * r['floor_overhead']:.2f} % ({verdict})")
         print(
