@@ -275,6 +275,19 @@ def test_tikhonov_term_bounds_the_penalty_slope_in_the_ball() -> None:
     assert slope.item() == pytest.approx(lipschitz, rel=1e-5)
 
 
+def test_tikhonov_term_uses_gamma_t_gamma_where_the_papers_gamma_squared_is_no_bound() -> None:
+    """§5.3 writes ``w^T Gamma^2 w`` for ``||Gamma w||^2``; for a non-symmetric Gamma the literal ``2K ||Gamma^2||``
+    is smaller than a slope of the penalty inside the ball, and the function's ``2K ||Gamma^T Gamma||`` is not."""
+    gamma = t([1.0, 1.0], [0.0, 1.0])
+    paper_literal = 2 * torch.linalg.matrix_norm(gamma @ gamma, ord=2).item()  # 2 + 2 sqrt(2) = 4.83
+    v = torch.linalg.svd(gamma).Vh[0]
+    w1, w2 = v, (1 - 1e-6) * v
+    slope = abs((gamma @ w1).square().sum() - (gamma @ w2).square().sum()) / (w1 - w2).norm()
+    assert paper_literal == pytest.approx(2 + 2 * math.sqrt(2))
+    assert slope.item() > paper_literal + 0.4
+    assert slope.item() <= tikhonov_term(gamma, 1.0).item() * (1 + 1e-9)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Numbers in, float out; tensors in, tensor out, never read on the host
 # ----------------------------------------------------------------------------------------------------------------

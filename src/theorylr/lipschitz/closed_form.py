@@ -407,9 +407,9 @@ def binary_cross_entropy(k_z: float | Tensor, m: float | Tensor) -> float | Tens
 
     .. note::
         Not an upper bound, for two reasons. (1) The paper takes :math:`|y - \sigma(z)|` at its maximum at
-        :math:`z = 0`, where it is :math:`1/2` (eq. 16-17); but that is a minimum over the wrong side: for
-        ``y = 1`` and :math:`z \to -\infty` (or ``y = 0``, :math:`z \to +\infty`) it tends to 1, so the per-example
-        factor is :math:`1/m`, not :math:`1/(2m)`. (2) The gradient is a **sum** of per-example terms
+        :math:`z = 0`, where it is :math:`1/2` (eq. 16-17); but it is monotone in :math:`z`, with no maximum at
+        0: for ``y = 1`` and :math:`z \to -\infty` (or ``y = 0``, :math:`z \to +\infty`) it tends to 1, so the
+        per-example factor is :math:`1/m`, not :math:`1/(2m)`. (2) The gradient is a **sum** of per-example terms
         :math:`\frac1m\sum_i (\sigma(z_i) - y_i)\,a_i`, bounded by :math:`\frac1m\sum_i\|a_i\|
         \le \|A\|_F/\sqrt m`, a factor of order :math:`\sqrt m` above :math:`\|A\|_F/(2m)`. The rigorous bound is
         :func:`theorylr.lipschitz.bounds.gradient_norm_bound` with ``loss="bce"``.
@@ -541,7 +541,8 @@ def tikhonov_term(gamma: float, weight_bound: float) -> float: ...  # type: igno
 @overload
 def tikhonov_term(gamma: float | Tensor, weight_bound: float | Tensor) -> Tensor: ...
 def tikhonov_term(gamma: float | Tensor, weight_bound: float | Tensor) -> float | Tensor:
-    r"""What a Tikhonov penalty :math:`\|\Gamma w\|^2` adds to the Lipschitz constant (§5.3): :math:`2K\|\Gamma^2\|`.
+    r"""What a Tikhonov penalty :math:`\|\Gamma w\|^2` adds to the Lipschitz constant (§5.3):
+    :math:`2K\|\Gamma^T\Gamma\|_2` (the paper's :math:`2K\|\Gamma^2\|`).
 
     :math:`w_1^T\Gamma^T\Gamma w_1 - w_2^T\Gamma^T\Gamma w_2 = (w_1 + w_2)^T\Gamma^T\Gamma(w_1 - w_2)`, so for
     :math:`\|w_1\|, \|w_2\| \le K` the penalty is :math:`2K\|\Gamma^T\Gamma\|_2`-Lipschitz: a true bound, with the
@@ -553,9 +554,13 @@ def tikhonov_term(gamma: float | Tensor, weight_bound: float | Tensor) -> float 
 
     .. note::
         The paper's derivation carries an extra :math:`\|w_1 - w_2\|\|\Gamma^2\|` term and then drops it; the
-        identity above shows the boxed result holds as stated. The paper's remark that L2 is the case
+        identity above shows the boxed result holds without it. The paper's remark that L2 is the case
         :math:`\Gamma = \frac{\lambda}{2} I` is off: :math:`\frac{\lambda}{2}\|w\|^2` is :math:`\Gamma =
-        \sqrt{\lambda/2}\, I`, which gives :math:`\lambda K` (:func:`l2_term`) as the paper says.
+        \sqrt{\lambda/2}\, I`, which gives :math:`\lambda K` (:func:`l2_term`) as the paper says. The paper
+        writes :math:`(\Gamma w)^T(\Gamma w) = w^T\Gamma^2 w`, true only for a symmetric :math:`\Gamma`: this
+        function follows its first expression, :math:`\Gamma^T\Gamma`. For a non-symmetric matrix the literal
+        :math:`2K\|\Gamma^2\|_2` is smaller and not a bound: for :math:`\Gamma = [[1, 1], [0, 1]]` and ``K = 1``
+        it is 4.83, against 5.24 here and a Lipschitz ratio of 5.24 found on the unit ball.
 
     Args:
         gamma: :math:`\Gamma` (see above).

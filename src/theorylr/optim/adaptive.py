@@ -960,6 +960,7 @@ class AdaMo(_LipschitzAdaptive):
     .. note::
         With ``bias_correction=True`` both ``V`` and ``K`` are divided by the same ``1 - beta^t`` (as §6.4 says),
         so the correction cancels and the update is unchanged; the flag is kept for symmetry with Auto-Adam.
+        §6.4 counts ``t`` in epochs; here ``t`` is the parameter's step count, as in ``torch.optim.Adam``.
         ``K`` is clamped away from zero before the division (the paper has no ``eps``).
         The paper's "on the first epoch, set K to 0.1 and use this value as the learning rate" is
         ``initial_step_size=0.1, initial_steps=<steps per epoch>``; ``K`` keeps averaging during those steps.
@@ -1042,7 +1043,8 @@ class AutoAdam(_LipschitzAdaptive):
         The paper puts ``eps`` inside ``sqrt(S + eps)``; we keep that, which floors the denominator at
         ``sqrt(eps)`` (1e-4 with the default) rather than ``eps``. With ``bias_correction=True`` the ``1 - b1^t``
         factors of ``V`` and ``K1`` cancel and those of ``S`` and ``K2`` cancel up to ``eps``, so the flag changes
-        the update only through ``eps``. In observed mode, ``L2_t`` applies the same estimates to
+        the update only through ``eps`` (§6.4 counts ``t`` in epochs; here ``t`` is the parameter's step count, as
+        in ``torch.optim.Adam``). In observed mode, ``L2_t`` applies the same estimates to
         ``D = max ||g_l||`` and ``R = lambda max ||w_l||``.
 
         What the step size comes to: without weight decay ``L2_t = L_t^2`` in every estimate, so once the EWAs have

@@ -95,7 +95,9 @@ def constant_step(
         the numerator only; Theorems 1-2 and Section 4.2 put the whole fraction under the root, which is what we
         compute. With :math:`\rho` = Adam's usual ``eps`` (1e-8) the full form is tiny (:math:`\delta \approx
         10^8 \gamma`); the paper's experiments use the simplified form, which is the default here. Theorem 1's
-        Adam has no bias correction, whereas ``torch.optim.Adam`` has; the step size is used unchanged.
+        Adam has no bias correction, whereas ``torch.optim.Adam`` has; the step size is used unchanged. Section 4.2
+        calls ``T`` "the total number of iterations/epochs"; Theorems 1-2 count Adam iterations, so ``T`` here is
+        optimizer steps (in mini-batch training, epochs times batches per epoch).
     """
     check_number("initial_loss", initial_loss, allow_tensor=True)
     check_number("final_loss", final_loss, allow_tensor=True)

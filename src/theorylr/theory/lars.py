@@ -120,6 +120,14 @@ def steps_to_interval(w0: float, a: float, lr: float) -> int:
     that of exact arithmetic on the numbers given (checked with rationals up to 10,000 steps); a float64 run of
     eq. (1) rounds each step and can take one step more or fewer where an iterate lands on an end of the interval.
 
+    .. note::
+        §3.1 prints the count from above as ``k >= -log(a(1+lr) / w0) / log(1-lr) ~ (1/lr) log(a / w0)``. With
+        ``w0 > a(1+lr)`` both logarithms are negative, so the printed bound is negative (every ``k >= 0`` meets it)
+        and so is its approximation: sign slips. The count here drops the leading minus, as the case from below
+        has none; it is the first ``k`` of the iterates ``(1-lr)^k w0`` inside the interval (for ``w0 = 7``,
+        ``a = 2``, ``lr = 0.2``: 5 steps, where the printed form gives 0). :func:`steps_to_interval_approx` takes
+        the approximation's magnitude.
+
     Example:
         >>> steps_to_interval(0.1, 1.0, 0.1)  # 0.1 * 1.1**k >= 0.9 first at k = 24
         24
@@ -158,6 +166,10 @@ _EXACT_STEPS = 10_000
 
 def steps_to_interval_approx(w0: float, a: float, lr: float) -> float:
     """The paper's approximation of :func:`steps_to_interval`, ``|log(a / w0)| / lr`` (§3.1): ``O(1/lr)`` steps.
+
+    .. note::
+        §3.1 prints ``(1/lr) log(a / w0)`` for a start above the interval, which is negative there (``w0 > a``):
+        the magnitude is the approximation of the count, from either side (see :func:`steps_to_interval`).
 
     Example:
         >>> round(steps_to_interval_approx(0.1, 1.0, 0.1), 2)
@@ -227,7 +239,7 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
     Example:
         >>> steps_to_fallback(1.0, 0.5, 0.1)  # 1, .5, .25, .125, .0625
         4
-        >>> steps_to_fallback(1.0, 0.5, 0.125)  # 0.125 is not below 0.125: one step more
+        >>> steps_to_fallback(1.0, 0.5, 0.125)  # |w_3| = 0.125 is not below 0.125: the 4th step falls back
         4
     """
     _check_lr(lr)
@@ -319,8 +331,11 @@ def corollary_2_1(eps: float, c1: float, c2: float) -> tuple[float, int]:
 
     .. note::
         Inherits the flaw of :func:`theorem2_bound`: the step count is not guaranteed. On ``f(w) = (w - 10)^2 / 2``
-        from ``w0 = 20`` it promises ``k = 1`` for ``eps = 5 .. 40`` (``M1``, ``M2`` measured on the run), where
-        ``f(w0) - f* = 50``. :func:`corollary_2_1_rigorous` is the count that follows from :func:`fixed_lr_bound`.
+        from ``w0 = 20`` (``L = 1``, and ``M1 = 10``, ``M2 = 9`` measured on the run: ``C1 = 5/9``, ``C2 = 200``)
+        it promises 8 steps at ``eps = 2``, 2 at ``eps = 5`` and 1 from ``eps = 7.5`` on. Yet the best of the
+        iterates ``w_1 .. w_k`` is still more than ``eps`` above ``f*`` for every ``eps`` from 2 to 20 (at
+        ``eps = 5``: ``f(w_2) - f* = 21.2``; at ``eps = 20``: ``f(w_1) - f* = 20.15``), and ``f(w0) - f* = 50``.
+        :func:`corollary_2_1_rigorous` is the count that follows from :func:`fixed_lr_bound`.
 
     Example:
         >>> lr, k = corollary_2_1(0.01, 2.0, 16.0)
