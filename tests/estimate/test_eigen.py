@@ -176,3 +176,17 @@ def test_float32_operator() -> None:
 def test_invalid_arguments(call: Callable[[], object], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_lanczos_does_not_stop_on_a_cluster_below_an_outlier() -> None:
+    """A start vector with little weight on the top eigenvector: the first Ritz value sits on the cluster below it
+    with a residual under ``tol`` (it is near *an* eigenvalue). Lanczos waits for the end to settle: the second
+    step spans both eigenspaces and finds the top exactly."""
+    a = torch.diag(torch.tensor([1.0] * 199 + [1.004], dtype=F64))
+    v0 = torch.ones(200, dtype=F64)
+    v0[-1] = 0.3  # weight 4.5e-4 on the top eigenvector: residual 8.5e-5 at the first step
+    first = lanczos(a.mv, v0, k=1, tol=1e-4)
+    assert first.residual <= 1e-4 * first.eigenvalue and first.eigenvalue < 1.00001  # the trap
+    r = lanczos(a.mv, v0, k=50, tol=1e-4)
+    assert r.converged and r.matvecs == 2
+    assert r.eigenvalue == pytest.approx(1.004, rel=1e-12)
