@@ -434,6 +434,44 @@ def test_rigorous_least_squares_bound_holds_with_a_large_bias() -> None:
     assert float(torch.cat([gw.flatten(), gb]).norm()) <= float(bound)
 
 
+def test_rigorous_bound_with_a_bias_covers_the_decay_term_of_the_joint_gradient() -> None:
+    """With weight decay the SGD step on the last layer is ``lr (g + lambda [W, b])``: ``K`` must hold ``[W, b]``,
+    not only the largest single tensor, for ``lr = 1 / (L_b + lambda K)`` to move ``[W, b]`` by at most 1."""
+    from theorylr.lipschitz.scheduler import LipschitzLR
+
+    lam = 0.1
+    model = nn.Sequential(nn.Linear(1, 1)).to(F64)
+    with torch.no_grad():
+        model[0].weight.fill_(5.0)
+        model[0].bias.fill_(5.0)  # ||W|| = ||b|| = 5, ||[W, b]|| = 5 sqrt(2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, weight_decay=lam)
+    sched = LipschitzLR(opt, model, "bce", rigorous=True, weight_decay=lam)
+    assert sched.tracker.weight_bound().item() == pytest.approx(5 * 2**0.5)
+    x, y = torch.ones(4, 1, dtype=F64), torch.zeros(4, dtype=F64)
+    before = torch.cat([model[0].weight.detach().flatten(), model[0].bias.detach()])
+    nn.functional.binary_cross_entropy_with_logits(model(x)[:, 0], y).backward()
+    opt.step()
+    after = torch.cat([model[0].weight.detach().flatten(), model[0].bias.detach()])
+    assert float((after - before).norm()) <= 1.0 + 1e-12  # was 1.108 with K = max(||W||, ||b||)
+    sched.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_weight_bound_of_a_16_bit_model_is_accumulated_in_float32(dtype: torch.dtype) -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 4)).to(dtype)
+    exact = max(float(p.detach().double().norm()) for p in model.parameters())
+    with ActivationTracker(model, "softmax") as tracker:
+        for foreach in (True, False):
+            bound = tracker.weight_bound(foreach=foreach)
+            assert bound.dtype == torch.float32
+            assert float(bound) == pytest.approx(exact, rel=1e-6)  # a 16-bit result rounds to 8 or 11 bits
+    mixed = nn.Sequential(nn.Linear(3, 3).double(), nn.Linear(3, 2).to(dtype))
+    with ActivationTracker(mixed, "softmax") as tracker:
+        exact = max(float(p.detach().double().norm()) for p in mixed.parameters())
+        assert float(tracker.weight_bound()) == pytest.approx(exact, rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("mode", "shape", "dtype"),
     [

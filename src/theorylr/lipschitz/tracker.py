@@ -77,7 +77,7 @@ class EpochStats:
         k_z: ``K_z`` of the batch that attained ``max_b L_b``.
         batch_size: ``m`` of that batch (a float tensor).
         max_k_z: the largest ``K_z`` of the epoch.
-        weight_bound: ``K``, read when the stats were taken.
+        weight_bound: ``K``, read when the stats were taken (:meth:`ActivationTracker.weight_bound`).
         batches: the number of training batches recorded.
         examples: the number of examples (rows) in them.
     """
@@ -190,6 +190,20 @@ def _transformed(x: Tensor) -> bool:
     return _FUNCTORCH_WRAPPED is not None and bool(_FUNCTORCH_WRAPPED(x))
 
 
+def _norms(tensors: list[Tensor], foreach: bool) -> list[Tensor]:
+    """Each tensor's Frobenius norm; 16-bit tensors accumulated and returned in float32 (a bfloat16 norm rounds to
+    8 bits, up to 0.4 % below the norm of the same values)."""
+    low = [t.dtype in _LOW_PRECISION for t in tensors]
+    if not any(low):
+        return list(torch._foreach_norm(tensors)) if foreach else [torch.linalg.vector_norm(t) for t in tensors]
+    if foreach and all(low):
+        return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    return [
+        torch.linalg.vector_norm(t, dtype=torch.float32) if w else torch.linalg.vector_norm(t)
+        for t, w in zip(tensors, low)
+    ]
+
+
 class _RecordHook:
     """The tracker's forward hook (``mode="output"``) or forward pre-hook (``mode="input"``, with kwargs).
 
@@ -291,9 +305,9 @@ class ActivationTracker:
       output bound ``K_a = K K_z`` of eq. 12 and ``K`` the weight bound at the time of the forward pass);
     - rigorous (``rigorous=True``): ``gradient_norm_bound(A_b, loss, num_classes=k, targets=y_b, weight_bound=K)``,
       a true bound on the last-layer gradient norm of the batch's mean loss. When the tracked ``nn.Linear`` has a
-      bias, the bound is taken with ``bias=True`` (it covers the weight and bias gradients together), and for least
-      squares ``K`` is at least ``||[W, b]||_F`` of that layer, so that the bound holds with the bias in the
-      residual.
+      bias, the bound is taken with ``bias=True`` (it covers the weight and bias gradients together), and ``K`` is
+      at least ``||[W, b]||_F`` of that layer (:meth:`weight_bound`), so that the bound holds with the bias in the
+      least-squares residual and in the weight-decay term ``lambda K``.
 
     **Targets.** Least squares needs the batch's targets in both forms; give them with :meth:`observe_targets`
     after the forward pass (before the next one). For the classification losses targets are optional and used
@@ -497,7 +511,7 @@ class ActivationTracker:
             self._batch = _Batch(None, k_z, m, None, folded=True)
             self._fold(k_z, m, None)
         else:
-            bound = self._least_squares_bound() if self.loss == "least_squares" else None
+            bound = self.weight_bound() if self.loss == "least_squares" else None
             self._batch = _Batch(a, k_z, m, bound, lead=lead)
 
     def _record_fro(self, activations: Tensor) -> None:
@@ -701,18 +715,13 @@ class ActivationTracker:
             value = value + l2_term(weight_decay, self.weight_bound().to(value.dtype))
         return value
 
-    def _least_squares_bound(self) -> Tensor:
-        """``K`` for least squares: the rigorous bound needs ``||[W, b]||_F`` of the tracked layer to be at most K."""
-        bound = self.weight_bound()
-        if self.rigorous and self._bias and self.constant_weight_bound is None:
-            layer = self.module
-            assert isinstance(layer, nn.Linear) and layer.bias is not None
-            joint = torch.linalg.vector_norm(torch.cat([layer.weight.detach().flatten(), layer.bias.detach()]))
-            bound = torch.maximum(bound, joint.to(bound.device))
-        return bound
-
     def weight_bound(self, *, foreach: bool | None = None) -> Tensor:
         """``K``: the constant given, or the largest Frobenius norm of the model's parameter tensors (0-dim).
+
+        With ``rigorous=True`` and a tracked ``nn.Linear`` that has a bias, ``K`` is also at least ``||[W, b]||_F``
+        of that layer: its rigorous bound covers the weight and bias gradients together, so the ball of radius
+        ``K`` must hold ``[W, b]`` (in the least-squares residual, and in the decay term ``lambda [W, b]`` of that
+        joint gradient). The norms of 16-bit parameters are accumulated and returned in float32.
 
         Args:
             foreach: compute the norms with ``torch._foreach_norm`` (default ``None``: when available).
@@ -721,8 +730,9 @@ class ActivationTracker:
         return norms[0] if len(norms) == 1 else torch.stack(norms).amax()
 
     def _weight_norms(self, *, foreach: bool | None = None) -> list[Tensor]:
-        """The tensors whose maximum is ``K``: every parameter's Frobenius norm on the first parameter's device, or
-        the constant bound alone (0 for a model without parameters)."""
+        """The tensors whose maximum is ``K``: every parameter's Frobenius norm on the first parameter's device (and
+        the tracked layer's joint ``||[W, b]||_F`` for a rigorous tracker, see :meth:`weight_bound`), or the
+        constant bound alone (0 for a model without parameters)."""
         params: list[Tensor] = list(self.model.parameters())
         if self.constant_weight_bound is not None or not params:
             device = params[0].device if params else None
@@ -733,8 +743,12 @@ class ActivationTracker:
             foreach = all(p.device.type in ("cpu", "cuda", "xpu", "mps") for p in params)
         device = params[0].device
         with torch.no_grad():
-            norms = list(torch._foreach_norm(params)) if foreach else [torch.linalg.vector_norm(p) for p in params]
-        if any(p.device != device for p in params):
+            norms = _norms(params, foreach)
+            if self.rigorous and self._bias:
+                layer = self.module
+                assert isinstance(layer, nn.Linear) and layer.bias is not None
+                norms += _norms([torch.cat([layer.weight.flatten(), layer.bias])], foreach=False)
+        if any(n.device != device for n in norms):
             norms = [n.to(device) for n in norms]
         return norms
 
