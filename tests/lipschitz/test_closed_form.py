@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import Tensor
 
+from theorylr.lipschitz.bounds import gradient_norm_bound
 from theorylr.lipschitz.closed_form import (
+    ACTIVATION_NORMS,
     activation_norm,
     binary_cross_entropy,
     l2_term,
@@ -338,3 +340,27 @@ def test_matrix_functions_make_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> 
     for call, value in zip(calls, outputs):
         assert isinstance(value, Tensor) and value.shape == () and value.dtype == torch.float32
         torch.testing.assert_close(value, call())  # the same value as computed normally
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_matrices_are_computed_in_float32(dtype: torch.dtype) -> None:
+    """16-bit rounding would put the rigorous forms below what they bound (bf16 rounds to 8 bits), float16's
+    ``X^T y`` overflows, and torch's matrix norms refuse 16-bit input: they are computed in float32."""
+    gen = torch.Generator().manual_seed(4)
+    a16 = (torch.randn(64, 30, generator=gen) * 3).to(dtype)
+    a = a16.double()  # the same values, exactly
+    for kind in ACTIVATION_NORMS:
+        value = activation_norm(a16, kind)
+        assert value.dtype == torch.float32
+        assert value.item() == pytest.approx(activation_norm(a, kind).item(), rel=1e-5)
+    bound = spectral_norm_bound(a16)
+    assert bound.dtype == torch.float32 and bound.item() >= torch.linalg.matrix_norm(a, ord=2).item() * (1 - 1e-5)
+    x16 = torch.full((64, 30), 20.0, dtype=dtype)  # X^T y = 64 * 20 * 20 per entry: past float16's 65504
+    y16 = torch.full((64,), 20.0, dtype=dtype)
+    rigorous = least_squares_rigorous(x16, y16, 1.0)
+    assert rigorous.dtype == torch.float32 and torch.isfinite(rigorous)
+    exact = least_squares_rigorous(x16.double(), y16.double(), 1.0).item()
+    assert rigorous.item() == pytest.approx(exact, rel=1e-5)
+    assert rigorous.item() == pytest.approx(
+        gradient_norm_bound(x16, "least_squares", targets=y16, weight_bound=1.0).item(), rel=1e-5
+    )

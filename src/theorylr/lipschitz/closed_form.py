@@ -75,7 +75,9 @@ def _check_classes(name: str, value: int | Tensor) -> None:
 
 
 def _as_matrix(name: str, a: Tensor) -> Tensor:
-    """``a`` as an ``(m, features)`` matrix: one row per example, trailing dimensions flattened."""
+    """``a`` as an ``(m, features)`` matrix: one row per example, trailing dimensions flattened; float16 and
+    bfloat16 as float32 (their products and norms would round to 11 or 8 bits, and some linalg routines refuse
+    them)."""
     if not isinstance(a, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor with one row per example (got {type(a).__name__})")
     if a.ndim < 2 or a.shape[0] == 0:
@@ -83,7 +85,8 @@ def _as_matrix(name: str, a: Tensor) -> Tensor:
             f"{name} must have shape (m, features...) with m >= 1 examples and at least 2 dimensions "
             f"(got shape {tuple(a.shape)})"
         )
-    return a.reshape(a.shape[0], -1)
+    a = a.reshape(a.shape[0], -1)
+    return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
 
 
 def _paper_positive(value: float | Tensor, formula: str, rigorous: str) -> float | Tensor:
@@ -122,7 +125,7 @@ def activation_norm(a: Tensor, kind: str = "fro") -> Tensor:
         kind: ``"fro"`` (default), ``"spectral"`` or ``"max_row"``.
 
     Returns:
-        A 0-dim tensor with ``a``'s dtype and device.
+        A 0-dim tensor with ``a``'s dtype and device (float32 for float16 or bfloat16 ``a``, computed in float32).
 
     Example:
         >>> a = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
@@ -153,17 +156,18 @@ def spectral_norm_bound(a: Tensor, *, squarings: int = 10) -> Tensor:
     therefore an upper bound that exceeds :math:`\|A\|_2` by a factor of at most :math:`n^{1/2^{q+1}}`
     (``q = 10``: below 1.005 for ``n <= 10^4``; in practice the top eigenvalue dominates after a few squarings and
     the excess is about 1e-6). A matrix holding an infinite entry gets ``inf``, one holding a nan gets ``nan``.
-    Unlike an SVD it never waits for the device, so it is safe inside hooks; unlike power
-    iteration it does not under-estimate, except by rounding: in float32 we measured results down to
-    ``(1 - 1e-6) ||A||_2`` (Gaussian and ReLU matrices up to 128 x 2048), the same order as the rounding of the
-    gradients it bounds. The entries are rescaled to [-1, 1] first, so nothing overflows. The result is detached.
+    Unlike an SVD it never waits for the device, so it is safe inside hooks; unlike power iteration it does not
+    under-estimate, except by rounding: in float32 we measured results down to ``(1 - 1e-6) ||A||_2`` (Gaussian
+    and ReLU matrices up to 128 x 2048) and ``(1 - 2e-6) ||A||_2`` (1000 x 20, one entry 1e4 times the rest), the
+    same order as the rounding of the gradients it bounds. 16-bit matrices are computed in float32. The entries
+    are rescaled to [-1, 1] first, so nothing overflows. The result is detached.
 
     Args:
         a: a matrix ``(rows, columns...)`` (trailing dimensions flattened).
         squarings: ``q >= 0``, the number of squarings (default 10; cost ``q - 1`` products of ``n x n``).
 
     Returns:
-        A 0-dim tensor with ``a``'s dtype and device.
+        A 0-dim tensor with ``a``'s dtype and device (float32 for float16 or bfloat16 ``a``, computed in float32).
 
     Example:
         >>> a = torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64))
@@ -261,7 +265,8 @@ def least_squares_rigorous(x: Tensor, y: Tensor, weight_bound: float | Tensor) -
     The first term is attained (:math:`W = K u v^T`, ``v`` the top right singular vector of ``X``), so ``L`` is
     at most twice the true supremum. :math:`\|X\|_2` is bounded from above by :func:`spectral_norm_bound`
     (sync-free, within 0.5 %). A bias is a column of ones in ``x``; ``K`` then bounds ``||[W, b]||_F``. This equals
-    ``gradient_norm_bound(x, "least_squares", targets=y, weight_bound=K)``.
+    ``gradient_norm_bound(x, "least_squares", targets=y, weight_bound=K)`` (float16 and bfloat16 data are computed
+    in float32 by both).
 
     Args:
         x: data matrix ``(m, features)``.
