@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -176,3 +177,39 @@ def test_a_summed_loss_is_refused_before_any_sample() -> None:
     with pytest.raises(ValueError, match="loss_fn must return the batch's mean loss"):
         smoothness(model, nn.CrossEntropyLoss(reduction="sum"), data, num_samples=2)
     assert_same_state(model, before)
+
+
+class _ZeroHead(nn.Module):
+    """A model whose own initialisation zeroes its head, after the children drew theirs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.tanh(self.body(x)))
+
+
+def test_default_sampler_resets_children_before_parents() -> None:
+    """The parent's choice wins, as at construction: model.modules() order (parent first) drew a non-zero head."""
+    model = _ZeroHead()
+    body = model.body.weight.detach().clone()
+    reset_parameters_sampler(model, torch.Generator().manual_seed(1))
+    assert not torch.equal(model.body.weight, body)  # re-drawn
+    assert torch.count_nonzero(model.head.weight) == 0 and torch.count_nonzero(model.head.bias) == 0
+
+
+def test_default_sampler_uses_the_attentions_own_initialiser() -> None:
+    mha = nn.MultiheadAttention(8, 2)
+    in_proj = mha.in_proj_weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every parameter is re-drawn: no "keep their current values" warning
+        reset_parameters_sampler(mha, torch.Generator().manual_seed(1))
+    assert not torch.equal(mha.in_proj_weight, in_proj)
+    assert torch.count_nonzero(mha.in_proj_bias) == 0 and torch.count_nonzero(mha.out_proj.bias) == 0

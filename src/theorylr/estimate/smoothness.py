@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,12 @@ class SmoothnessEstimate:
 def reset_parameters_sampler(model: nn.Module, generator: torch.Generator) -> None:
     """The default sampler: re-draw the weights with every module's own ``reset_parameters()``.
 
+    Modules are reset children first, each before its parent (post-order of ``model.modules()``), as a model's
+    construction runs them: a parent whose ``reset_parameters()`` re-initialises a child (a zero-initialised head
+    or residual branch) has the last word, as it had when the model was built. An ``nn.MultiheadAttention`` is
+    reset with its own ``_reset_parameters()`` (Xavier ``in_proj``, zero biases), which it has in place of the
+    public method.
+
     ``reset_parameters`` draws from the global RNG, so the caller (:func:`smoothness`) seeds it with
     ``generator.initial_seed()`` first and restores it afterwards; this function does that seeding too, so it can
     be called on its own. Parameters that no module's ``reset_parameters`` re-draws (e.g. a bare ``nn.Parameter``
@@ -143,13 +149,25 @@ def _kept_tensors(model: nn.Module, chosen: set[int]) -> list[Tensor]:
     return keep
 
 
+def _children_first(module: nn.Module, seen: set[int] | None = None) -> Iterator[nn.Module]:
+    """``module.modules()`` in post-order: each module after all of its submodules (a shared one once, first met)."""
+    seen = set() if seen is None else seen
+    seen.add(id(module))
+    for child in module.children():
+        if id(child) not in seen:
+            yield from _children_first(child, seen)
+    yield module
+
+
 def _reset_parameters(model: nn.Module, generator: torch.Generator, keep: Sequence[Tensor]) -> None:
     """:func:`reset_parameters_sampler`, except that the tensors in ``keep`` get their values back afterwards."""
     saved = [t.detach().clone() for t in keep]
     seed_global(generator.initial_seed(), model)
     covered: set[int] = {id(t) for t in keep}
-    for module in model.modules():
+    for module in _children_first(model):
         reset = getattr(module, "reset_parameters", None)
+        if isinstance(module, nn.MultiheadAttention) and not callable(reset):
+            reset = getattr(module, "_reset_parameters", None)  # torch's attention keeps its initialiser private
         if callable(reset):
             reset()
             covered.update(id(p) for p in module.parameters(recurse=False))
