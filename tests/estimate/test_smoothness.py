@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -171,12 +173,26 @@ def test_invalid_arguments(kwargs: dict[str, object], name: str) -> None:
         smoothness(model, nn.CrossEntropyLoss(), data, **kwargs)  # type: ignore[arg-type]
 
 
-def test_a_summed_loss_is_refused_before_any_sample() -> None:
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        nn.CrossEntropyLoss(reduction="sum"),
+        functools.partial(nn.functional.cross_entropy, reduction="sum"),
+        functools.partial(nn.CrossEntropyLoss(reduction="sum")),
+    ],
+)
+def test_a_summed_loss_is_refused_before_any_sample(loss_fn: Any) -> None:
     model, data = mlp(nn.Tanh), classification_data()
     before = state_snapshot(model)
     with pytest.raises(ValueError, match="loss_fn must return the batch's mean loss"):
-        smoothness(model, nn.CrossEntropyLoss(reduction="sum"), data, num_samples=2)
+        smoothness(model, loss_fn, data, num_samples=2)
     assert_same_state(model, before)
+
+
+def test_a_partial_with_mean_reduction_is_accepted() -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    est = smoothness(model, functools.partial(nn.functional.cross_entropy, label_smoothing=0.0), data, num_samples=1)
+    assert est.k_hat > 0
 
 
 class _ZeroHead(nn.Module):
@@ -213,3 +229,18 @@ def test_default_sampler_uses_the_attentions_own_initialiser() -> None:
         reset_parameters_sampler(mha, torch.Generator().manual_seed(1))
     assert not torch.equal(mha.in_proj_weight, in_proj)
     assert torch.count_nonzero(mha.in_proj_bias) == 0 and torch.count_nonzero(mha.out_proj.bias) == 0
+
+
+def test_a_sampler_that_replaces_parameters_is_refused_and_the_model_restored() -> None:
+    model, data = mlp(nn.Tanh), classification_data()
+    originals = list(model.parameters())
+    before = state_snapshot(model)
+
+    def replacing(m: nn.Module, generator: torch.Generator) -> None:
+        first = next(mod for mod in m.modules() if isinstance(mod, nn.Linear))
+        first.weight = nn.Parameter(torch.randn_like(first.weight))  # a new object, not a write in place
+
+    with pytest.raises(ValueError, match="sampler must write the model's parameters in place"):
+        smoothness(model, nn.CrossEntropyLoss(), data, num_samples=1, sampler=replacing)
+    assert all(p is q for p, q in zip(model.parameters(), originals, strict=True))
+    assert_same_state(model, before)

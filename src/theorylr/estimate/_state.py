@@ -6,6 +6,7 @@ Nothing here is public; :mod:`theorylr.estimate` documents the behaviour these h
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -126,12 +127,16 @@ def check_loss_fn(loss_fn: Any) -> None:
 
     The estimators weight each batch's loss by ``n_b / N``: that is the data's mean loss only when ``loss_fn``
     returns its batch's mean. A summed loss would make the estimate depend on how the data is batched, and
-    ``reduction="none"`` returns no scalar. Criteria without a ``reduction`` attribute (plain functions) are taken
-    as mean-reduced.
+    ``reduction="none"`` returns no scalar. A ``functools.partial`` is judged by its ``reduction`` keyword
+    (``partial(F.cross_entropy, reduction="sum")``); other criteria without a ``reduction`` attribute (plain
+    functions) are taken as mean-reduced.
     """
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable as loss_fn(outputs, targets) (got {loss_fn!r})")
-    reduction = getattr(loss_fn, "reduction", "mean")
+    if isinstance(loss_fn, functools.partial):
+        reduction = loss_fn.keywords.get("reduction", getattr(loss_fn.func, "reduction", "mean"))
+    else:
+        reduction = getattr(loss_fn, "reduction", "mean")
     if reduction not in ("mean", "batchmean"):
         raise ValueError(
             f"loss_fn must return the batch's mean loss: reduction must be 'mean' (got reduction={reduction!r}). "
@@ -216,15 +221,23 @@ def preserved(model: nn.Module) -> Iterator[None]:
 
     Only a tensor whose value changed is written back: an in-place write bumps the tensor's autograd version
     counter, and a graph the caller built before the estimate (a forward pass awaiting its ``backward()``) could no
-    longer be differentiated.
+    longer be differentiated. A parameter or buffer that was replaced by another object (a sampler assigning a new
+    ``nn.Parameter``) is put back first.
     """
     tensors = [*model.parameters(), *model.buffers()]
     saved = [t.detach().clone() for t in tensors]
     flags = [(m, m.training) for m in model.modules()]
+    slots: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (a module's table, its entries now)
+    for m in model.modules():
+        slots += [(m._parameters, dict(m._parameters)), (m._buffers, dict(m._buffers))]
     try:
         with torch.random.fork_rng(devices=cuda_devices(model), device_type="cuda"):
             yield
     finally:
+        for table, before in slots:
+            for name, t in before.items():
+                if table.get(name) is not t:
+                    table[name] = t
         with torch.no_grad():
             for t, value in zip(tensors, saved):
                 if not same_values(t, value):

@@ -2,8 +2,8 @@
 
 The loss is ``L(w) = sum_b (n_b / N) * loss_fn(model(x_b), y_b)`` over a fixed list of batches (batch-size
 weights, so for a mean-reduced criterion it is the mean loss over all ``N`` samples), seen as a function of the
-selected parameters ``w`` (flattened in ``model.parameters()`` order). :class:`HessianOperator` is the linear map
-``v -> H(w) v`` on flat vectors; :func:`hvp` applies it once.
+selected parameters ``w``, flattened in the order of ``params`` (by default ``model.parameters()`` order).
+:class:`HessianOperator` is the linear map ``v -> H(w) v`` on flat vectors; :func:`hvp` applies it once.
 
 Two backends compute the same product:
 

@@ -149,6 +149,19 @@ def _kept_tensors(model: nn.Module, chosen: set[int]) -> list[Tensor]:
     return keep
 
 
+def _check_in_place(model: nn.Module, selected: Sequence[Tensor]) -> None:
+    """A sampler must write the parameters in place: one that replaced a selected parameter would leave the
+    Hessian taken over tensors the model no longer uses."""
+    live = {id(p) for p in model.parameters()}
+    gone = [i for i, p in enumerate(selected) if id(p) not in live]
+    if gone:
+        raise ValueError(
+            f"sampler must write the model's parameters in place (e.g. p.copy_(...) or nn.init.*_ on p); it "
+            f"replaced {len(gone)} of the {len(selected)} selected parameter tensors with new objects. The model's "
+            "own parameters are put back with their values"
+        )
+
+
 def _children_first(module: nn.Module, seen: set[int] | None = None) -> Iterator[nn.Module]:
     """``module.modules()`` in post-order: each module after all of its submodules (a shared one once, first met)."""
     seen = set() if seen is None else seen
@@ -337,6 +350,7 @@ def smoothness(
             seed_global(weight_seed, model)
             with torch.no_grad():
                 draw(model, torch.Generator().manual_seed(weight_seed))
+            _check_in_place(model, selected)
             result = hessian_spectral_norm(model, loss_fn, batches, seed=vector_seed, **options)
             samples.append(SmoothnessSample(seed=weight_seed, result=result))
             bar.update(1)
