@@ -295,6 +295,38 @@ def test_state_dict_round_trip_then_identical_continuation(row: OptimInfo, cfg: 
     _assert_same_state(opt, twin_opt, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_a_load_pre_hook_remapping_the_checkpoint_is_honoured(row: OptimInfo) -> None:
+    """torch's documented way to adapt a checkpoint: a ``register_load_state_dict_pre_hook`` that returns a new
+    dict. Here the resumed optimizer lists the parameters in reverse order and the hook remaps the saved state;
+    every state (the scalar ones the library restores itself included) must land on its own parameter."""
+    kwargs = row.descent_kwargs
+    model, x, y = _problem()
+    opt = _make(row, model.parameters(), kwargs)
+    _train(opt, model, x, y, 3)
+    twin = copy.deepcopy(model)
+    twin_opt = _make(row, list(twin.parameters())[::-1], kwargs)
+
+    def reverse(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        ids = state_dict["param_groups"][0]["params"]
+        remap = dict(zip(ids, ids[::-1]))
+        return {
+            "state": {remap[k]: v for k, v in state_dict["state"].items()},
+            "param_groups": state_dict["param_groups"],
+        }
+
+    twin_opt.register_load_state_dict_pre_hook(reverse)
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        for key, value in opt.state[p].items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(twin_opt.state[q][key], value, rtol=0, atol=0, msg=key)
+    _train(opt, model, x, y, 3)
+    _train(twin_opt, twin, x, y, 3)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
 def test_state_dict_round_trip_with_16_bit_parameters(row: OptimInfo, dtype: torch.dtype) -> None:

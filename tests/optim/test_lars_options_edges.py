@@ -26,6 +26,40 @@ def test_float32_norms_out_of_range_act_as_documented(foreach: bool) -> None:
         torch.testing.assert_close(w.detach(), torch.ones(4) - 0.1 * ratio * gscale)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize(
+    ("cls", "norm", "eps", "w0", "g"),
+    [
+        ("PercentDelta", "mean_ratio", 1e-8, 1e4, 1e-36),  # eps is added to |w|, not to the denominator
+        ("PercentDelta", "mean_ratio", 1e-8, 1.0, 1e-39),  # a subnormal gradient
+        ("PercentDelta", "l1", 0.0, 1.0, 1e-39),
+        ("LARS", "linf", 0.0, 1e3, 1e-36),
+    ],
+)
+def test_a_ratio_that_overflows_takes_the_sgd_fallback(
+    cls: str, norm: str, eps: float, w0: float, g: float, foreach: bool
+) -> None:
+    """Finite weights over a finite, tiny denominator: the ratio overflows float32 (no square underflows first, as
+    for "l2"). It takes the SGD fallback, ratio 1, instead of an infinite step to -inf."""
+    import theorylr
+
+    w = torch.nn.Parameter(torch.full((4,), w0))
+    w.grad = torch.full((4,), g)
+    opt = getattr(theorylr, cls)([w], lr=0.1, norm=norm, eps=eps, foreach=foreach)
+    opt.step()
+    assert float(opt.state[w]["trust_ratio"]) == 1.0
+    assert torch.isfinite(w).all() and torch.equal(w.detach(), torch.full((4,), w0) - 0.1 * torch.full((4,), g))
+
+
+def test_an_infinite_weight_keeps_its_inf() -> None:
+    """The overflow fallback does not hide a diverged weight: an infinite ||w|| still gives an infinite ratio."""
+    w = torch.nn.Parameter(torch.tensor([math.inf, 1.0]))
+    w.grad = torch.tensor([1.0, 1.0])
+    opt = LARS([w], lr=0.1)
+    opt.step()
+    assert math.isinf(float(opt.state[w]["trust_ratio"]))
+
+
 def test_bfloat16_foreach_norm_within_its_documented_bound() -> None:
     """The bfloat16 fast path rounds the norm to bfloat16 (8 significant bits): up to 2^-8, as documented (the
     docstring said 2^-9; sqrt(256^2 + 68^2) = 264.88 comes out 264)."""

@@ -23,6 +23,7 @@ __all__ = [
     "check_lr",
     "foreach_add_scaled_",
     "foreach_add_times_",
+    "load_keeping_scalar_states",
     "params_with_grad",
     "resolve_foreach",
     "restore_scalar_states",
@@ -105,6 +106,27 @@ def params_with_grad(group: dict[str, Any], owner: str) -> tuple[list[Tensor], l
 def scalar_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of a parameter's scalar state (norms, ratios, running scales): the parameter's, at least float32."""
     return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+def load_keeping_scalar_states(
+    optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], keys: Iterable[str]
+) -> None:
+    """``torch.optim.Optimizer.load_state_dict``, then :func:`restore_scalar_states` from the same dict torch
+    loaded: the one the ``register_load_state_dict_pre_hook`` hooks returned (e.g. a checkpoint remapped to
+    another parameter order), not the caller's. The hooks run once, here, and are set aside during torch's load.
+    """
+    state_dict = state_dict.copy()
+    hooks = optimizer._optimizer_load_state_dict_pre_hooks
+    for hook in hooks.values():
+        result = hook(optimizer, state_dict)
+        if result is not None:
+            state_dict = result
+    optimizer._optimizer_load_state_dict_pre_hooks = type(hooks)()
+    try:
+        torch.optim.Optimizer.load_state_dict(optimizer, state_dict)
+    finally:
+        optimizer._optimizer_load_state_dict_pre_hooks = hooks
+    restore_scalar_states(optimizer, state_dict, keys)
 
 
 def restore_scalar_states(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], keys: Iterable[str]) -> None:

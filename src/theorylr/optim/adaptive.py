@@ -61,9 +61,9 @@ from theorylr.optim._base import (
     LR,
     check_lr,
     foreach_add_scaled_,
+    load_keeping_scalar_states,
     params_with_grad,
     resolve_foreach,
-    restore_scalar_states,
     scalar_dtype,
     scalar_lr,
     scaled,
@@ -715,8 +715,7 @@ class _LipschitzAdaptive(Optimizer):
         (``lipschitz_avg``, ``lipschitz_sq_avg``) keep their float32/float64 dtype: torch casts floating state to
         the parameter's dtype, which for 16-bit parameters would round them (float16: overflow) at every reload,
         and the resumed run would leave the uninterrupted one."""
-        super().load_state_dict(state_dict)
-        restore_scalar_states(self, state_dict, ("lipschitz_avg", "lipschitz_sq_avg"))
+        load_keeping_scalar_states(self, state_dict, ("lipschitz_avg", "lipschitz_sq_avg"))
         self._cohorts = self._equal_scalar_states()
 
     def __setstate__(self, state: dict[str, Any]) -> None:

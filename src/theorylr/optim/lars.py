@@ -28,9 +28,9 @@ from theorylr.optim._base import (
     check_lr,
     foreach_add_scaled_,
     foreach_add_times_,
+    load_keeping_scalar_states,
     params_with_grad,
     resolve_foreach,
-    restore_scalar_states,
     scalar_dtype,
     scalar_lr,
     scale_in,
@@ -407,9 +407,11 @@ def _trust_ratio(
     else:
         den = second_norm
     raw = trust_coefficient / den if norm == "mean_ratio" else trust_coefficient * w_norm / (den + eps)
-    # Ratio 1 (plain SGD) near the origin (paper §3.2, §6.1), at a zero weight and at a zero denominator: the
-    # masked lanes may hold inf/nan, which torch.where never lets through.
-    fallback = (w_norm < min_norm) | (den == 0)
+    # Ratio 1 (plain SGD) near the origin (paper §3.2, §6.1), at a zero weight and at a zero denominator, and where
+    # a finite weight norm over a positive but tiny denominator overflows (the L1/Linf norms and "mean_ratio" have
+    # no squares to underflow first): the masked lanes may hold inf/nan, which torch.where never lets through. An
+    # infinite weight norm is not masked: a diverged weight keeps its inf.
+    fallback = (w_norm < min_norm) | (den == 0) | (raw.isinf() & w_norm.isfinite())
     if not min_norm > 0:  # with min_norm > 0 a zero weight is already below it
         fallback = fallback | (w_norm == 0)
     ratio = torch.where(fallback, 1.0, raw)
@@ -1338,7 +1340,9 @@ class LARS(Optimizer):
         L2 norm; for ``"l2"`` the two agree. The norms are taken in the parameters' dtype (16-bit ones in float32),
         without rescaling: in float32 an L2 norm of entries above about ``1e19`` overflows (ratio 0 for a gradient:
         no step) and one of entries below about ``1e-19`` underflows to 0 (a gradient's: the SGD fallback), so "a
-        step of ``lr * ||w||`` whatever the gradient's size" holds within that range.
+        step of ``lr * ||w||`` whatever the gradient's size" holds within that range. A ratio that overflows
+        (a finite ``||w||`` over a denominator near the smallest float, possible with ``"l1"``, ``"linf"`` and
+        ``"mean_ratio"``) takes the SGD fallback too, instead of an infinite step.
 
     .. note::
         **The factored momentum buffer** (an implementation choice, not in the paper). The recursion
@@ -1497,8 +1501,7 @@ class LARS(Optimizer):
         """As :meth:`torch.optim.Optimizer.load_state_dict`, except that ``momentum_scale`` and ``trust_ratio`` keep
         their float32/float64 dtype: torch casts floating state to the parameter's dtype, which for 16-bit
         parameters would round the scale of the whole buffer at every reload (and overflow float16)."""
-        super().load_state_dict(state_dict)
-        restore_scalar_states(self, state_dict, ("momentum_scale", "trust_ratio"))
+        load_keeping_scalar_states(self, state_dict, ("momentum_scale", "trust_ratio"))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
