@@ -509,3 +509,34 @@ def test_a_file_system_without_locks_still_records_invocations(tmp_path: Path, m
     monkeypatch.setattr(fcntl, "flock", refuse)
     compare(TINY, "sgd@0.1", out=tmp_path, epochs=1, verbose=False)
     assert read_json(tmp_path / TINY.name / "compare.json")["invocations"][-1]["status"] == "complete"
+
+
+def test_runs_on_other_data_files_are_refused_and_the_same_files_elsewhere_resume(tmp_path: Path) -> None:
+    """The fingerprint of data read from --data-dir is part of every run's config: a seed added (or a run resumed)
+    on other files is refused, never mixed into one summary; the same files in another folder are the same data."""
+    import shutil
+
+    import numpy as np
+
+    from tests.data.test_files import idx_bytes, make_mnist, write
+    from theorylr.lab.runner import ConfigMismatchError
+
+    first, moved, other = tmp_path / "a", tmp_path / "moved", tmp_path / "b"
+    make_mnist(first, size=28)
+    shutil.copytree(first, moved)
+    make_mnist(other, size=28)
+    write(other / "train-labels-idx1-ubyte", idx_bytes(np.zeros(20, dtype=np.uint8)))  # other labels
+    out = tmp_path / "out"
+    compare("mnist-logreg", "sgd@0.1", out=out, data_dir=first, seeds=1, epochs=1, verbose=False)
+    config = read_json(out / "mnist-logreg" / "sgd@0.1" / "trial-00" / "seed-0" / "config.json")
+    assert len(config["data"]["sha256"]) == 64 and config["data"]["train"] == 20
+    again = compare("mnist-logreg", "sgd@0.1", out=out, data_dir=moved, seeds=2, epochs=1, verbose=False)
+    assert again.counts() == {"finished": 2}
+    with pytest.raises(ConfigMismatchError, match="data differ: the files read from --data-dir"):
+        compare("mnist-logreg", "sgd@0.1", out=out, data_dir=other, seeds=3, epochs=1, verbose=False)
+
+
+def test_built_in_data_keep_their_config_without_a_fingerprint(tmp_path: Path) -> None:
+    compare(TINY, "sgd@0.1", out=tmp_path, seeds=1, epochs=1, verbose=False)
+    config = next(tmp_path.rglob("config.json"))
+    assert "data" not in read_json(config)

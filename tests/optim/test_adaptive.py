@@ -483,3 +483,18 @@ def test_state_dict_has_the_ewas_as_tensors_and_round_trips_in_closed_form() -> 
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     opt.close()
     other.close()
+
+
+@pytest.mark.parametrize("cls", [AdaMo, AutoAdam, AdaptiveRMSprop])
+def test_a_coupled_optimizer_refuses_to_be_copied_and_says_what_to_do(cls: type) -> None:
+    """torch's copy would drop the tracker (its hook is bound to the live model) and fail at the first step with
+    "build the optimizer with model=": refused at copy time, as the tracker itself is."""
+    import pickle
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = cls(model.parameters(), model=model)
+    for copier in (copy.deepcopy, pickle.dumps, lambda o: copy.deepcopy((model, o))):
+        with pytest.raises(TypeError, match=r"cannot be pickled or copied.*state_dict\(\)"):
+            copier(opt)
+    plain = cls(model.parameters())  # observed mode: nothing bound to the model
+    assert copy.deepcopy(plain).param_groups[0]["lr"] == plain.param_groups[0]["lr"]

@@ -327,6 +327,29 @@ def test_a_load_pre_hook_remapping_the_checkpoint_is_honoured(row: OptimInfo) ->
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_load_state_dict_checks_the_saved_groups_first(row: OptimInfo) -> None:
+    """A checkpoint whose hyperparameters the constructor would refuse is refused by load_state_dict too, with the
+    same error, and leaves the optimizer as it was; so is another optimizer's state where this one needs keys."""
+    model, x, y = _problem()
+    opt = _make(row, model.parameters(), row.descent_kwargs)
+    _train(opt, model, x, y, 2)
+    before = copy.deepcopy(opt.state_dict())
+    bad = copy.deepcopy(before)
+    bad["param_groups"][0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.load_state_dict(bad)
+    assert opt.state_dict()["param_groups"] == before["param_groups"]
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(sgd, model, x, y, 1)
+    fresh = _make(row, model.parameters(), row.descent_kwargs)
+    if "momentum_buffer" in {k for state in opt.state.values() for k in state}:
+        fresh.load_state_dict(sgd.state_dict())  # LARS keeps SGD's buffer: a state it can continue from
+    else:
+        with pytest.raises(ValueError, match="not a checkpoint of"):
+            fresh.load_state_dict(sgd.state_dict())
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
 def test_state_dict_round_trip_with_16_bit_parameters(row: OptimInfo, dtype: torch.dtype) -> None:

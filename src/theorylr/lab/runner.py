@@ -5,7 +5,8 @@ Layout of a results directory (``compare(..., out=DIR)``)::
     DIR/<workload>/compare.json                       the invocations that wrote here (how each ended), skipped rules
     DIR/<workload>/compare.json.lock                  empty; serialises updates of compare.json
     DIR/<workload>/<rule>/trial-<k>/seed-<s>/
-        config.json      the cell: workload and rule definitions, trial, lr, seed, epochs (never changes)
+        config.json      the cell: workload and rule definitions, trial, lr, seed, epochs, data fingerprint
+                         (--data-dir only; never changes)
         meta.json        versions, git commit, CPU/GPU, start/end, set-up info, status and its details
         metrics.csv      one row per epoch (epoch 0 = before training)
         checkpoint.pt    the last epoch's state while the run is unfinished (removed when it ends)
@@ -36,6 +37,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import dataclasses
+import hashlib
 import importlib
 import json
 import math
@@ -107,6 +109,7 @@ class Cell:
     lr: float
     seed: int
     epochs: int
+    data: dict[str, Any] | None = None  # the data files' fingerprint, for a workload read from a --data-dir
 
     @property
     def label(self) -> str:
@@ -128,6 +131,8 @@ class Cell:
             "seed": self.seed,
             "epochs": self.epochs,
         }
+        if self.data is not None:  # built-in data keep the config they always had (older results resume)
+            raw["data"] = self.data
         normalised: dict[str, Any] = json.loads(json.dumps(raw, default=list))
         return normalised
 
@@ -198,15 +203,37 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
     return values
 
 
-def plan_cells(workload: Workload, rules: Sequence[Rule], seeds: Sequence[int], epochs: int, trials: int) -> list[Cell]:
-    """Every (rule, trial, seed) cell: ``trials`` grid points for tuned rules, one trial for the others."""
+def plan_cells(
+    workload: Workload,
+    rules: Sequence[Rule],
+    seeds: Sequence[int],
+    epochs: int,
+    trials: int,
+    data: dict[str, Any] | None = None,
+) -> list[Cell]:
+    """Every (rule, trial, seed) cell: ``trials`` grid points for tuned rules, one trial for the others; ``data``
+    is the fingerprint of data read from a directory (:func:`data_fingerprint`), recorded in every cell."""
     cells = []
     for rule in rules:
         lrs = rule.trial_lrs(trials) if rule.tuned else [_fixed_lr(workload, rule)]
         for trial, lr in enumerate(lrs):
             for seed in seeds:
-                cells.append(Cell(workload, rule, trial, lr, seed, epochs))
+                cells.append(Cell(workload, rule, trial, lr, seed, epochs, data))
     return cells
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """What identifies data loaded from a user's directory: the SHA-256 of the training and test tensors as
+    loaded, and their sizes. It goes into every run's ``config.json``, so that a run resumed, or a seed added, on
+    other files (another ``--data-dir``, or files changed in place) is refused, never mixed into one summary."""
+    digest = hashlib.sha256()
+    sizes = {}
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        t = getattr(data, name).detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        sizes[name] = int(t.shape[0])
+    return {"sha256": digest.hexdigest(), "train": sizes["x_train"], "test": sizes["x_test"]}
 
 
 def _fixed_lr(workload: Workload, rule: Rule) -> float:
@@ -401,8 +428,9 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
         )
     if existing != json.loads(json.dumps(config)):
         changed = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+        hint = ": the files read from --data-dir are not those the run was started on" if "data" in changed else ""
         raise ConfigMismatchError(
-            f"{directory} holds a run with a different configuration ({', '.join(changed)} differ); "
+            f"{directory} holds a run with a different configuration ({', '.join(changed)} differ{hint}); "
             "rerun with the same arguments to resume, or choose another --out"
         )
 
@@ -990,7 +1018,8 @@ def compare(
             skipped.append((rule.name, reason))
             if show:
                 show(reason)
-    cells = plan_cells(w, runnable, seed_list, n_epochs, trials)
+    fingerprint = None if data_path is None else data_fingerprint(_load_data(w, data_path))
+    cells = plan_cells(w, runnable, seed_list, n_epochs, trials, fingerprint)
     invocation = _record_invocation(root, w, resolved, skipped, seed_list, n_epochs, trials, jobs)
     outcome = "interrupted"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,11 +109,21 @@ def scalar_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def load_keeping_scalar_states(
-    optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], keys: Iterable[str]
+    optimizer: torch.optim.Optimizer,
+    state_dict: dict[str, Any],
+    keys: Iterable[str],
+    check: Callable[[dict[str, Any]], None],
+    required: Sequence[str] = (),
 ) -> None:
     """``torch.optim.Optimizer.load_state_dict``, then :func:`restore_scalar_states` from the same dict torch
     loaded: the one the ``register_load_state_dict_pre_hook`` hooks returned (e.g. a checkpoint remapped to
     another parameter order), not the caller's. The hooks run once, here, and are set aside during torch's load.
+
+    Before anything is loaded, ``check`` validates every saved group's hyperparameters (over the defaults, which
+    fill the keys a group lacks), as the constructor and ``add_param_group`` do: a checkpoint with ``lr=-1`` or
+    ``momentum=1.5`` is refused with the same error, and the optimizer is left as it was. So is a parameter's
+    saved state that lacks one of the ``required`` keys (the checkpoint of another optimizer), which would
+    otherwise fail at the next step with a bare ``KeyError``.
     """
     state_dict = state_dict.copy()
     hooks = optimizer._optimizer_load_state_dict_pre_hooks
@@ -121,6 +131,15 @@ def load_keeping_scalar_states(
         result = hook(optimizer, state_dict)
         if result is not None:
             state_dict = result
+    for group in state_dict.get("param_groups", []):
+        check({**optimizer.defaults, **{k: v for k, v in group.items() if k != "params"}})
+    for index, entry in state_dict.get("state", {}).items():
+        missing = [key for key in required if entry and key not in entry]
+        if missing:
+            raise ValueError(
+                f"state_dict: the saved state of parameter {index} has {sorted(entry)} but not {missing}: it is not a "
+                f"checkpoint of {type(optimizer).__name__} (load it into the optimizer that saved it)"
+            )
     optimizer._optimizer_load_state_dict_pre_hooks = type(hooks)()
     try:
         torch.optim.Optimizer.load_state_dict(optimizer, state_dict)

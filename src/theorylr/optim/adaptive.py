@@ -714,9 +714,27 @@ class _LipschitzAdaptive(Optimizer):
         """As :meth:`torch.optim.Optimizer.load_state_dict`, except that the 0-dim running estimates
         (``lipschitz_avg``, ``lipschitz_sq_avg``) keep their float32/float64 dtype: torch casts floating state to
         the parameter's dtype, which for 16-bit parameters would round them (float16: overflow) at every reload,
-        and the resumed run would leave the uninterrupted one."""
-        load_keeping_scalar_states(self, state_dict, ("lipschitz_avg", "lipschitz_sq_avg"))
+        and the resumed run would leave the uninterrupted one. The saved groups' hyperparameters are checked first,
+        as the constructor checks them, and a group that lacks one of this optimizer's keys (a checkpoint of
+        another optimizer) gets its default."""
+        required = ["step", "lipschitz_avg"]
+        required += ["exp_avg"] if self._first_moment else []
+        required += ["exp_avg_sq", "lipschitz_sq_avg"] if self._second_moment else []
+        load_keeping_scalar_states(
+            self, state_dict, ("lipschitz_avg", "lipschitz_sq_avg"), self._check_group, required=required
+        )
         self._cohorts = self._equal_scalar_states()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's state; refused for an optimizer coupled to a tracker (``model=`` or ``tracker=``), as the tracker
+        itself refuses: torch's copy would drop the tracker, and the copy fail at its first step."""
+        if self._coupled:
+            raise TypeError(
+                f"{type(self).__name__} built with model= or tracker= cannot be pickled or copied: its tracker's hook "
+                "is bound to the live model, which a copy would not track. Save optimizer.state_dict() and, after "
+                "loading, build a new optimizer on the model (model=...) and call load_state_dict()"
+            )
+        return super().__getstate__()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -725,6 +743,9 @@ class _LipschitzAdaptive(Optimizer):
         self.__dict__.setdefault("_coupled", self.tracker is not None)
         self.__dict__.setdefault("_finalizer", None)
         for group in self.param_groups:
+            for key in ("beta", "betas", "eps"):  # the class's own keys, for a checkpoint that lacks them
+                if key in self.defaults:
+                    group.setdefault(key, self.defaults[key])
             group.setdefault("lipschitz", "observed")
             group.setdefault("weight_decay", 0.0)
             group.setdefault("bias_correction", False)

@@ -1500,8 +1500,9 @@ class LARS(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As :meth:`torch.optim.Optimizer.load_state_dict`, except that ``momentum_scale`` and ``trust_ratio`` keep
         their float32/float64 dtype: torch casts floating state to the parameter's dtype, which for 16-bit
-        parameters would round the scale of the whole buffer at every reload (and overflow float16)."""
-        load_keeping_scalar_states(self, state_dict, ("momentum_scale", "trust_ratio"))
+        parameters would round the scale of the whole buffer at every reload (and overflow float16). The saved
+        groups' hyperparameters are checked first, as the constructor checks them."""
+        load_keeping_scalar_states(self, state_dict, ("momentum_scale", "trust_ratio"), _check_group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
