@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     sub = argparse.ArgumentParser(prog=f"theorylr {name}", description=text)
     module.add_arguments(sub)
-    from theorylr.commands._common import CommandExitError
+    from theorylr.commands._common import CommandExitError, silence_stdout
 
     namespace = sub.parse_args(rest)
     namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(namespace) or 0)
     except CommandExitError as stop:  # the command printed why
         return stop.code
+    except BrokenPipeError:  # stdout closed by its reader (`| head`): stop quietly, as on SIGPIPE
+        silence_stdout()
+        return 141
 
 
 if __name__ == "__main__":

@@ -60,18 +60,20 @@ def test_compare_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--rules", "warp-drive", "--out", str(tmp_path)]) == 2
-    assert "rule must be one of" in capsys.readouterr().out
+    assert "rule must be one of" in capsys.readouterr().err
     assert main(["compare", "--workload", "cifar10-resnet20", "--rules", "adam", "--out", str(tmp_path)]) == 2
-    assert "--data-dir" in capsys.readouterr().out
+    assert "--data-dir" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "empty")]) == 2
-    assert "no runs" in capsys.readouterr().out
+    assert "no runs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare"])  # --out is required
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str], command: str) -> str:
-    """The command printed exactly one line, ``theorylr COMMAND: error: ...``; returns it."""
-    lines = capsys.readouterr().out.strip().splitlines()
+    """The command printed exactly one line, ``theorylr COMMAND: error: ...``, on stderr; returns it."""
+    captured = capsys.readouterr()
+    assert "error:" not in captured.out  # a redirected stdout (suggest --json > file) gets no error text
+    lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"theorylr {command}: error: "), lines
     return lines[0]
 
@@ -160,7 +162,7 @@ def test_demo_argument_errors_and_interrupt(
 
     monkeypatch.setattr(theorylr.lab, "compare", interrupt)
     assert main(["demo", "--out", out]) == 130
-    assert f"interrupted: run the same command again to resume (results in {out})" in capsys.readouterr().out
+    assert f"interrupted: run the same command again to resume (results in {out})" in capsys.readouterr().err
 
 
 def test_suggest_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,3 +172,23 @@ def test_suggest_missing_data_is_one_line(tmp_path: Path, capsys: pytest.Capture
     absent.mkdir()
     assert main(["suggest", "--workload", "mnist-logreg", "--data-dir", str(absent)]) == 2
     assert "no train images file found" in _one_error_line(capsys, "suggest")
+
+
+def test_a_closed_stdout_stops_compare_quietly_and_the_runs_resume(tmp_path: Path) -> None:
+    """``theorylr compare ... | head -1``: the reader closes the pipe; the command stops as on SIGPIPE (141), with
+    no traceback, and the same command resumes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    argv = [sys.executable, "-m", "theorylr.cli", "compare", "--workload", "iris-softmax", "--rules", "sgd"]
+    argv += ["--trials", "6", "--seeds", "3", "--epochs", "3", "--threads", "1", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does once it has its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert "[ 1/18]" in first and "Traceback" not in err
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "18 runs (18 finished)" in done.stdout

@@ -346,7 +346,7 @@ def test_a_worker_that_dies_is_reported_and_its_runs_resume(
     argv = ["compare", "--workload", "iris-softmax", "--rules", "adam,sgd@0.1", "--epochs", "1", "--trials", "1"]
     argv += ["--jobs", "2", "--threads", "1", "--out", str(tmp_path / "cli"), "--quiet"]
     assert main(argv) == 1  # the command: one line and exit 1
-    assert "theorylr compare: error: a worker process died" in capsys.readouterr().out
+    assert "theorylr compare: error: a worker process died" in capsys.readouterr().err
     monkeypatch.setattr(runner, "run_cell", real)
     again = compare(TINY, "adam,sgd@0.1", out=tmp_path, jobs=2, **kwargs)
     assert again.counts() == {"finished": 2}

@@ -87,7 +87,7 @@ def test_compare_report_prints_the_mixed_results_error(tmp_path: Path, capsys: p
     base = ["compare", "--workload", "iris-softmax", "--rules", "sgd@0.1", "--out", str(tmp_path), "--quiet"]
     assert main([*base, "--epochs", "2"]) == 0
     assert main([*base, "--epochs", "3", "--seeds", "1,", "--report"]) == 2
-    assert "theorylr compare: error: the report:" in capsys.readouterr().out
+    assert "theorylr compare: error: the report:" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--no-figures"]) == 2
 
 
@@ -123,10 +123,10 @@ def test_an_empty_workload_name_is_an_error_not_the_default(tmp_path: Path, caps
     """``--workload ""`` (an unset shell variable) silently ran the default digits-mlp comparison."""
     args = ["--rules", "sgd@0.1", "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet"]
     assert main(["compare", "--workload", "", *args]) == 2
-    assert "workload must be one of" in capsys.readouterr().out
+    assert "workload must be one of" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "digits-mlp").exists()
     assert main(["suggest", "--workload", "", "--num-samples", "1"]) == 2
-    assert "workload must be one of" in capsys.readouterr().out
+    assert "workload must be one of" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("model", ["lenet5", "vgg9", "lipschitz_cnn"])

@@ -548,4 +548,4 @@ def test_cli_json_and_plot(capsys, tmp_path) -> None:
 
 def test_cli_error(capsys) -> None:
     assert main(["suggest", "--workload", "iris-softmax", "--optimizer", "rmsprop"]) == 2
-    assert "optimizer" in capsys.readouterr().out
+    assert "optimizer" in capsys.readouterr().err

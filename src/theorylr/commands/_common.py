@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,19 +113,35 @@ def command_errors(command: str, *, resume_dir: str | None = None) -> Iterator[N
     """Turn a command's expected failures into one printed line and an exit code (:class:`CommandExitError`).
 
     ``ValueError`` (a bad argument) and ``OSError`` (a path that cannot be read or written) print
-    ``theorylr COMMAND: error: ...`` and exit with 2. With ``resume_dir`` (a command that resumes its runs), Ctrl-C
-    prints how to resume and exits with 130; without, it propagates.
+    ``theorylr COMMAND: error: ...`` on stderr and exit with 2. With ``resume_dir`` (a command that resumes its
+    runs), Ctrl-C prints how to resume and exits with 130; without, it propagates. A closed stdout (``| head``)
+    stops the command quietly with 141, as a Unix tool stops on SIGPIPE.
     """
     try:
         yield
     except KeyboardInterrupt:
         if resume_dir is None:
             raise
-        print(f"\ninterrupted: run the same command again to resume (results in {resume_dir})")
+        print(f"\ninterrupted: run the same command again to resume (results in {resume_dir})", file=sys.stderr)
         raise CommandExitError(130) from None
+    except BrokenPipeError:
+        # stdout was closed by its reader (`| head`, a pager quit): stop as a Unix tool does, without a traceback.
+        # The runs done so far are kept, and a rerun resumes.
+        silence_stdout()
+        raise CommandExitError(141) from None
     except ValueError as exc:
-        print(f"theorylr {command}: error: {exc}")
+        print(f"theorylr {command}: error: {exc}", file=sys.stderr)
         raise CommandExitError(2) from None
     except OSError as exc:
-        print(f"theorylr {command}: error: {os_error_text(exc)}")
+        print(f"theorylr {command}: error: {os_error_text(exc)}", file=sys.stderr)
         raise CommandExitError(2) from None
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's final flush of a closed pipe raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import sys
 
 from theorylr.commands._common import user_path
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 verbose=not args.quiet,
             )
         except WorkerDiedError as exc:  # the runs are resumable: a line, not a traceback
-            print(f"theorylr compare: error: {exc} (results in {args.out})")
+            print(f"theorylr compare: error: {exc} (results in {args.out})", file=sys.stderr)
             raise CommandExitError(1) from None
     counts = result.counts()
     print(
@@ -90,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             paths = report(args.out)
         except OSError as exc:
-            print(f"theorylr compare: error: writing the report: {os_error_text(exc)}")
+            print(f"theorylr compare: error: writing the report: {os_error_text(exc)}", file=sys.stderr)
             return 2
         except ValueError as exc:  # runs of other settings in the same directory (check_consistent)
-            print(f"theorylr compare: error: the report: {exc}")
+            print(f"theorylr compare: error: the report: {exc}", file=sys.stderr)
             return 2
         print(f"report: {paths.markdown} and {paths.html}")
     return 1 if counts.get("failed") else 0

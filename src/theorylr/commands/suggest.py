@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any
 
 from theorylr.commands._common import user_path
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             path = result.plot(args.plot)
         except OSError as exc:
-            print(f"theorylr suggest: error: writing the plot: {os_error_text(exc)}")
+            print(f"theorylr suggest: error: writing the plot: {os_error_text(exc)}", file=sys.stderr)
             return 2
         if not args.json:
             print(f"plot: {path}")
