@@ -203,6 +203,26 @@ def test_time_to_target_and_best_trial_by_hand() -> None:
     assert best_trial({0: good, 1: better}, "test_accuracy") == 0  # equal accuracy: the lower index
 
 
+def test_an_unfinished_trial_is_not_the_best_while_an_ended_one_exists() -> None:
+    """A report drawn while a comparison runs: an interrupted trial's last epoch so far is not its final one, so it
+    competes only when no trial has ended; its summary cells say they are partial."""
+    from theorylr.lab.report import _loss_text
+    from theorylr.lab.scores import summarize
+
+    rows = [{"epoch": float(e), "step": 10.0 * e, "wall_time": 1.0 + e, "train_loss": 2.0 / (e + 1)} for e in range(4)]
+    finished = [_run(rows, trial=0, seed=s) for s in (0, 1)]
+    early = [dict(r, train_loss=r["train_loss"] / 10) for r in rows[:2]]  # 1 of 3 epochs, lower loss so far
+    unfinished = [_run(early, "interrupted", trial=1, seed=0), _run(early, "running", trial=1, seed=1)]
+    for run in unfinished:
+        run.config["epochs"] = 3
+    assert best_trial({0: finished, 1: unfinished}, "train_loss") == 0
+    assert best_trial({1: unfinished}, "train_loss") == 1  # nothing has ended: the best so far
+    (alone,) = summarize(unfinished)["w"]
+    assert _loss_text(alone.final_train_loss, alone).endswith("(partial: 1/3 epochs)")
+    (both,) = summarize([*finished, *unfinished])["w"]
+    assert both.best_trial == 0 and "partial" not in _loss_text(both.final_train_loss, both)
+
+
 def test_performance_profile_by_hand() -> None:
     times = {
         "w1": {"a": 1.0, "b": 2.0, "c": math.inf},

@@ -30,7 +30,7 @@ from theorylr.lab import plots
 from theorylr.lab._files import read_json, write_text
 from theorylr.lab.environment import now
 from theorylr.lab.results import Run, check_consistent, load_runs
-from theorylr.lab.scores import RuleSummary, performance_profile, summarize, target_of, tuning_metric_of
+from theorylr.lab.scores import ENDED, RuleSummary, performance_profile, summarize, target_of, tuning_metric_of
 
 __all__ = ["ReportPaths", "report"]
 
@@ -199,6 +199,10 @@ def _bad_label(runs: Sequence[Run]) -> str:
 def _loss_text(value: float, summary: RuleSummary) -> str:
     if math.isinf(value):
         return _bad_label(summary.best_runs)
+    unfinished = [r for r in summary.best_runs if r.status not in ENDED]
+    if unfinished:  # its last epoch so far, not its final one (a report drawn while the comparison runs)
+        done = min(len(r.column("epoch")) - 1 for r in unfinished)
+        return f"{_num(value)} (partial: {done}/{unfinished[0].config.get('epochs', '?')} epochs)"
     return _num(value)
 
 

@@ -4,7 +4,9 @@ Definitions (also in ``docs/lab.md``):
 
 * **tuning score** of a trial: the median over its seeds of the workload's ``tuning_metric`` at the last epoch,
   oriented so that lower is better; a diverged or failed run scores ``+inf``. The **best trial** of a rule has the
-  lowest score (ties: the lower trial index).
+  lowest score (ties: the lower trial index) among its trials whose runs have all ended (finished, diverged or
+  failed); a trial with a run still going or interrupted competes only when no trial has ended, since its last
+  epoch is not its final one (a report drawn while a comparison runs).
 * **steps-/time-to-target**: the ``step`` and ``wall_time`` of the first evaluated epoch at which the workload's
   target is reached (``inf`` when never); the median over seeds (``inf`` when at least half never reach it: a run
   that never does counts as ``inf``).
@@ -34,6 +36,7 @@ from theorylr.lab.results import Run, group_runs
 from theorylr.lab.workloads import METRICS, Target
 
 __all__ = [
+    "ENDED",
     "RuleSummary",
     "best_trial",
     "performance_profile",
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 BAD = ("diverged", "failed")
+ENDED = ("finished", *BAD)
 
 
 def target_of(run: Run) -> Target | None:
@@ -75,9 +79,11 @@ def tuning_score(runs: Sequence[Run], metric: str) -> float:
 
 
 def best_trial(trials: Mapping[int, Sequence[Run]], metric: str) -> int:
-    """The trial index with the lowest :func:`tuning_score` (ties and all-inf: the lowest index)."""
+    """The trial index with the lowest :func:`tuning_score` (ties and all-inf: the lowest index), among the trials
+    whose runs have all ended when there is one: an unfinished run's last epoch is not its final one."""
     scores = {t: tuning_score(runs, metric) for t, runs in sorted(trials.items())}
-    return min(scores, key=lambda t: (scores[t] if not math.isnan(scores[t]) else math.inf, t))
+    ended = {t for t, runs in trials.items() if all(r.status in ENDED for r in runs)}
+    return min(scores, key=lambda t: (t not in ended, scores[t] if not math.isnan(scores[t]) else math.inf, t))
 
 
 def time_to_target(run: Run, target: Target) -> tuple[float, float]:
