@@ -285,10 +285,12 @@ def test_exact_adam_does_not_apply_to_a_hinge_loss(tmp_path: Path) -> None:
     reason = rule.unsuitable(svm)
     assert reason is not None and "'binary_hinge' is piecewise linear" in reason and "K_hat = 0" in reason
     assert rule.unsuitable(TINY) is None and rule.unsuitable(TINY_BINARY) is None
-    result = compare(svm, "exact-adam", out=tmp_path / "skipped", verbose=False)
-    assert result.results == []
+    result = compare(svm, "exact-adam,sgd@0.1", out=tmp_path / "skipped", verbose=False)
+    assert [r.rule for r in result.results] == ["sgd@0.1"]
     assert read_json(tmp_path / "skipped" / svm.name / "compare.json")["invocations"][0]["skipped"][0]["reason"] == (
         reason
     )
+    with pytest.raises(ValueError, match="none of the rules can run"):  # nothing else to run: an error
+        compare(svm, "exact-adam", out=tmp_path / "nothing", verbose=False)
     forced = run_cell(Cell(svm, rule, 0, 1.0, 0, 1), tmp_path / "forced")
     assert forced.status == "failed" and "needs K_hat > 0" in forced.message and "no curvature" in forced.message

@@ -540,3 +540,11 @@ def test_built_in_data_keep_their_config_without_a_fingerprint(tmp_path: Path) -
     compare(TINY, "sgd@0.1", out=tmp_path, seeds=1, epochs=1, verbose=False)
     config = next(tmp_path.rglob("config.json"))
     assert "data" not in read_json(config)
+
+
+def test_compare_with_no_runnable_rule_is_an_error_naming_each_reason(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"none of the rules can run on workload 'separable-svm'.*exact-adam: .*lipschitz-sgd: "
+    ):
+        compare("separable-svm", "exact-adam,lipschitz-sgd", out=tmp_path, epochs=1, verbose=False)
+    assert not any(tmp_path.iterdir())  # nothing recorded: the report will not claim a comparison ran

@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
         f"{result.workload}: {len(result.results)} runs ("
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + f") in {result.out}"
+        + (f"; {len(result.skipped_rules)} rules skipped" if result.skipped_rules else "")
     )
+    if result.skipped_rules and args.quiet:  # without --quiet each was printed when skipped
+        for name, reason in result.skipped_rules:
+            print(f"  skipped {name}: {reason}")
     if args.report:
         try:
             paths = report(args.out)

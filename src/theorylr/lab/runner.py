@@ -745,7 +745,7 @@ class CompareResult:
         out: the results directory.
         workload: the workload's name.
         results: one :class:`CellResult` per cell, in plan order.
-        skipped_rules: ``(rule, message)`` for each rule skipped because its package is missing.
+        skipped_rules: ``(rule, message)`` for each rule skipped (a package missing, or unsuited to the workload).
     """
 
     out: Path
@@ -1019,6 +1019,9 @@ def compare(
             if show:
                 show(reason)
     fingerprint = None if data_path is None else data_fingerprint(_load_data(w, data_path))
+    if not runnable:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+        raise ValueError(f"rules: none of the rules can run on workload {w.name!r}, nothing to do ({reasons})")
     cells = plan_cells(w, runnable, seed_list, n_epochs, trials, fingerprint)
     invocation = _record_invocation(root, w, resolved, skipped, seed_list, n_epochs, trials, jobs)
     outcome = "interrupted"
