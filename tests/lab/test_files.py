@@ -184,3 +184,24 @@ def test_load_runs_never_raises_on_damaged_files(tmp_path: Path) -> None:
         ("binary", "missing", 0),
     ]
     assert runs[0].column("train_loss").tolist() == [1.0]
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_private_one(tmp_path: Path) -> None:
+    """mkstemp creates 0o600; results, reports and figures must be readable as any file the user creates."""
+    import os
+    import stat
+
+    from theorylr.lab._files import atomic_write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        import theorylr.lab._files as files
+
+        files._UMASK.clear()  # read again under this umask
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+    finally:
+        os.umask(previous)
+        files._UMASK.clear()

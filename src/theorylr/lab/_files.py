@@ -23,6 +23,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,24 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+_UMASK_LOCK = threading.Lock()
+_UMASK: list[int] = []  # the process's umask, read once (reading it means setting it)
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file, ``0o666 & ~umask``: what the results get, where ``mkstemp`` would
+    leave its private 0o600 (a report nobody else on a shared machine, or a web server, could read)."""
+    with _UMASK_LOCK:
+        if not _UMASK:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            _UMASK.append(mask)
+    return 0o666 & ~_UMASK[0]
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, :func:`os.replace`).
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, :func:`os.replace`), with
+    the permissions a plain ``open()`` would give it (``0o666`` less the umask).
 
     The parent directory is created when missing. On any error the temporary file is removed and the previous
     content of ``path`` (if any) is left untouched.
@@ -65,6 +82,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
