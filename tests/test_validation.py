@@ -50,3 +50,30 @@ def test_exact_step_adam_takes_a_numpy_step_count() -> None:
     _, step = exact_step_adam(model, nn.CrossEntropyLoss(), data, total_steps=np.int64(100), num_samples=2)
     _, same = exact_step_adam(model, nn.CrossEntropyLoss(), data, total_steps=100, num_samples=2)
     assert step.alpha == same.alpha
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [("lasr", "lars"), ("Adam", "adam"), ("exact_adam", "exact-adam"), ("sgd-step", "sgd-step"), ("zzz", None)],
+)
+def test_choice_errors_suggest_the_closest_name(value: str, hint: str | None) -> None:
+    from theorylr._validation import check_choice
+
+    choices = ("lars", "adam", "exact-adam", "sgd-step", "sgd")
+    if value in choices:
+        assert check_choice("rule", value, choices) == value
+        return
+    with pytest.raises(ValueError) as info:
+        check_choice("rule", value, choices)
+    message = str(info.value)
+    assert message.startswith("rule must be one of 'lars', 'adam'")
+    assert (f"; did you mean {hint!r}?)" in message) if hint else message.endswith(f"(got {value!r})")
+
+
+def test_lab_names_suggest_the_closest_rule_and_workload() -> None:
+    from theorylr.lab import get_workload, resolve_rule
+
+    with pytest.raises(ValueError, match=r"\(got 'lasr'; did you mean 'lars'\?\)"):
+        resolve_rule("lasr")
+    with pytest.raises(ValueError, match=r"\(got 'minst-lenet'; did you mean 'mnist-lenet'\?\)"):
+        get_workload("minst-lenet")

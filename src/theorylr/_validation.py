@@ -6,6 +6,7 @@ a user sees ``lr must be a finite number >= 0 (got -1.0)`` instead of a NaN twen
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Iterable
@@ -116,6 +117,25 @@ def check_bool(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be True or False (got {value!r})")
 
 
+def did_you_mean(value: object, choices: Iterable[object]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of the string ``choices`` to a mistyped string ``value`` (case,
+    ``_`` for ``-`` and a few letters off), else ``""``: the tail of a ``(got ...)`` in an error message.
+
+    Example:
+        >>> did_you_mean("lasr", ["lars", "adam", "sgd"]), did_you_mean("Adam", ["adam"]), did_you_mean("x", ["adam"])
+        ("; did you mean 'lars'?", "; did you mean 'adam'?", '')
+    """
+    if not isinstance(value, str) or not value:
+        return ""
+    names = [c for c in choices if isinstance(c, str)]
+    folded = {c.lower().replace("_", "-"): c for c in names}
+    key = value.lower().replace("_", "-")
+    if key in folded:
+        return f"; did you mean {folded[key]!r}?"
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.6)
+    return f"; did you mean {folded[close[0]]!r}?" if close else ""
+
+
 def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
     """Check that ``value`` is one of ``choices`` and return it.
 
@@ -126,5 +146,5 @@ def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
     options = tuple(choices)
     if value not in options:
         allowed = ", ".join(repr(c) for c in options)
-        raise ValueError(f"{name} must be one of {allowed} (got {value!r})")
+        raise ValueError(f"{name} must be one of {allowed} (got {value!r}{did_you_mean(value, options)})")
     return value

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from theorylr._validation import check_choice, check_number
+from theorylr._validation import check_choice, check_number, did_you_mean
 from theorylr.lab.losses import LossSpec
 from theorylr.lab.tuning import LogGrid
 from theorylr.lab.workloads import Workload
@@ -296,7 +296,8 @@ def get_rule(name: str) -> Rule:
     try:
         return RULES[name]
     except KeyError:
-        raise ValueError(f"rule must be one of {', '.join(sorted(RULES))} (got {name!r})") from None
+        hint = did_you_mean(name, RULES)
+        raise ValueError(f"rule must be one of {', '.join(sorted(RULES))} (got {name!r}{hint})") from None
 
 
 def resolve_rule(spec: str) -> Rule:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from theorylr._validation import check_bool, check_choice, check_int, check_number
+from theorylr._validation import check_bool, check_choice, check_int, check_number, did_you_mean
 from theorylr.lab.losses import LOSSES, LossSpec, get_loss
 
 if TYPE_CHECKING:
@@ -298,7 +298,8 @@ def get_workload(name: str) -> Workload:
     try:
         return WORKLOADS[name]
     except KeyError:
-        raise ValueError(f"workload must be one of {', '.join(sorted(WORKLOADS))} (got {name!r})") from None
+        hint = did_you_mean(name, WORKLOADS)
+        raise ValueError(f"workload must be one of {', '.join(sorted(WORKLOADS))} (got {name!r}{hint})") from None
 
 
 _STANDARD = {"scaling": "standardize"}
