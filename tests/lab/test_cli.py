@@ -192,3 +192,13 @@ def test_a_closed_stdout_stops_compare_quietly_and_the_runs_resume(tmp_path: Pat
     assert "[ 1/18]" in first and "Traceback" not in err
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "18 runs (18 finished)" in done.stdout
+
+
+def test_errors_name_the_flag_or_spec_the_user_typed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["suggest", "--workload", "iris-softmax", "--num-samples", "1"]
+    assert main([*base, "--range-test", "--range-test-steps", "1"]) == 2
+    assert "--range-test-steps must be an integer >= 2 (got 1)" in _one_error_line(capsys, "suggest")
+    assert main([*base, "--target-accuracy", "0"]) == 2
+    assert "--target-accuracy must be a finite number > 0.0" in _one_error_line(capsys, "suggest")
+    assert main(["compare", "--workload", "iris-softmax", "--rules", "adam@0", "--out", str(tmp_path)]) == 2
+    assert "rule spec 'adam@0': lr must be" in _one_error_line(capsys, "compare")

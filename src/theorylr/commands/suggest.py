@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     :class:`~theorylr.commands._common.CommandExitError`, which ``theorylr.cli.main`` returns."""
     import dataclasses
 
+    from theorylr._validation import check_int, check_number
     from theorylr.commands._common import check_device, check_output_file, command_errors, os_error_text
     from theorylr.lab.suggest import suggest
 
@@ -138,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             check_output_file("--plot", args.plot)
         check_device("--device", args.device)
+        # The flags whose API argument has another name are checked here, so that the error names the flag.
+        check_int("--range-test-steps", args.range_test_steps, min_value=2)
+        if args.target_accuracy is not None:
+            check_number("--target-accuracy", args.target_accuracy, min_value=0.0, min_inclusive=False)
         inputs = build_inputs(
             args.workload, seed=args.seed, data_dir=args.data_dir, examples=args.examples, device=args.device
         )

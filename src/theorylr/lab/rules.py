@@ -310,7 +310,10 @@ def resolve_rule(spec: str) -> Rule:
         lr = float(lr_text)
     except ValueError:
         raise ValueError(f"rule spec must be NAME or NAME@LR with LR a number (got {spec!r})") from None
-    return rule.with_lr(lr)
+    try:
+        return rule.with_lr(lr)
+    except ValueError as exc:  # name the spec: "lr" alone does not say it is the @LR of the user's rule spec
+        raise ValueError(f"rule spec {spec!r}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
