@@ -548,3 +548,22 @@ def test_compare_with_no_runnable_rule_is_an_error_naming_each_reason(tmp_path: 
     ):
         compare("separable-svm", "exact-adam,lipschitz-sgd", out=tmp_path, epochs=1, verbose=False)
     assert not any(tmp_path.iterdir())  # nothing recorded: the report will not claim a comparison ran
+
+
+def test_a_resume_keeps_the_first_parts_environment_and_records_what_changed(tmp_path: Path) -> None:
+    """meta.json's threads, device, versions describe where the run started; each resume adds what differed (the
+    run's wall time spans both parts, so a figure read from it must not take the last part's thread count alone)."""
+    cell = _cell(TINY, "sgd@0.1", epochs=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(_Kill):
+            run_cell(cell, tmp_path, epoch_callback=_kill_at(1))
+        torch.set_num_threads(2)
+        assert run_cell(cell, tmp_path).status == "finished"
+    finally:
+        torch.set_num_threads(threads)
+    meta = read_json(cell.directory(tmp_path) / "meta.json")
+    assert meta["threads"] == 1 and "git_dirty" in meta
+    (part,) = meta["resumed_environment"]
+    assert part["threads"] == 2 and part["started"] == meta["resumed"][0] and "torch" not in part

@@ -14,7 +14,7 @@ import torch
 
 import theorylr
 
-__all__ = ["environment", "git_commit", "now"]
+__all__ = ["environment", "git_commit", "git_dirty", "now"]
 
 
 def now() -> str:
@@ -47,6 +47,30 @@ def git_commit() -> str | None:
     return text if result.returncode == 0 and text else None
 
 
+@functools.lru_cache(maxsize=1)
+def git_dirty() -> bool | None:
+    """Whether the theorylr checkout this code runs from has uncommitted changes to tracked files under ``src``
+    (the code a run executes), or ``None`` (no git): a run's ``git_commit`` alone would not say so.
+
+    Example:
+        >>> git_dirty() in (True, False, None)
+        True
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", str(here.parent)],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -66,6 +90,7 @@ def _static() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty() if git_commit() is not None else None,
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

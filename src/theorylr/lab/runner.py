@@ -494,10 +494,13 @@ def run_cell(
     meta: dict[str, Any] = previous or {}
     dev = resolve_device(device)
     started = now()
-    meta.update(environment(dev))
-    meta.setdefault("started", started)
-    if "status" in meta:
+    env = environment(dev)
+    if "status" in meta:  # a resume: the first part's environment stays; each later part records what differs
         meta.setdefault("resumed", []).append(started)
+        changed = {k: v for k, v in env.items() if meta.get(k) != v}
+        meta.setdefault("resumed_environment", []).append({"started": started, **changed})
+    meta.update({k: v for k, v in env.items() if k not in meta})
+    meta.setdefault("started", started)
     for key in ("ended", "error", "traceback", "diverged"):
         meta.pop(key, None)
     meta["status"] = "running"
