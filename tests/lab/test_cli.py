@@ -202,3 +202,10 @@ def test_errors_name_the_flag_or_spec_the_user_typed(tmp_path: Path, capsys: pyt
     assert "--target-accuracy must be a finite number > 0.0" in _one_error_line(capsys, "suggest")
     assert main(["compare", "--workload", "iris-softmax", "--rules", "adam@0", "--out", str(tmp_path)]) == 2
     assert "rule spec 'adam@0': lr must be" in _one_error_line(capsys, "compare")
+
+
+def test_a_data_dir_on_built_in_data_gets_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["compare", "--workload", "iris-softmax", "--rules", "sgd@0.1", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    assert "note: --data-dir is not used: workload 'iris-softmax' has built-in data (iris)" in err

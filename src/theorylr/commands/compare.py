@@ -58,12 +58,19 @@ def run(args: argparse.Namespace) -> int:
         command_errors,
         os_error_text,
     )
-    from theorylr.lab import DEFAULT_WORKLOAD, compare, report
+    from theorylr.lab import DEFAULT_WORKLOAD, compare, get_workload, report
     from theorylr.lab.runner import WorkerDiedError
 
     with command_errors("compare", resume_dir=args.out):
         check_output_dir("--out", args.out)
         check_device("--device", args.device)
+        workload = get_workload(DEFAULT_WORKLOAD if args.workload is None else args.workload)
+        if args.data_dir is not None and not workload.needs_data_dir:
+            print(
+                f"theorylr compare: note: --data-dir is not used: workload {workload.name!r} has built-in data "
+                f"({workload.dataset})",
+                file=sys.stderr,
+            )
         try:
             result = compare(
                 DEFAULT_WORKLOAD if args.workload is None else args.workload,  # "" is an error, not the default
