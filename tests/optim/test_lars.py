@@ -316,9 +316,15 @@ def test_norm_fn_asks_for_l1_in_mean_ratio_mode_and_is_checked() -> None:
     hook = _CountingNorms()
     LARS([p], lr=0.1, norm="mean_ratio", norm_fn=hook).step()
     assert hook.calls == [(2, "l1")]
-    bad = LARS([p], lr=0.1, norm_fn=lambda tensors, norm: [tensors[0].norm()])
-    with pytest.raises(RuntimeError, match="norm_fn returned 1 norms for 2 tensors"):
-        bad.step()
+    for answer, got in (
+        (lambda tensors: [tensors[0].norm()], "got 1 norms"),
+        (lambda tensors: [float(t.norm()) for t in tensors], "got float among them"),
+        (lambda tensors: torch.stack([t.norm() for t in tensors])[:, None], r"got a tensor of shape \(2, 1\)"),
+        (lambda tensors: {t.norm() for t in tensors}, "got set"),
+    ):
+        bad = LARS([p], lr=0.1, norm_fn=lambda tensors, norm, answer=answer: answer(tensors))
+        with pytest.raises(RuntimeError, match=rf"norm_fn must return one 0-dim tensor per input tensor \(2\).*{got}"):
+            bad.step()
     with pytest.raises(ValueError, match="norm_fn"):
         LARS([p], lr=0.1, norm_fn="l2")  # type: ignore[arg-type]
 

@@ -342,13 +342,25 @@ def _zero_norm(t: Tensor) -> Tensor:
 
 
 def _call_norm_fn(norm_fn: NormFn, tensors: list[Tensor], norm: str) -> list[Tensor]:
-    """Call a user's hook once and check the shape of its answer (lengths only: no host sync)."""
+    """Call a user's hook once and check the shape of its answer (shapes and types only: no host sync)."""
     result = norm_fn(tensors, norm)
+    contract = (
+        f"norm_fn must return one 0-dim tensor per input tensor ({len(tensors)}), as a list or a 1-D tensor of "
+        f"length {len(tensors)}"
+    )
     if isinstance(result, Tensor):
+        if result.dim() > 1:
+            raise RuntimeError(f"{contract} (got a tensor of shape {tuple(result.shape)})")
         result = list(result.unbind(0)) if result.dim() == 1 else [result]
+    if not isinstance(result, (list, tuple)):
+        raise RuntimeError(f"{contract} (got {type(result).__name__})")
     result = list(result)
+    bad = [type(n).__name__ if not isinstance(n, Tensor) else f"shape {tuple(n.shape)}" for n in result]
+    bad = [b for b, n in zip(bad, result) if not (isinstance(n, Tensor) and n.dim() == 0)]
+    if bad:
+        raise RuntimeError(f"{contract} (got {bad[0]} among them)")
     if len(result) != len(tensors):
-        raise RuntimeError(f"norm_fn returned {len(result)} norms for {len(tensors)} tensors")
+        raise RuntimeError(f"{contract} (got {len(result)} norms)")
     return result
 
 
