@@ -981,7 +981,10 @@ class AdaMo(_LipschitzAdaptive):
         With ``bias_correction=True`` both ``V`` and ``K`` are divided by the same ``1 - beta^t`` (as §6.4 says),
         so the correction cancels and the update is unchanged; the flag is kept for symmetry with Auto-Adam.
         §6.4 counts ``t`` in epochs; here ``t`` is the parameter's step count, as in ``torch.optim.Adam``.
-        ``K`` is clamped away from zero before the division (the paper has no ``eps``).
+        ``K`` is clamped away from zero before the division (the paper has no ``eps``). A gradient whose norm
+        overflows (finite entries, an infinite ``L_t``) makes ``K`` infinite for good, and every later step 0:
+        the run stops moving instead of turning nan (Auto-Adam and adaptive RMSprop turn nan there). Watch the
+        state's ``lipschitz_avg`` to tell that from convergence.
         The paper's "on the first epoch, set K to 0.1 and use this value as the learning rate" is
         ``initial_step_size=0.1, initial_steps=<steps per epoch>``; ``K`` keeps averaging during those steps.
     """
