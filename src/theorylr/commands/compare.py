@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
     parser.add_argument("--data-dir", default=None, type=user_path, help="folder with the MNIST / CIFAR-10 files")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps, or auto (cuda if available)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: torch's, or cores/jobs with --jobs)"
     )

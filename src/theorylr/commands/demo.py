@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         )
         paths = lab.report(out)
         theory = run_lars_theory_demo(out / "lars_theory")
-    print(f"runs: {result.counts()}")
+    counts = result.counts()
+    print(f"runs: {sum(counts.values())} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
     print(f"report: {paths.markdown}  (HTML: {paths.html})")
     for name, path in sorted(theory.items()):
         print(f"LARS theory {name}: {path}")

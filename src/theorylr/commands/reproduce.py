@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", default=None, type=user_path, help="folder with the MNIST / CIFAR-10 files (optional)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps, or auto (cuda if available)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the training runs (default 1)")
     parser.add_argument(
         "--page-out", default=None, type=user_path, help="write REPRODUCTION.md/.html here instead of --out"

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the first N training examples (default: the workload's grad_norm_samples cap, else all)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the estimates")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto (cuda if available)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps, or auto (cuda if available)")
 
 
 def _optimizers(text: str) -> list[str]:

@@ -148,7 +148,7 @@ def _seconds(value: float) -> str:
         return "-"
     if math.isinf(value):
         return "not reached"
-    return f"{value:.2f}"
+    return f"{value:.2f}" if value >= 1.0 else f"{value:.3g}"  # sub-second times keep 3 significant digits
 
 
 def _steps(value: float) -> str:

@@ -219,7 +219,8 @@ class LipschitzLR(LRScheduler):
                 f"LipschitzLR: {what} gave L = {value!r}, which cannot set lr = multiplier / L. L = 0 means all-zero "
                 "penultimate activations (e.g. ReLUs killed by a diverging step: lower the multiplier); nan comes "
                 "from the paper's least-squares form when K K_z <= ||y|| (it subtracts norms; use rigorous=True) or "
-                "from non-finite activations"
+                "from non-finite activations; inf means activations or weights that overflowed (a diverging run: "
+                "lower the multiplier)"
             )
         return value
 
