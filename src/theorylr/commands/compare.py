@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated rule names, NAME@LR for a fixed lr (default: the theory rules, tuned Adam/momentum, "
         "the range test and the installed peers)",
     )
-    parser.add_argument("--seeds", default="1", help="a count (3 = seeds 0,1,2) or a list '0,5,7' (default 1)")
+    parser.add_argument(
+        "--seeds", default="1", help="a count (3 = seeds 0,1,2) or a list '0,5,7' (one seed 7: '7,') (default 1)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the workload's)")
     parser.add_argument("--trials", type=int, default=5, help="lr grid points per tuned rule (default 5)")
     parser.add_argument(
