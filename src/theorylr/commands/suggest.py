@@ -141,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
         check_device("--device", args.device)
         # The flags whose API argument has another name are checked here, so that the error names the flag.
         check_int("--range-test-steps", args.range_test_steps, min_value=2)
+        check_int("--num-samples", args.num_samples, min_value=1)
+        if args.total_steps is not None:
+            check_int("--total-steps", args.total_steps, min_value=1)
+        if args.examples is not None:
+            check_int("--examples", args.examples, min_value=1)
         if args.target_accuracy is not None:
             check_number("--target-accuracy", args.target_accuracy, min_value=0.0, min_inclusive=False)
         inputs = build_inputs(

@@ -19,7 +19,10 @@ def split_indices(y: Tensor, num_test: int, *, stratify: bool = True, seed: int 
     With ``stratify=True`` (classification) every class keeps its share: class ``k`` with ``c_k`` of the ``n``
     examples gives ``floor(num_test * c_k / n)`` or one more to the test set (largest-remainder rounding, so the
     per-class test counts add up to ``num_test`` exactly and each is within 1 of ``num_test * c_k / n``). Which
-    examples of a class go to the test set is drawn with ``numpy.random.default_rng(seed)``. With
+    examples of a class go to the test set is drawn with ``numpy.random.default_rng(seed)``; which classes get the
+    extra slots is not: among classes with equal remainders the lower class index wins, whatever the seed (so the
+    splits of every dataset stay as they were). A subsample smaller than the number of classes (``num_test=5`` of
+    ten balanced classes) therefore holds the same classes for every seed: draw such a subsample yourself. With
     ``stratify=False`` (regression) a seeded permutation is cut at ``num_test``.
 
     Args:
@@ -38,6 +41,9 @@ def split_indices(y: Tensor, num_test: int, *, stratify: bool = True, seed: int 
         >>> y[test].bincount().tolist()
         [2, 2]
     """
+    if not isinstance(y, Tensor) or (stratify and y.ndim != 1):
+        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"y must be a 1-D tensor of class labels with stratify=True (got {got})")
     n = int(y.shape[0])
     check_int("num_test", num_test, min_value=0, max_value=n)
     check_bool("stratify", stratify)
@@ -105,6 +111,8 @@ def iterate_batches(
         check_int("batch_size", batch_size, min_value=1)
     check_bool("shuffle", shuffle)
     check_bool("drop_last", drop_last)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None (got {type(generator).__name__})")
     n = int(x.shape[0])
     if batch_size is None:
         yield x, y

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from theorylr._validation import check_int
+
 __all__ = ["TASKS", "Dataset"]
 
 TASKS = ("classification", "regression")
@@ -69,14 +71,17 @@ class Dataset:
                 f"(got {tuple(self.x_train.shape[1:])} and {tuple(self.x_test.shape[1:])})"
             )
         if self.task == "classification":
-            if not isinstance(self.num_classes, int) or self.num_classes < 2:
-                raise ValueError(f"num_classes must be an integer >= 2 for classification (got {self.num_classes!r})")
+            num_classes = self.num_classes
+            if num_classes is None:
+                raise ValueError("num_classes must be an integer >= 2 for classification (got None)")
+            check_int("num_classes", num_classes, min_value=2)  # a NumPy integer too
+            object.__setattr__(self, "num_classes", int(num_classes))
             for split in ("train", "test"):
                 y = getattr(self, f"y_{split}")
                 if y.dtype != torch.int64:
                     raise ValueError(f"y_{split} must hold int64 class labels (got {y.dtype})")
-                if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-                    raise ValueError(f"y_{split} labels must lie in [0, {self.num_classes}) (got {int(y.min())}..)")
+                if y.numel() and (int(y.min()) < 0 or int(y.max()) >= int(num_classes)):
+                    raise ValueError(f"y_{split} labels must lie in [0, {int(num_classes)}) (got {int(y.min())}..)")
             if self.class_names is not None and len(self.class_names) != self.num_classes:
                 raise ValueError(
                     f"class_names must have num_classes={self.num_classes} entries (got {len(self.class_names)})"
@@ -113,8 +118,8 @@ class Dataset:
 
         Class labels stay ``int64``. ``None`` keeps the current device or dtype.
         """
-        if dtype is not None and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating torch dtype (got {dtype})")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype such as torch.float64 (got {dtype!r})")
         regression = self.task == "regression"
         return replace(
             self,

@@ -241,7 +241,9 @@ def load_dataset(
               test_size=1000``.
 
             and the source's own: ``"separable"`` takes ``n`` (training points, default 1000), ``dim`` (2) and
-            ``margin`` (0.1), see :func:`make_separable`.
+            ``margin`` (0.1), see :func:`make_separable`. The margin is that of the generated features: the
+            default ``scaling="standardize"`` rescales each feature and changes it (0.5 became about 0.36 in one
+            draw); pass ``scaling=None`` to keep it.
 
     Returns:
         the :class:`Dataset`; classification labels are ``int64``.

@@ -41,7 +41,8 @@ def scale_features(
       test values may fall slightly outside ``[0, 1]``).
 
     Args:
-        x_train, x_test: floating tensors ``(N, ...)`` with the same trailing shape.
+        x_train, x_test: tensors ``(N, ...)`` with the same trailing shape; integer ones (raw ``uint8`` pixels)
+            are scaled as float32.
         scaling: one of :data:`SCALINGS`.
         pixel_max: the largest possible raw value, for ``"unit"`` on pixel data.
         inplace: overwrite ``x_train`` and ``x_test`` (floating tensors the caller owns) instead of allocating new
@@ -64,8 +65,13 @@ def scale_features(
     """
     check_choice("scaling", scaling, SCALINGS)
     check_bool("inplace", inplace)
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor (got {type(x).__name__})")
     if inplace and not (x_train.is_floating_point() and x_test.is_floating_point()):
         raise ValueError("inplace=True needs floating x_train and x_test")
+    if scaling is not None and not (x_train.is_floating_point() and x_test.is_floating_point()):  # raw uint8 pixels
+        x_train, x_test = x_train.float(), x_test.float()
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
             f"x_train and x_test must have the same trailing shape "

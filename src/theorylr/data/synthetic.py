@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -176,6 +177,13 @@ class Quadratic:
         return self.loss(w)
 
 
+def _as_number_list(values: Any) -> Any:
+    """A 1-D NumPy array or tensor as a list of Python numbers; anything else as given (checked by the caller)."""
+    if isinstance(values, (np.ndarray, torch.Tensor)) and values.ndim == 1:
+        return values.tolist()
+    return values
+
+
 def make_quadratic(
     eigenvalues: Sequence[float] = (1.0, 10.0),
     minimizer: Sequence[float] | None = (1.0, 1.0),
@@ -214,15 +222,15 @@ def make_quadratic(
         >>> float(q.grad(q.minimizer).abs().max())
         0.0
     """
-    eig = [float(e) for e in eigenvalues] if isinstance(eigenvalues, Sequence) else None
-    if not eig:
+    eigenvalues = _as_number_list(eigenvalues)
+    if not eigenvalues or isinstance(eigenvalues, (str, bytes)):
         raise ValueError(f"eigenvalues must be a non-empty sequence of numbers > 0 (got {eigenvalues!r})")
-    for i, e in enumerate(eig):
-        check_number(f"eigenvalues[{i}]", e, min_value=0.0, min_inclusive=False)
+    for i, e in enumerate(eigenvalues):
+        check_number(f"eigenvalues[{i}]", e, min_value=0.0, min_inclusive=False)  # refuses strings and bools
+    eig = [float(e) for e in eigenvalues]
     d = len(eig)
-    if minimizer is None:
-        minimizer = [0.0] * d
-    if not isinstance(minimizer, Sequence) or len(minimizer) != d:
+    minimizer = [0.0] * d if minimizer is None else _as_number_list(minimizer)
+    if not isinstance(minimizer, Sequence) or isinstance(minimizer, (str, bytes)) or len(minimizer) != d:
         raise ValueError(f"minimizer must be a sequence of {d} numbers, one per eigenvalue (got {minimizer!r})")
     for i, m in enumerate(minimizer):
         check_number(f"minimizer[{i}]", m)

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -91,7 +92,10 @@ LossFn = Callable[[Any, Any], Tensor]
 # Results
 # ----------------------------------------------------------------------------------------------------------------
 def _encode(value: Any) -> Any:
-    """JSON-safe: non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``; containers recurse."""
+    """JSON-safe: NumPy scalars become Python numbers, non-finite floats the strings ``"nan"``, ``"inf"``,
+    ``"-inf"``; containers recurse."""
+    if isinstance(value, np.generic):  # np.int64 / np.float32 arguments, which the checks accept
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, Mapping):
@@ -857,7 +861,33 @@ def _range_row(name: str, result: RangeTestResult, options: Mapping[str, Any]) -
 # ----------------------------------------------------------------------------------------------------------------
 # suggest
 # ----------------------------------------------------------------------------------------------------------------
+def _estimate_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``estimate_options`` checked against what the spectral-norm estimates take (``seed`` and ``mode`` are
+    :func:`suggest`'s own arguments)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"estimate_options must be a mapping or None (got {type(options).__name__})")
+    import inspect
+
+    from theorylr.estimate import hessian_spectral_norm
+
+    own = {"seed", "mode"}
+    allowed = sorted(set(inspect.signature(hessian_spectral_norm).parameters) - {"model", "loss_fn", "data"} - own)
+    for key in options:
+        if key in own:
+            raise ValueError(f"estimate_options: {key!r} is suggest()'s own argument: pass {key}= to suggest()")
+        if key not in allowed:
+            raise ValueError(f"estimate_options: unknown key {key!r} (allowed: {', '.join(allowed)})")
+    return dict(options)
+
+
 def _optimizers(optimizer: str | Sequence[str]) -> tuple[str, ...]:
+    if not isinstance(optimizer, (str, Sequence)):
+        raise ValueError(
+            f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, 'all', or a list of them "
+            f"(got {optimizer!r})"
+        )
     names = [optimizer] if isinstance(optimizer, str) else list(optimizer)
     if names == ["all"]:
         return OPTIMIZERS
@@ -1005,12 +1035,12 @@ def suggest(
         model, total_steps, loss, target_accuracy, bounds_args, num_samples, range_test, range_options, mode, seed
     )
     optimizers = _optimizers(optimizer)
+    options = _estimate_options(estimate_options)
     batches = as_batches(data)
     info = _inspect_loss(loss_fn)
     if loss is not None:
         ignore = getattr(loss_fn, "ignore_index", info.ignore_index) if loss == "softmax" else None
         info = _LossInfo(loss, info.source, info.scale if info.kind == loss else "paper", ignore_index=ignore)
-    options = dict(estimate_options or {})
     device = next(p for p in model.parameters()).device
     begin = time.perf_counter()
     stages: dict[str, float] = {}

@@ -71,6 +71,12 @@ def init_weights(
     check_choice("nonlinearity", nonlinearity, _NONLINEARITIES)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None (got {type(generator).__name__})")
+    lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise ValueError(
+            f"model has lazy parameters not yet initialised ({', '.join(lazy)}): run one forward pass to give them "
+            "their shapes, then call init_weights"
+        )
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, _WEIGHTED):
