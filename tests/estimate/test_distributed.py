@@ -36,7 +36,18 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         shard = (x[rank::WORLD], y[rank::WORLD])  # equal shards of 12
         r = hessian_spectral_norm(model, nn.CrossEntropyLoss(), shard, seed=0, tol=1e-8, reduce=counted)
         est = smoothness(model, nn.CrossEntropyLoss(), shard, num_samples=2, tol=1e-6, reduce=_average)
-        out = {"value": r.value, "loss": r.loss, "matvecs": r.matvecs, "calls": calls[0], "k_hat": est.k_hat}
+        # No seed, and ranks whose RNG differs (per-rank augmentation): the start vector goes through reduce, so
+        # the ranks still iterate on the same vectors (they made different numbers of collectives, then aborted).
+        torch.manual_seed(100 + rank)
+        unseeded = [hessian_spectral_norm(model, nn.CrossEntropyLoss(), shard, tol=1e-8, reduce=_average) for _ in "ab"]
+        out = {
+            "value": r.value,
+            "loss": r.loss,
+            "matvecs": r.matvecs,
+            "calls": calls[0],
+            "k_hat": est.k_hat,
+            "unseeded": [u.value for u in unseeded],
+        }
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(out))
     finally:
         dist.destroy_process_group()
@@ -54,5 +65,6 @@ def test_two_ranks_match_the_full_data_estimate(tmp_path: Path) -> None:
     assert ranks[0] == ranks[1]  # every rank holds the same answer
     assert ranks[0]["value"] == pytest.approx(full.value, rel=1e-8)
     assert ranks[0]["loss"] == pytest.approx(full.loss, rel=1e-12)
-    assert ranks[0]["calls"] == ranks[0]["matvecs"] + 1  # one all_reduce per matvec, one for the loss
+    assert ranks[0]["calls"] == ranks[0]["matvecs"] + 2  # one all_reduce per matvec, the loss, the start vector
+    assert ranks[0]["unseeded"] == pytest.approx([full.value] * 2, rel=1e-7)
     assert ranks[0]["k_hat"] == pytest.approx(est.k_hat, rel=1e-6)

@@ -127,8 +127,9 @@ def hessian_spectral_norm(
             parameters' size).
         mode: ``"eval"`` (default; deterministic BatchNorm and no dropout), ``"train"`` or ``"current"``.
         seed: seed of the random start vector; ``None`` derives one from the global RNG state without advancing
-            it (so ``torch.manual_seed`` makes the call reproducible). Pass the same seed on every rank when
-            ``reduce`` averages across processes.
+            it (so ``torch.manual_seed`` makes the call reproducible). With ``reduce`` the start vector is passed
+            through it too, so that every rank starts from the same vector even when their seeds or RNG states
+            differ; the same seed on every rank keeps it the seed's own vector.
         params, backend, cache_graph, reduce: as for :class:`HessianOperator`.
 
     Returns:
@@ -165,6 +166,11 @@ def hessian_spectral_norm(
         )
         with op:
             v0 = _start_vector(start, op.dim, op.params[0])
+            if reduce is not None:
+                # Data parallel: the ranks must iterate on the same vectors, or their averaged products mix bases
+                # (wrong values, and ranks that stop after different numbers of collectives). Reducing the start
+                # vector makes it the same on every rank even where their seeds differ (seed=None, per-rank RNG).
+                v0 = reduce(v0.clone())
             if method == "lanczos":
                 r = lanczos(op, v0, k=max_matvecs, tol=tol)
                 hi, lo, converged = r.lambda_max, r.lambda_min, r.converged
