@@ -104,7 +104,22 @@ def _collective_device(process_group: Any) -> torch.device:
 # ----------------------------------------------------------------------------------------------------------------
 # LARS with sharded parameters
 # ----------------------------------------------------------------------------------------------------------------
-def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -> NormFn:
+def _check_same_count(count: int, device: torch.device, process_group: Any) -> None:
+    """Raise on every rank when the ranks pass different numbers of tensors (one small all-reduce, one host read)."""
+    both = torch.tensor([count, -count], dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX, group=process_group)
+    most, fewest = int(both[0]), -int(both[1])
+    if most != count or fewest != count:
+        raise RuntimeError(
+            f"sharded_norm_fn: the ranks passed different numbers of tensors ({fewest} to {most}; this rank "
+            f"{count}): every rank must pass the same logical tensors. A parameter without a gradient on some ranks "
+            "(FSDP's use_orig_params leaves out-of-shard ones at None) is skipped there: give it a zero gradient"
+        )
+
+
+def sharded_norm_fn(
+    process_group: Any = None, *, foreach: bool | None = None, check_counts: bool | None = None
+) -> NormFn:
     r"""A LARS ``norm_fn`` for parameters sharded across the ranks of ``process_group``: one all-reduce per step.
 
     Each rank holds a shard :math:`x_r` of every logical tensor :math:`x` (FSDP's flat shards, a tensor-parallel
@@ -120,11 +135,16 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
     The returned hook computes the local norms of all ``2 n`` tensors LARS passes it (weights and denominators)
     with :func:`~theorylr.optim.lars.local_norms`, packs them into one float64 buffer (squared for ``"l2"``) and
     reduces it with a single ``all_reduce`` (``SUM``, or ``MAX`` for ``"linf"``): one collective per param group
-    and step, whatever the number of tensors, and no value read on the host.
+    and step, whatever the number of tensors, and no value read on the host; on the CPU it is preceded by a check
+    that the ranks pass as many tensors (``check_counts``).
 
     Args:
         process_group: the group the parameters are sharded over (default ``None``: the default group).
         foreach: compute the local norms with ``torch._foreach_norm`` (default ``None``: when the tensors allow it).
+        check_counts: first all-reduce the number of tensors each rank passes (two numbers), so that ranks whose
+            lists differ get a clear error, every one of them, instead of a collective of mismatched sizes (a hang,
+            or garbage norms on one rank). Reading the count back is a host sync, so the default ``None`` checks on
+            the CPU (gloo) and not on an accelerator; ``True`` / ``False`` force it.
 
     Returns:
         ``norm_fn(tensors, norm) -> list of 0-dim tensors`` for :class:`~theorylr.optim.lars.LARS` (``norm_fn=``).
@@ -143,8 +163,11 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
     eq. (1): the ratio takes norms of whole layers, which is what this restores under sharding.
 
     .. note::
-        Every rank must pass the same list (the same logical tensors in the same order), as FSDP does; a rank
-        with no gradient for a tensor another rank has would issue a collective of another size. A flat FSDP
+        Every rank must pass the same list (the same logical tensors in the same order). A parameter whose
+        gradient is ``None`` on some ranks only (FSDP with ``use_orig_params=True`` leaves out-of-shard
+        parameters without one) is left out of LARS's list on those ranks: the counts then differ, which
+        ``check_counts`` reports; give such parameters a zero gradient on every rank (``p.grad = torch.zeros_like(p)``
+        when it is ``None``) before ``step()``. A flat FSDP
         parameter that concatenates several layers gets one ratio for all of them. With ``norm="mean_ratio"``
         LARS divides by the *local* element count, so the reduced value is not the global mean element-wise
         ratio; use ``"l1"``, ``"l2"`` or ``"linf"`` with sharded parameters. Parameters that are ``DTensor`` s
@@ -154,11 +177,17 @@ def sharded_norm_fn(process_group: Any = None, *, foreach: bool | None = None) -
     if foreach is not None:
         check_bool("foreach", foreach)
 
+    if check_counts is not None:
+        check_bool("check_counts", check_counts)
+
     def norm_fn(tensors: list[Tensor], norm: str) -> list[Tensor]:
         check_choice("norm", norm, ("l1", "l2", "linf"))
+        _require_initialized("sharded_norm_fn", process_group)
+        on_cpu = all(t.device.type == "cpu" for t in tensors)
+        if check_counts or (check_counts is None and on_cpu):
+            _check_same_count(len(tensors), tensors[0].device if tensors else torch.device("cpu"), process_group)
         if not tensors:
             return []
-        _require_initialized("sharded_norm_fn", process_group)
         device = tensors[0].device
         if any(t.device != device for t in tensors):
             raise ValueError("sharded_norm_fn needs all tensors of a param group on one device")
@@ -585,17 +614,35 @@ class DistributedActivationTracker(ActivationTracker):
     # Checkpoints
     # ------------------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The parent's state plus this rank's rows of the epoch (a least-squares batch awaiting targets excluded)."""
+        """The parent's state plus this rank's rows of the epoch (a least-squares batch awaiting targets excluded),
+        and which rank of how many wrote it: the state is per rank, so save one checkpoint per rank."""
         state = super().state_dict()
         rows = self._rows
         if rows and self.needs_targets and rows[-1].y_sq is None:
             rows = rows[:-1]
         parts = [*self._packed, *([self._pack(rows)] if rows else [])]
         state["local_rows"] = torch.cat(parts).clone() if parts else None
+        if dist.is_available() and dist.is_initialized():
+            state["rank"] = dist.get_rank(self.process_group)
+            state["world_size"] = dist.get_world_size(self.process_group)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned, on the rank that wrote it.
+
+        Raises:
+            ValueError: when ``state`` holds another rank's rows (the DDP habit of saving on rank 0 and loading
+                everywhere would count rank 0's batches twice in every global ``K_z`` of the epoch so far).
+        """
+        saved_rank, saved_world = state.get("rank"), state.get("world_size")
+        if saved_rank is not None and state.get("local_rows") is not None and dist.is_initialized():
+            rank, world = dist.get_rank(self.process_group), dist.get_world_size(self.process_group)
+            if (saved_rank, saved_world) != (rank, world):
+                raise ValueError(
+                    f"state_dict: this tracker state was saved by rank {saved_rank} of {saved_world}, and is loaded "
+                    f"on rank {rank} of {world}: a mid-epoch state holds the rank's own batches, so save one "
+                    "checkpoint per rank and load each on its own rank (or checkpoint at an epoch's end)"
+                )
         super().load_state_dict(state)
         table = state.get("local_rows")
         self._packed = [] if table is None else [table.clone()]

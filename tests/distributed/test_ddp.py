@@ -189,12 +189,14 @@ def _scenarios(rank: int) -> dict[str, Any]:
         return original(*args, **kwargs)
 
     shards = [_shard(w, i, rank) for i, w in enumerate(weights)]
-    norm_fn = sharded_norm_fn()
     dist.all_reduce = counting  # type: ignore[assignment]
     try:
-        for norm in ("l1", "l2", "linf"):
-            out[f"norms_{norm}"] = torch.stack(norm_fn(shards, norm))
-        out["norm_calls"] = calls[0]
+        for check_counts in (False, None):  # None on the CPU: the two-number count check first
+            calls[0] = 0
+            norm_fn = sharded_norm_fn(check_counts=check_counts)
+            for norm in ("l1", "l2", "linf"):
+                out[f"norms_{norm}"] = torch.stack(norm_fn(shards, norm))
+            out[f"norm_calls_{check_counts}"] = calls[0]
     finally:
         dist.all_reduce = original
 
@@ -308,7 +310,8 @@ def test_sharded_norm_fn_gives_the_unsharded_norms_in_one_collective(ranks: list
         expected = torch.stack(local_norms(weights, norm))
         for res in ranks:
             torch.testing.assert_close(res[f"norms_{norm}"], expected, rtol=1e-13, atol=0.0)
-    assert [res["norm_calls"] for res in ranks] == [3, 3]  # one all_reduce per call, whatever the tensor count
+    assert [res["norm_calls_False"] for res in ranks] == [3, 3]  # one all_reduce per call, whatever the count
+    assert [res["norm_calls_None"] for res in ranks] == [6, 6]  # and the count check's, by default on the CPU
 
 
 @pytest.mark.parametrize("foreach", [True, False])
@@ -398,7 +401,7 @@ def test_spectral_norm_with_unequal_shards_equals_the_full_data_estimate(ranks: 
     assert first == second  # the iteration is identical on every rank
     assert first["value"] == pytest.approx(full.value, rel=1e-9)
     assert first["loss"] == pytest.approx(full.loss, rel=1e-12)
-    assert first["calls"] == first["matvecs"] + 1  # one all_reduce per matvec and one for the loss
+    assert first["calls"] == first["matvecs"] + 2  # one all_reduce per matvec, the loss's, the start vector's
     # An unweighted average of the 10- and 14-sample shards is a different operator: the weights matter.
     shards = [_hessian_data(r) for r in range(WORLD)]
     loss_fn = nn.CrossEntropyLoss()

@@ -61,6 +61,26 @@ def _scenarios(rank: int) -> dict[str, Any]:
         out["mean_ratio"] = _mean_ratio_step(w, g, sharded_norm_fn())
     except ValueError as exc:
         out["mean_ratio"] = f"ValueError: {exc}"
+
+    # A parameter with no gradient on rank 1 (FSDP's use_orig_params leaves out-of-shard ones at None): LARS passes
+    # 4 tensors on rank 0 and 2 on rank 1. A clear error on both ranks, not a hang or garbage norms on one.
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    a.grad = torch.ones(3)
+    b.grad = torch.ones(2) if rank == 0 else None
+    try:
+        LARS([a, b], lr=0.1, norm_fn=sharded_norm_fn()).step()
+        out["grad_none"] = "stepped"
+    except RuntimeError as exc:
+        out["grad_none"] = str(exc)
+    # A group with no gradient at all on rank 1: the hook is still called there (with no tensors), so the check's
+    # collective is paired and both ranks get the error.
+    c = nn.Parameter(torch.ones(2))
+    c.grad = torch.ones(2) if rank == 0 else None
+    try:
+        LARS([c], lr=0.1, norm_fn=sharded_norm_fn()).step()
+        out["group_empty"] = "stepped"
+    except RuntimeError as exc:
+        out["group_empty"] = str(exc)
     return out
 
 
@@ -125,3 +145,27 @@ def test_batch_and_example_counts_past_float32_integers(world_of_one: None) -> N
     assert math.isfinite(values["lipschitz"])
     tracker.close()
     single.close()
+
+
+def test_ranks_passing_different_tensor_counts_get_a_clear_error_on_every_rank(ranks: list[dict[str, Any]]) -> None:
+    for key, (fewest, most) in (("grad_none", (2, 4)), ("group_empty", (0, 2))):
+        for r, result in enumerate(ranks):
+            assert result[key].startswith(
+                f"sharded_norm_fn: the ranks passed different numbers of tensors ({fewest} to {most}; this rank "
+            ), (key, r, result[key])
+            assert "give it a zero gradient" in result[key]
+
+
+def test_a_mid_epoch_tracker_state_loads_only_on_the_rank_that_saved_it(world_of_one: None) -> None:
+    """Saving on rank 0 and loading everywhere (the DDP habit) counted rank 0's batches twice in each global K_z."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    tracker = DistributedActivationTracker(model, "softmax")
+    model(torch.randn(5, 3))
+    state = tracker.state_dict()
+    assert (state["rank"], state["world_size"]) == (0, 1) and state["local_rows"] is not None
+    DistributedActivationTracker(model, "softmax").load_state_dict(state)  # its own rank: fine
+    other = dict(state, rank=1, world_size=2)
+    with pytest.raises(ValueError, match="saved by rank 1 of 2, and is loaded on rank 0 of 1"):
+        DistributedActivationTracker(model, "softmax").load_state_dict(other)
+    boundary = dict(other, local_rows=None)  # at an epoch's end there are no rows: any rank may load it
+    DistributedActivationTracker(model, "softmax").load_state_dict(boundary)

@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import ChainedScheduler, ConstantLR, ExponentialLR
 
 from theorylr.lipschitz.bounds import gradient_norm_bound
 from theorylr.lipschitz.scheduler import DegenerateLipschitzError, LipschitzLR
+from theorylr.lipschitz.tracker import ActivationTracker
 
 F64 = torch.float64
 K = 4  # classes
@@ -430,3 +431,22 @@ def test_errors() -> None:
             LipschitzLR(opt, model, **kwargs)
     with pytest.raises(ValueError, match="optimizer"):
         LipschitzLR("sgd", model)  # type: ignore[arg-type]
+
+
+def test_settings_that_a_given_tracker_would_override_are_refused() -> None:
+    """With tracker= the tracker's settings apply; asking here for others was ignored silently (rigorous=True ran
+    the paper's form: an lr 6x larger than asked for)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
+    tracker = ActivationTracker(model, "softmax")
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    for kwargs, name in (
+        ({"rigorous": True}, "rigorous"),
+        ({"activation_norm": "max_row"}, "activation_norm"),
+        ({"weight_bound": 2.0}, "weight_bound"),
+        ({"num_classes": 5}, "num_classes"),
+        ({"penultimate": "1"}, "penultimate"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            LipschitzLR(opt, model, "softmax", tracker=tracker, **kwargs)
+    sched = LipschitzLR(opt, model, "softmax", tracker=tracker, num_classes=3, initial_lr=0.1)  # agrees: fine
+    assert sched.tracker is tracker

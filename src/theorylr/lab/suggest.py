@@ -885,8 +885,7 @@ def _estimate_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 def _optimizers(optimizer: str | Sequence[str]) -> tuple[str, ...]:
     if not isinstance(optimizer, (str, Sequence)):
         raise ValueError(
-            f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, 'all', or a list of them "
-            f"(got {optimizer!r})"
+            f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, 'all', or a list of them (got {optimizer!r})"
         )
     names = [optimizer] if isinstance(optimizer, str) else list(optimizer)
     if names == ["all"]:

@@ -163,6 +163,26 @@ class LipschitzLR(LRScheduler):
                     "tracker must be an ActivationTracker built on this model with the same loss (got "
                     f"{type(tracker).__name__})"
                 )
+            # The tracker's own settings apply: a different one asked for here would be ignored silently.
+            asked = {
+                "rigorous": (rigorous, False, tracker.rigorous),
+                "activation_norm": (activation_norm, "fro", tracker.activation_norm),
+                "weight_bound": (weight_bound, None, tracker.constant_weight_bound),
+                "num_classes": (num_classes, None, tracker.num_classes),
+            }
+            for name, (value, default, used) in asked.items():
+                if value != default and value != used:
+                    raise ValueError(
+                        f"{name}={value!r} differs from the tracker's ({used!r}), whose settings apply: build the "
+                        f"tracker with {name}={value!r}, or leave {name} out here"
+                        + (
+                            " (the distributed tracker has the paper's forms only)"
+                            if name == "rigorous" and type(tracker).__name__ == "DistributedActivationTracker"
+                            else ""
+                        )
+                    )
+            if penultimate is not None:
+                raise ValueError("penultimate must be left out with tracker=: the tracker's module applies")
             self.tracker = tracker
         else:
             self.tracker = ActivationTracker(

@@ -1416,16 +1416,13 @@ class LARS(Optimizer):
 
     .. note::
         **Sharded parameters (FSDP, tensor parallel).** With a flattened or sharded tensor, local norms are norms
-        of a shard, not of the layer: pass a ``norm_fn`` that reduces them across ranks in one collective, e.g.::
-
-            def sharded_norms(tensors, norm):
-                local = torch.stack(local_norms(tensors, norm, foreach=True))
-                if norm == "l2":
-                    local = local.square()
-                torch.distributed.all_reduce(local, op=ReduceOp.MAX if norm == "linf" else ReduceOp.SUM)
-                return list((local.sqrt() if norm == "l2" else local).unbind(0))
-
-        A flattened FSDP parameter that concatenates several layers gets one ratio for all of them.
+        of a shard, not of the layer: pass a ``norm_fn`` that reduces them across ranks in one collective,
+        :func:`theorylr.distributed.sharded_norm_fn`, which squares the L2 norms before a ``SUM``, carries nan
+        flags beside the ``MAX`` of ``"linf"`` (a ``MAX`` drops a nan) and checks that the ranks pass as many
+        tensors. A flattened FSDP parameter that concatenates several layers gets one ratio for all of them. A
+        sharded hook is called for every param group on every rank, also for one with no gradient on this rank
+        (with an empty list), so that the ranks' collectives stay paired; a hook of your own that wraps it must
+        keep its ``sharded`` attribute (LARS refuses it beside ``"mean_ratio"``).
 
     .. note::
         **Compiling the step.** ``torch.compile(opt.step, fullgraph=True)`` traces it without graph breaks. On a
@@ -1526,6 +1523,9 @@ class LARS(Optimizer):
         for index, group in enumerate(self.param_groups):
             params, grads = params_with_grad(group, type(self).__name__)
             if not params:
+                norm_fn = self.norm_fn
+                if norm_fn is not None and getattr(norm_fn, "sharded", False) and group["adapt"]:
+                    norm_fn([], group["norm"])  # the other ranks' collective for this group: keep it paired
                 continue
             _check_norm_fn(self.norm_fn, group["norm"])
             layout = self._layout(index, params)
