@@ -209,3 +209,10 @@ def test_a_data_dir_on_built_in_data_gets_a_note(tmp_path: Path, capsys: pytest.
     assert main([*argv, "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "runs")]) == 0
     err = capsys.readouterr().err
     assert "note: --data-dir is not used: workload 'iris-softmax' has built-in data (iris)" in err
+
+
+def test_reproduce_refuses_a_data_dir_that_is_no_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The MNIST/CIFAR-10 claims of the page silently vanished (exit 0) with a mistyped --data-dir."""
+    absent = tmp_path / "absent"
+    assert main(["reproduce", "lars", "--quick", "--out", str(tmp_path / "r"), "--data-dir", str(absent)]) == 2
+    assert f"--data-dir {absent}: not a directory" in _one_error_line(capsys, "reproduce")

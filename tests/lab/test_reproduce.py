@@ -245,14 +245,19 @@ def test_exact_adam_measured_numbers_are_the_run_files(smoke: Path) -> None:
         last = _metrics(runs / rule / "trial-00" / "seed-0" / "metrics.csv")[-1]
         for column in ("grad_norm", "train_loss", "test_accuracy"):
             assert claim.values[label][column][rule] == float(last[column])
-    # the verdict is the stated criterion applied to those numbers
-    v = claim.values[label]["grad_norm"]
-    expected = verdict_all([ea.beats_all(v["exact-adam"], {n: v[n] for n in ("adam-cosine", "adam-exponential")})])
-    assert claim.verdict == expected
-    v = claims["adam-5.2-constants"].values[label]["grad_norm"]
-    assert claims["adam-5.2-constants"].verdict == verdict_all(
-        [ea.beats_all(v["exact-adam"], {"adam@0.01": v["adam@0.01"], "adam@0.001": v["adam@0.001"]})]
-    )
+
+    # the verdict is the stated criterion applied to those numbers: exact below every rule that learned something
+    # (test accuracy above chance + 0.05), and the exact-step network itself learned something
+    def win(values: dict, names: tuple[str, ...]) -> bool:
+        v, acc = values["grad_norm"], values["test_accuracy"]
+        live = {n: v[n] for n in names if ea.learned_anything(acc[n])}
+        if not ea.learned_anything(acc["exact-adam"]) or not math.isfinite(v["exact-adam"]):
+            return False
+        return ea.beats_all(v["exact-adam"], live) if live else True
+
+    assert claim.verdict == verdict_all([win(claim.values[label], ("adam-cosine", "adam-exponential"))])
+    constants = claims["adam-5.2-constants"]
+    assert constants.verdict == verdict_all([win(constants.values[label], ("adam@0.01", "adam@0.001"))])
     # App. C.4 from its analytic file: alpha = sqrt(2 L0 / (K_hat T)) per row, verdict from the spread
     c4 = claims["adam-c4-init"]
     saved = json.loads((smoke / "exact-adam" / "tiny" / c4.sources[0]).read_text())["result"]["rows"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from theorylr.lab.reproduce import DOES_NOT_HOLD, HOLDS, PARTLY, QUICK
 from theorylr.lab.reproduce import exact_adam as ea
@@ -112,3 +113,60 @@ def test_exact_adam_note_matches_the_registered_rule() -> None:
     assert "ctx.workload.init is not None" in inspect.getsource(rules.build_exact_adam)  # samples the workload's init
     source = inspect.getsource(ea.run_exact_adam)
     assert "registered exact-adam rule draws with torch's default scheme" not in source
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Networks at chance are no evidence (the audit's quick-scale CNN: everything adaptive stuck at 10 %)
+
+
+def test_table3_pairs_at_chance_are_not_counted() -> None:
+    # two pairs at chance "matched" and only the informative one failed: the verdict was 'partly'
+    assert lp.pairs_verdict([(0.098, 0.1002), (0.1002, 0.1002), (0.1002, 0.3274)]) == DOES_NOT_HOLD
+    assert lp.pairs_verdict([(0.9, 0.8), (0.1, 0.1), (0.7, 0.72)]) == PARTLY
+    assert lp.pairs_verdict([(0.9, 0.8), (0.1, 0.1)]) == HOLDS
+    assert lp.pairs_verdict([(0.1, 0.1)]).startswith("not run (inconclusive")
+
+
+def test_fig3_lr_claim_needs_the_run_at_that_lr_to_learn() -> None:
+    assert lp.lr_verdict(2.03, 0.098, [0.098, 0.33]) == PARTLY  # a large lr at which the network learned nothing
+    assert lp.lr_verdict(2.03, 0.95, [0.95]) == HOLDS
+    assert lp.lr_verdict(0.001, 0.098, [0.098, 0.33]) == DOES_NOT_HOLD
+    assert lp.lr_verdict(2.03, 0.1, [0.1, 0.1]).startswith("not run (inconclusive")
+
+
+def test_exact_step_gradient_norm_wins_need_a_network_that_learned() -> None:
+
+    assert not ea.learned_anything(0.100) and not ea.learned_anything(math.nan) and ea.learned_anything(0.906)
+    # Fig. 5: the full-batch run collapsed (accuracy 0.098, small gradient norm): it ranks last, not first
+    assert ea.batch_size_verdict([(64, 0.826), (256, 0.423), (math.inf, math.inf)]) == DOES_NOT_HOLD
+
+
+def test_exact_step_gradient_norm_claims_skip_collapsed_networks() -> None:
+    """A collapsed network (accuracy at chance, loss at ln 10) ends with a small gradient norm: it was counted as
+    the exact step's win (the quick page's only 'partly' came from two dead networks)."""
+
+    def summary(grad_norm: float, accuracy: float) -> Any:
+        run = _Run([1.0, 0.5], lr=0.01)
+        run._columns["grad_norm"] = np.array([1.0, grad_norm])
+        run._columns["test_accuracy"] = np.array([0.1, accuracy])
+        return _Summary(run)
+
+    def comparison(**summaries: Any) -> Any:
+        return ea._Comparison("c", None, summaries, ["sched"], ["const"])  # type: ignore[arg-type]
+
+    assert not comparison(**{ea.EXACT: summary(0.07, 0.100), "sched": summary(0.6, 0.9)}).grad_norm_win(["sched"])
+    assert comparison(**{ea.EXACT: summary(0.07, 0.9), "sched": summary(0.6, 0.9)}).grad_norm_win(["sched"])
+    # a competitor that collapsed does not count against the exact step either
+    assert comparison(**{ea.EXACT: summary(0.5, 0.9), "sched": summary(0.01, 0.1)}).grad_norm_win(["sched"])
+
+
+def test_fig3_early_train_error_is_read_at_3000_steps_or_a_third_of_the_run() -> None:
+    """Fig. 3's "Adam leads early" is now checked: the train error at the first evaluation at or after 3000 steps."""
+    run = _Run([1.0] * 5, lr=0.1)
+    run._columns["step"] = np.array([0.0, 1000.0, 3000.0, 6000.0, 9000.0])
+    run._columns["train_accuracy"] = np.array([0.1, 0.5, 0.7, 0.9, 0.95])
+    assert lr_._early_train_error(_Summary(run), 3000) == pytest.approx(0.3)  # type: ignore[arg-type]
+    short = _Run([1.0] * 4, lr=0.1)
+    short._columns["step"] = np.array([0.0, 100.0, 200.0, 300.0])
+    short._columns["train_accuracy"] = np.array([0.1, 0.6, 0.8, 0.9])
+    assert lr_._early_train_error(_Summary(short), 3000) == pytest.approx(0.4)  # a third of 300 steps: step 100

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         if args.page_out is not None:
             check_output_dir("--page-out", args.page_out)
         check_device("--device", args.device)
+        if args.data_dir is not None and not os.path.isdir(args.data_dir):  # the MNIST/CIFAR claims would vanish
+            raise ValueError(f"--data-dir {args.data_dir}: not a directory")
         result = reproduce(
             args.target,
             args.out,

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,8 @@ class Context:
                 getattr(theorylr.data, readers[dataset])(self.data_dir)
                 self._probed[dataset] = None
             except (OSError, ValueError) as exc:
-                self.log(f"  {dataset} not usable from {self.data_dir}: {exc}")
+                # On stderr even when quiet: the claims on this data set will say "not run", and why.
+                print(f"theorylr reproduce: note: {dataset} not usable from {self.data_dir}: {exc}", file=sys.stderr)
                 self._probed[dataset] = f"no readable {dataset} files in --data-dir"
         return self._probed[dataset]
 

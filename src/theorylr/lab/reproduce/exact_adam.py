@@ -117,6 +117,21 @@ def _constant_rules(constants: Sequence[float]) -> list[Rule]:
 # criteria (pure functions of measured numbers)
 
 
+_CHANCE = 0.1 + 0.05  # these workloads have 10 classes: a final test accuracy at or below this learned nothing
+
+
+def learned_anything(accuracy: float) -> bool:
+    """Whether a final test accuracy beats chance (10 classes) by more than 0.05. A network that collapsed (dead
+    ReLUs, a loss at ``ln 10``) also ends with a small gradient norm: that is not the convergence the gradient-norm
+    claims are about, so such runs neither win nor count against.
+
+    Example:
+        >>> learned_anything(0.098), learned_anything(0.9)
+        (False, True)
+    """
+    return math.isfinite(accuracy) and accuracy > _CHANCE
+
+
 def beats_all(exact: float, others: Mapping[str, float]) -> bool:
     """Whether ``exact`` is below every other rule's value (NaN/inf never win; an absent rule is ignored).
 
@@ -250,6 +265,19 @@ class _Comparison:
     def group(self, names: Sequence[str], column: str) -> dict[str, float]:
         return {n: self.value(n, column) for n in names if n in self.summaries}
 
+    def learned(self, name: str) -> bool:
+        return learned_anything(self.value(name, "test_accuracy"))
+
+    def grad_norm_win(self, names: Sequence[str]) -> bool:
+        """The exact step's final gradient norm is below every rule of ``names`` that learned anything, and the
+        exact step learned something itself (a collapsed network's small gradient norm is no win)."""
+        present = [n for n in names if n in self.summaries]
+        live = [n for n in present if self.learned(n)]
+        exact = self.value(EXACT, "grad_norm")
+        if not present or not self.learned(EXACT) or not math.isfinite(exact):
+            return False
+        return beats_all(exact, self.group(live, "grad_norm")) if live else True  # every competitor collapsed
+
     def numbers(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for column in ("grad_norm", "train_loss", "test_accuracy"):
@@ -277,8 +305,12 @@ def _best(values: Mapping[str, float]) -> tuple[str, float]:
 
 def _gap_text(c: _Comparison, names: Sequence[str]) -> str:
     exact = c.value(EXACT, "grad_norm")
-    name, best = _best(c.group(names, "grad_norm"))
-    return f"{c.label}: exact {fmt(exact, 3)} vs best {name} {fmt(best, 3)}"
+    live = [n for n in names if n in c.summaries and c.learned(n)]
+    name, best = _best(c.group(live, "grad_norm"))
+    dead = "" if c.learned(EXACT) else " (the exact-step network learned nothing: no win)"
+    skipped = len([n for n in names if n in c.summaries]) - len(live)
+    left = f", {skipped} collapsed rule(s) left out" if skipped else ""
+    return f"{c.label}: exact {fmt(exact, 3)}{dead} vs best {name} {fmt(best, 3)}{left}"
 
 
 def _plot_comparison(ctx: Context, c: _Comparison) -> str | None:
@@ -325,8 +357,8 @@ def _comparison_claims(
     sources = _sources(ctx, comparisons)
     settings = "; ".join(c.workload.description for c in comparisons)
     values = {c.label: c.numbers() for c in comparisons}
-    sched = [beats_all(c.value(EXACT, "grad_norm"), c.group(c.schedulers, "grad_norm")) for c in comparisons]
-    const = [beats_all(c.value(EXACT, "grad_norm"), c.group(c.constants, "grad_norm")) for c in comparisons]
+    sched = [c.grad_norm_win(c.schedulers) for c in comparisons]
+    const = [c.grad_norm_win(c.constants) for c in comparisons]
     comp = []
     comp_lines = []
     for c in comparisons:
@@ -352,7 +384,8 @@ def _comparison_claims(
             measured="final full-batch gradient norm (median over seeds): "
             + "; ".join(_gap_text(c, c.schedulers) for c in comparisons),
             criterion="exact < every scheduler's best trial (tuned for the lowest final gradient norm), in every "
-            "network",
+            "network; a network that learned nothing (test accuracy <= chance + 0.05, a collapse with a small "
+            "gradient norm) is no win, and such competitors are left out",
             verdict=verdict_all(sched),
             setting=f"{settings}; schedulers tuned on a {grid}",
             values=values,
@@ -366,7 +399,8 @@ def _comparison_claims(
             claim=f"{what}: the exact step drives the gradient norm lower than the constant steps 1e-2 .. 1e-5",
             reported=reported["constants"],
             measured="; ".join(_gap_text(c, c.constants) for c in comparisons),
-            criterion="exact < every constant step size, in every network",
+            criterion="exact < every constant step size that learned something, in every network (the exact-step "
+            "network must learn something too)",
             verdict=verdict_all(const),
             setting=settings,
             values=values,
@@ -440,7 +474,11 @@ def _batch_sizes(ctx: Context) -> tuple[Claim, list[tuple[str, str]]]:
         summaries = ctx.run_rules(workload, [rule], epochs=a.batch_epochs)
         if EXACT in summaries:
             results.append((math.inf if batch is None else float(batch), summaries[EXACT], workload))
-    values = [(size, final_median(s, "grad_norm")) for size, s, _ in results]
+    # A batch size whose run learned nothing (a collapse ends with a small gradient norm too) ranks last.
+    values = [
+        (size, final_median(s, "grad_norm") if learned_anything(final_median(s, "test_accuracy")) else math.inf)
+        for size, s, _ in results
+    ]
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for size, s, _ in results:
@@ -462,8 +500,12 @@ def _batch_sizes(ctx: Context) -> tuple[Claim, list[tuple[str, str]]]:
         reported="Fig. 5 (5-layer 3000-wide MLP and LeNet on MNIST, VGG-9 on CIFAR-10): larger batches converge faster",
         measured="final gradient norm after "
         + f"{a.batch_epochs} epochs: "
-        + ", ".join(f"{'full' if math.isinf(b) else f'{b:g}'}: {fmt(v, 3)}" for b, v in sorted(values)),
-        criterion="the final gradient norm falls with every increase of the batch size (partly: largest < smallest)",
+        + ", ".join(
+            f"{'full' if math.isinf(b) else f'{b:g}'}: {fmt(v, 3) if math.isfinite(v) else 'learned nothing'}"
+            for b, v in sorted(values)
+        ),
+        criterion="the final gradient norm falls with every increase of the batch size (partly: largest < smallest); "
+        "a run that learned nothing (test accuracy <= chance + 0.05) counts as inf",
         verdict=batch_size_verdict(values) if len(values) >= 2 else not_run("fewer than two batch sizes"),
         setting="; ".join(w.description for _, _, w in results) + "; T = epochs x steps per epoch for each",
         values={"final_grad_norm": [[b if math.isfinite(b) else None, v] for b, v in values]},
@@ -609,10 +651,12 @@ def _theorem4_claim(ctx: Context, thm4: dict[str, Any], fig: str) -> Claim:
         measured="; ".join(
             f"N={r['n']}: median {fmt(r['median'], 3)}, 10-90% [{fmt(r['p10'], 3)}, {fmt(r['p90'], 3)}]" for r in rows
         ),
-        criterion="the median never falls as N grows, and the 10-90% spread at the largest N is <= half that at N=1 "
-        "(both: holds; one: partly). A consistency check only: the maximum of N draws from a fixed pool behaves so "
-        "whatever the distribution, and the limit K = sup ||H|| itself cannot be observed",
-        verdict=verdict_all(checks),
+        criterion="shown, not judged: the median of the maximum of N draws never falls and its spread shrinks as N "
+        "grows for any pool of draws (order statistics, whatever the model), so no outcome here could contradict "
+        "the theorem, and its limit K = sup ||H|| cannot be observed. The two checks are kept in the values "
+        "(median never falls; spread at the largest N <= half that at N=1)"
+        + ("; every sample is equal: a sampler that ignores its seed?" if len(set(thm4["pool"])) == 1 else ""),
+        verdict=not_run("illustrated, not testable: any maximum of iid draws behaves so"),
         setting=f"{thm4['workload']}, a pool of {len(thm4['pool'])} Kaiming-uniform draws, "
         f"{ctx.scale.adam.theorem4_repeats} random subsets per N",
         values={"rows": rows, "pool": thm4["pool"], "checks": checks},
@@ -766,8 +810,8 @@ def run_exact_adam(ctx: Context) -> PaperResult:
         "The paper tuned each scheduler's own hyperparameters (its Table 1, App. C.1, is not in our copy); we fix each "
         "schedule's shape (theorylr.lab.rules.SCHEDULES) and tune its peak lr on a log grid for the lowest final "
         "gradient norm; the chosen values are in the table below.",
-        "The paper's networks are 1000 wide on mini-MNIST (5500 images); the quick form uses width "
-        f"{a.width} on the embedded digits (1348 training images) and {a.epochs} epochs instead of 100.",
+        "The paper's networks are 1000 wide, trained 100 epochs on mini-MNIST (5500 images); this run: width "
+        f"{a.width}, {a.epochs} epochs, on {data_note}.",
         "'Final' values are those of the last epoch; gradient norms are full-batch norms of the training loss "
         "(the lab's grad_norm column), medians over seeds.",
         "A small gradient norm is not by itself convergence: a network whose ReLUs died after a too-large first "

@@ -1032,6 +1032,20 @@ def _fig2(ctx: Context) -> tuple[list[Claim], list[tuple[str, str]]]:
     return claims, [(f, "Fig. 2 redrawn: train loss per epoch, SVM and logistic regression") for f in figs]
 
 
+def _early_train_error(summary: RuleSummary, steps: int) -> float:
+    """Median over seeds of the train error at the first evaluation at or after ``steps`` optimizer steps (or after
+    a third of the run, if it is shorter): where Fig. 3 shows Adam ahead."""
+    values = []
+    for run in summary.best_runs:
+        step, accuracy = run.column("step"), run.column("train_accuracy")
+        if len(step) == 0:
+            continue
+        at = min(float(steps), float(step[-1]) / 3.0)
+        index = next((i for i, s in enumerate(step) if s >= at), len(step) - 1)
+        values.append(1.0 - float(accuracy[index]))
+    return float(np.median(values)) if values else math.nan
+
+
 def _fig3(ctx: Context) -> tuple[Claim, list[tuple[str, str]]]:
     workload = dataclasses.replace(get_workload("cifar10-resnet20"), name="lars-cifar10-resnet20")
     base = Claim(
@@ -1042,7 +1056,9 @@ def _fig3(ctx: Context) -> tuple[Claim, list[tuple[str, str]]]:
         "leads early, then falls behind both",
         reported="train error 1.3329% (LARS) vs 1.4584% (SGD); Adam best for the first 3000 steps, then behind",
         measured="-",
-        criterion="final train error: LARS <= 1.1 x SGD's, and Adam's final train error above both",
+        criterion="final train error: LARS <= 1.1 x SGD's (the paper's 'at least as low', with 10 % slack), Adam's "
+        "final train error above both, and Adam's train error after 3000 steps (a third of the run if shorter) "
+        "below both ('leads early')",
         verdict=NOT_RUN_FULL,
         setting=f"ResNet-20 v1 (the paper: TensorFlow's ResNet v2), batch 128, {ctx.scale.lars.resnet_epochs} epochs",
     )
@@ -1058,9 +1074,20 @@ def _fig3(ctx: Context) -> tuple[Claim, list[tuple[str, str]]]:
     error = {k: 1.0 - final_median(s, "train_accuracy") for k, s in named.items()}
     fig = _plot_fig2(ctx, [("ResNet-20, CIFAR-10", named)])
     figs = [ctx.rel(fig)] if fig else []
-    base.measured = ", ".join(f"{k} train error {fmt(100 * v, 4)}%" for k, v in error.items())
-    base.verdict = verdict_all([error["lars"] <= 1.1 * error["sgd"], error["adam"] > max(error["lars"], error["sgd"])])
-    base.values = {"train_error": error}
+    early = {k: _early_train_error(s, 3000) for k, s in named.items()}
+    base.measured = (
+        ", ".join(f"{k} train error {fmt(100 * v, 4)}%" for k, v in error.items())
+        + "; early: "
+        + ", ".join(f"{k} {fmt(100 * v, 4)}%" for k, v in early.items())
+    )
+    base.verdict = verdict_all(
+        [
+            error["lars"] <= 1.1 * error["sgd"],
+            error["adam"] > max(error["lars"], error["sgd"]),
+            early["adam"] < min(early["lars"], early["sgd"]),
+        ]
+    )
+    base.values = {"train_error": error, "early_train_error": early}
     base.sources = sorted(d for s in named.values() for d in run_dirs(s, ctx.root))
     base.figures = figs
     return base, [(f, "Fig. 3 redrawn: ResNet-20 on CIFAR-10") for f in figs]
