@@ -230,6 +230,9 @@ def test_smoke_writes_claims_figures_and_page(smoke: Path) -> None:
                 assert (smoke / paper / "tiny" / rel).exists(), rel
         for rel, _ in result.figures:
             assert f"{paper}/tiny/{rel}" in page
+        # what wrote each target (a page can gather targets written by several invocations)
+        assert result.provenance["torch"] == torch.__version__ and "git_commit" in result.provenance
+        assert f"{paper} written {result.provenance['written'][:19].replace('T', ' ')} UTC by commit" in page
     # no --data-dir: the MNIST/CIFAR-10-only claims are not run, and say why
     assert _claims(smoke, "lars")["lars-fig3-resnet"].verdict == NOT_RUN_DATA
     assert _claims(smoke, "exact-adam")["adam-5.4-vgg-schedulers"].verdict == NOT_RUN_DATA

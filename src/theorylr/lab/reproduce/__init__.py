@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from theorylr._validation import check_choice, check_int
+from theorylr.lab.environment import environment, now
 from theorylr.lab.reproduce._common import Context
 from theorylr.lab.reproduce.claims import (
     DOES_NOT_HOLD,
@@ -150,6 +151,13 @@ def reproduce(
         tick = time.perf_counter()
         result = TARGETS[name](ctx)
         result.wall_time = time.perf_counter() - tick
+        env = environment(device)
+        result.provenance = {
+            "command": command,
+            "written": now(),
+            "data_dir": None if data_dir is None else str(data_dir),
+            **{k: env.get(k) for k in ("git_commit", "git_dirty", "theorylr", "torch", "device", "gpu")},
+        }
         files.append(write_result(ctx.root, result))
         results.append(result)
     ordered = [p for p in PAPERS if p in TARGETS]

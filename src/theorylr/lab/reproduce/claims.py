@@ -186,6 +186,8 @@ class PaperResult:
         notes: departures from the paper and caveats, one line each.
         commands: the commands that reproduce the full form.
         wall_time: seconds this target took in the invocation that wrote it.
+        provenance: what wrote it: the command line, the git commit (and whether it had uncommitted changes),
+            theorylr/torch versions, device and data directory; empty for a result written before it was recorded.
     """
 
     paper: str
@@ -198,6 +200,7 @@ class PaperResult:
     notes: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     wall_time: float = math.nan
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """How many claims got each verdict.
@@ -232,6 +235,7 @@ class PaperResult:
             notes=[str(n) for n in data.get("notes", [])],
             commands=[str(c) for c in data.get("commands", [])],
             wall_time=float(data["wall_time"]) if data.get("wall_time") is not None else math.nan,
+            provenance=dict(data.get("provenance") or {}),
         )
 
 

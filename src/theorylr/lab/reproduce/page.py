@@ -109,6 +109,25 @@ class _Doc:
         )
 
 
+def _provenance_lines(results: Sequence[PaperResult]) -> list[str]:
+    """One line per target on what wrote its claims (a page can gather targets of several invocations)."""
+    lines = []
+    for r in results:
+        p = r.provenance
+        if not p:
+            continue
+        commit = str(p.get("git_commit") or "unknown")[:12] + (
+            " with uncommitted changes" if p.get("git_dirty") else ""
+        )
+        data = f", --data-dir {p['data_dir']}" if p.get("data_dir") else ""
+        command = f"; command: {p['command']}" if p.get("command") else ""
+        lines.append(
+            f"{r.paper} written {str(p.get('written', '?'))[:19].replace('T', ' ')} UTC by commit {commit}, torch "
+            f"{p.get('torch', '?')}, device {p.get('device', '?')}{data}{command}"
+        )
+    return lines
+
+
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -191,6 +210,7 @@ def write_page(
             "wall time of the invocation that wrote each target: "
             + ", ".join(f"{r.paper} {fmt(r.wall_time, 3)} s" for r in results)
             + f" (total {fmt(wall, 3)} s; a resumed run counts only the work it did)",
+            *_provenance_lines(results),
         ],
     )
     if scale != "full":
