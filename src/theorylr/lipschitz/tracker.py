@@ -869,8 +869,9 @@ class ActivationTracker:
 
         A least-squares batch still waiting for its targets is not included.
         """
-        if self._batch is not None and not self._batch.folded and not self.needs_targets:
-            self._finish_batch()
+        batch = self._batch
+        if batch is not None and not batch.folded and (not self.needs_targets or batch.targets is not None):
+            self._finish_batch()  # a least-squares batch whose targets were given is complete: it counts
         self._reduce()
         summary = None if self._summary is None else {k: v.clone() for k, v in self._summary.items()}
         return {"summary": summary, "batches": self._batches, "examples": self._examples}
