@@ -450,3 +450,54 @@ def test_settings_that_a_given_tracker_would_override_are_refused() -> None:
             LipschitzLR(opt, model, "softmax", tracker=tracker, **kwargs)
     sched = LipschitzLR(opt, model, "softmax", tracker=tracker, num_classes=3, initial_lr=0.1)  # agrees: fine
     assert sched.tracker is tracker
+
+
+def test_a_chained_warm_up_keeps_its_factor_on_the_lazy_first_lr() -> None:
+    """ChainedScheduler([LinearLR warm-up, LipschitzLR]): the first-batch lr overwrote the warm-up's 0.1, and the
+    warm-up's later ratios then kept the lr 10x too large for good."""
+    from torch.optim.lr_scheduler import LinearLR
+
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    warm = LinearLR(opt, start_factor=0.1, total_iters=3)
+    sched = LipschitzLR(opt, model)
+    chained = ChainedScheduler([warm, sched])
+    for epoch in range(5):
+        factor = min(0.1 + 0.3 * epoch, 1.0)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(batches[0][0]), batches[0][1]).backward()
+        opt.step()  # the lazy first lr is set here, at epoch 0
+        lipschitz_lr = sched._lipschitz_lrs[0]  # type: ignore[index]
+        assert opt.param_groups[0]["lr"] == pytest.approx(factor * lipschitz_lr, rel=1e-9), epoch
+        for xb, yb in batches[1:]:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+        chained.step()
+    sched.close()
+
+
+@pytest.mark.parametrize("initial_lr", [None, 0.05])
+def test_resuming_with_the_optimizer_loaded_before_the_scheduler_is_built(initial_lr: float | None) -> None:
+    """opt.load_state_dict() then LipschitzLR(initial_lr=...): the construction wrote initial_lr over the restored
+    lr, and every later epoch was 13x too small."""
+    model = _mlp()
+    batches = _batches(*_data())
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = LipschitzLR(opt, model, initial_lr=initial_lr)
+    for _ in range(2):
+        _train_epoch(model, opt, batches)
+        sched.step()
+    saved_opt, saved_sched = copy.deepcopy(opt.state_dict()), sched.state_dict()
+    lr = opt.param_groups[0]["lr"]
+    sched.close()
+    opt2 = torch.optim.SGD(model.parameters(), lr=1.0)
+    opt2.load_state_dict(saved_opt)
+    sched2 = LipschitzLR(opt2, model, initial_lr=initial_lr)
+    sched2.load_state_dict(saved_sched)
+    assert opt2.param_groups[0]["lr"] == pytest.approx(lr, rel=1e-15)
+    values = _train_epoch(model, opt2, batches)
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(1.0 / max(values), rel=1e-9)
+    sched2.close()

@@ -69,15 +69,26 @@ class LipschitzLR(LRScheduler):
 
     **Composition.** The update is relative, ``lr <- lr * (multiplier / L_new) / (multiplier / L_old)``, so factors
     applied by other schedulers persist: in ``ChainedScheduler([LipschitzLR(...), ExponentialLR(opt, g)])`` the
-    learning rate of epoch ``e`` is ``g^e * multiplier / L_{e-1}`` (either order). In a ``SequentialLR``,
-    LipschitzLR may be any phase: when it takes over at a milestone it sets ``multiplier / L`` with ``L`` the
-    largest batch constant since it was built or last stepped (the whole preceding phase), and when it hands over,
-    the next scheduler starts from its own base learning rate (the multiplier), as ``SequentialLR`` defines.
+    learning rate of epoch ``e`` is ``g^e * multiplier / L_{e-1}`` (either order), and with a warm-up such as
+    ``LinearLR(opt, start_factor=0.1)`` it is the warm-up's factor times ``multiplier / L_{e-1}`` (the lazy first lr
+    keeps the factor that schedulers built with it applied). With ``initial_lr``, build LipschitzLR before the
+    schedulers chained with it: its construction sets ``initial_lr`` itself, over a factor applied before. In a
+    ``SequentialLR``, LipschitzLR may be any phase: when it takes over at a milestone it sets ``multiplier / L`` with
+    ``L`` the largest batch constant since it was built or last stepped (the whole preceding phase), and when it
+    hands over, the next scheduler starts from its own base learning rate (the multiplier), as ``SequentialLR``
+    defines.
 
     **Checkpoints.** :meth:`state_dict` holds plain data and tensors (``torch.save`` works on it, also loaded with
     ``weights_only=True``); the scheduler itself cannot be pickled or deep-copied (its hooks are bound to the live
     model and optimizer): build a new one and call :meth:`load_state_dict`. A 0-dim tensor ``lr`` (for a compiled
-    ``optimizer.step``) is updated in place, as torch's schedulers do.
+    ``optimizer.step``) is updated in place, as torch's schedulers do. The optimizer's state may be loaded before or
+    after the scheduler is built: when its construction wrote its lr over a restored one and nothing changed it
+    since, :meth:`load_state_dict` puts back the checkpoint's lr.
+
+    **Gradient accumulation.** Every training forward pass of the tracked module is a batch: with ``a``
+    micro-batches per optimizer step, ``m`` is the micro-batch size and ``L`` the largest micro-batch's. For the
+    paper's forms (``K_z / m``-like, larger for smaller ``m``) the lr is then that of training on micro-batches, up
+    to about ``sqrt(a)`` below one computed on the whole step's batch.
 
     Args:
         optimizer: any torch optimizer (SGD, momentum SGD, RMSprop, Adam, ...). Its learning rates when the
@@ -198,6 +209,7 @@ class LipschitzLR(LRScheduler):
         self.initial_lr = None if initial_lr is None else float(initial_lr)
         self.history: list[dict[str, Any]] = []
         self._lipschitz_lrs: list[float] | None = None  # what this scheduler alone would have set, this epoch
+        self._constructed_lrs: list[float] | None = None  # the lrs its construction wrote (see load_state_dict)
         self._first_step_handle: Any = None
         if self.initial_lr is None:
             ref = weakref.ref(self)
@@ -244,10 +256,19 @@ class LipschitzLR(LRScheduler):
             )
         return value
 
+    def _factors(self) -> list[float]:
+        """What other schedulers multiply each group's lr by now: its lr over its multiplier (1 when alone)."""
+        return [
+            float(group["lr"]) / m if m != 0.0 else 1.0
+            for group, m in zip(self.optimizer.param_groups, self.multipliers)
+        ]
+
     def _new_lrs(self, lipschitz: float, absolute: bool) -> list[float]:
         target = [m / lipschitz for m in self.multipliers]
-        if absolute or self._lipschitz_lrs is None:
+        if absolute:
             lrs = target
+        elif self._lipschitz_lrs is None:  # the lazy first lr: keep what other schedulers applied since construction
+            lrs = [factor * t for factor, t in zip(self._factors(), target)]
         else:
             # Relative update: keeps factors other schedulers applied since the last update (ChainedScheduler).
             lrs = [
@@ -264,10 +285,12 @@ class LipschitzLR(LRScheduler):
             self.history = []
             if self.initial_lr is not None:
                 lrs = [self.initial_lr] * len(self.optimizer.param_groups)
-                self._lipschitz_lrs = list(lrs)
+                self._lipschitz_lrs = [self.initial_lr] * len(lrs)
                 self._record(self.last_epoch, "initial_lr", None, lrs)
+                self._constructed_lrs = list(lrs)
                 return list[float | Tensor](lrs)
             self._lipschitz_lrs = None
+            self._constructed_lrs = [float(group["lr"]) for group in self.optimizer.param_groups]
             return [group["lr"] for group in self.optimizer.param_groups]
         values = self.tracker.epoch_values(weight_decay=self.weight_decay)
         if values is None and self.tracker.closed:
@@ -361,9 +384,20 @@ class LipschitzLR(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (the model, tracker and hooks of this instance are kept)."""
         tracker_state = state_dict.get("tracker")
+        # Built after the optimizer's state was loaded, this scheduler's construction wrote its initial lr over the
+        # restored one: while the lrs are still those it wrote, put back the lrs of the checkpoint.
+        untouched = [float(g["lr"]) for g in self.optimizer.param_groups] == getattr(self, "_constructed_lrs", None)
         state = {key: value for key, value in state_dict.items() if key not in _NOT_STATE}
         state["history"] = [dict(h) for h in state.get("history", [])]
         self.__dict__.update(state)
+        last = state_dict.get("_last_lr")
+        if untouched and last is not None and len(last) == len(self.optimizer.param_groups):
+            for group, lr in zip(self.optimizer.param_groups, last):
+                if isinstance(group["lr"], Tensor):
+                    group["lr"].fill_(float(lr))
+                else:
+                    group["lr"] = float(lr)
+        self._constructed_lrs = None
         if tracker_state is not None:
             self.tracker.load_state_dict(tracker_state)
 
