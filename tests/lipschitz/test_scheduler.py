@@ -501,3 +501,18 @@ def test_resuming_with_the_optimizer_loaded_before_the_scheduler_is_built(initia
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(1.0 / max(values), rel=1e-9)
     sched2.close()
+
+
+def test_a_second_scheduler_on_one_optimizer_and_a_group_added_later_are_clear_errors() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    first = LipschitzLR(opt, model, initial_lr=0.1)
+    with pytest.raises(ValueError, match="optimizer already has a LipschitzLR"):  # they compounded: lr 117 vs 1.08
+        LipschitzLR(opt, model)
+    first.close()
+    second = LipschitzLR(opt, model, initial_lr=0.1)  # once the first is closed
+    opt.add_param_group({"params": [nn.Parameter(torch.zeros(2, dtype=F64))], "lr": 0.3})
+    _train_epoch(model, opt, _batches(*_data()))
+    with pytest.raises(RuntimeError, match="has 2 param groups, and had 1 when the scheduler was built"):
+        second.step()
+    second.close()

@@ -498,3 +498,26 @@ def test_a_coupled_optimizer_refuses_to_be_copied_and_says_what_to_do(cls: type)
             copier(opt)
     plain = cls(model.parameters())  # observed mode: nothing bound to the model
     assert copy.deepcopy(plain).param_groups[0]["lr"] == plain.param_groups[0]["lr"]
+
+
+def test_a_step_with_no_new_training_batch_warns_once_that_it_reuses_the_last_l() -> None:
+    """With model= and the model in eval() (frozen-BatchNorm fine-tuning) every step silently reused the last
+    training batch's L."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    opt = AdaMo(model.parameters(), model=model)
+    x, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    caught = []
+    for i in range(3):
+        if i == 1:
+            model.eval()
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            opt.step()
+        caught.append([str(m.message) for m in w if issubclass(m.category, RuntimeWarning)])
+    assert caught[0] == [] and caught[2] == []  # a training batch, then warned once only
+    assert len(caught[1]) == 1 and "reuses the previous batch's L" in caught[1][0]

@@ -167,6 +167,12 @@ class LipschitzLR(LRScheduler):
         check_number("weight_decay", weight_decay, min_value=0.0)
         if initial_lr is not None:
             check_number("initial_lr", initial_lr, min_value=0.0, min_inclusive=False)
+        other = getattr(optimizer, "_theorylr_lipschitz_lr", lambda: None)()
+        if other is not None and not other.tracker.closed:
+            raise ValueError(
+                "optimizer already has a LipschitzLR: two would each rescale the lr by their own update and compound "
+                "(an lr 100x off); close() the first one (or leave its `with` block) before building another"
+            )
         self.model = model
         if tracker is not None:  # e.g. theorylr.distributed.DistributedActivationTracker: its own settings apply
             if not isinstance(tracker, ActivationTracker) or tracker.model is not model or tracker.loss != loss:
@@ -223,6 +229,7 @@ class LipschitzLR(LRScheduler):
         # Removes both hooks when the scheduler is closed or garbage-collected (the hooks hold weak references).
         self._finalizer = weakref.finalize(self, _close, self.tracker, self._first_step_handle)
         super().__init__(optimizer)
+        optimizer._theorylr_lipschitz_lr = weakref.ref(self)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------------------------------------
     # Schedule
@@ -263,7 +270,16 @@ class LipschitzLR(LRScheduler):
             for group, m in zip(self.optimizer.param_groups, self.multipliers)
         ]
 
+    def _check_groups(self) -> None:
+        if len(self.optimizer.param_groups) != len(self.base_lrs):
+            raise RuntimeError(
+                f"LipschitzLR: the optimizer has {len(self.optimizer.param_groups)} param groups, and had "
+                f"{len(self.base_lrs)} when the scheduler was built: a group added later has no multiplier. Add "
+                "every group first, or build a new LipschitzLR after add_param_group (close() this one)"
+            )
+
     def _new_lrs(self, lipschitz: float, absolute: bool) -> list[float]:
+        self._check_groups()
         target = [m / lipschitz for m in self.multipliers]
         if absolute:
             lrs = target

@@ -47,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -836,8 +837,18 @@ class _LipschitzAdaptive(Optimizer):
                     "lipschitz='closed_form' reads the tracker's activations, but the tracker is closed (its hook "
                     "removed by close()); its L would be stale. Use lipschitz='observed' or a new optimizer"
                 )
+            latest = getattr(self.tracker._batch, "k_z", None)  # a new tensor for every recorded batch
+            if latest is not None and latest is self.__dict__.get("_last_k_z") and not self.__dict__.get("_warned"):
+                warnings.warn(
+                    f"{type(self).__name__}: no training forward pass of the tracked module since the last step "
+                    "(the model in eval() mode, or under no_grad?): this step reuses the previous batch's L",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                self._warned = True
             bound = self.tracker.weight_bound(foreach=foreach) if "closed_form" in need_bound else None
             out["closed_form"] = (self.tracker.batch_lipschitz(), bound)
+            self._last_k_z = latest  # once read: a step that raised (targets missing) has not used this batch
         return out
 
     @torch.no_grad()
