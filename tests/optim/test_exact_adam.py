@@ -106,3 +106,39 @@ def test_a_loss_without_curvature_is_refused_with_the_reason() -> None:
 
     with pytest.raises(ValueError, match=r"K_hat = 0.0: .* needs K_hat > 0.*piecewise-linear"):
         exact_step_adam(model, hinge, (x, y), 10, num_samples=2)
+
+
+def test_review_edges_of_exact_step_adam() -> None:
+    """Inputs and outputs a user trips on: (x, y, extra) batches and dict batches get errors that say what to
+    pass; a NumPy T serialises; params= trains what the estimate covered; an unconverged estimate warns."""
+    import warnings
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = torch.randn(24, 4), torch.randint(0, 3, (24,))
+    loss = nn.CrossEntropyLoss()
+    with pytest.raises(ValueError, match=r"tuple of 3 items \(e\.g\. \(x, y, extra\)\)"):
+        exact_step_adam(model, loss, (x, y, torch.zeros(24)), 10, num_samples=1)
+    with pytest.raises(ValueError, match=r"dict with keys \['x', 'y'\]"):
+        exact_step_adam(model, loss, [{"x": x, "y": y}], 10, num_samples=1)
+    head = [model[2].weight, model[2].bias]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        opt, step = exact_step_adam(
+            model, loss, (x, y), np.int64(10), num_samples=1, estimate_kwargs={"params": iter(head)}
+        )
+    assert json.loads(json.dumps(step.to_dict()))["total_steps"] == 10
+    assert [p for g in opt.param_groups for p in g["params"]] == head  # the parameters the estimate covered
+    with pytest.warns(RuntimeWarning, match="did not converge within max_matvecs"):
+        exact_step_adam(model, loss, (x, y), 10, num_samples=1, estimate_kwargs={"max_matvecs": 2, "tol": 1e-12})
+
+
+def test_a_compiled_model_gets_a_hint_instead_of_a_bare_double_backward_error() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    compiled = torch.compile(model, backend="aot_eager")
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    with pytest.raises(RuntimeError, match="backend='forward_over_reverse'"):
+        exact_step_adam(compiled, nn.CrossEntropyLoss(), (x, y), 10, num_samples=1)

@@ -74,6 +74,10 @@ def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
     Raises:
         ValueError: if ``data`` is empty, every batch is, or a batch is not an ``(inputs, targets)`` pair.
     """
+    if isinstance(data, dict) or (
+        isinstance(data, (tuple, list)) and len(data) != 2 and any(isinstance(v, Tensor) for v in data)
+    ):  # one batch in another shape: (x, y, extra), or a dict of tensors
+        raise ValueError(f"data must be an (inputs, targets) pair or an iterable of such pairs; {_describe(data, 0)}")
     batches = [data] if is_batch(data) else list(_iter_batches(data))
     if not batches:
         raise ValueError("data must be an (inputs, targets) pair or a non-empty iterable of such pairs (got none)")
@@ -81,7 +85,7 @@ def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
     for i, batch in enumerate(batches):
         if not is_batch(batch):
             raise ValueError(
-                f"data must be an (inputs, targets) pair or an iterable of such pairs; batch {i} is {type(batch)!r}"
+                f"data must be an (inputs, targets) pair or an iterable of such pairs; {_describe(batch, i)}"
             )
         inputs, targets = batch
         if batch_size(inputs, targets) == 0:
@@ -92,6 +96,24 @@ def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
     return out
 
 
+def _describe(batch: Any, index: int) -> str:
+    """What a batch that is no ``(inputs, targets)`` pair is, and how to make one."""
+    if isinstance(batch, (tuple, list)) and len(batch) > 2 and any(isinstance(v, Tensor) for v in batch):
+        return (
+            f"batch {index} is a {type(batch).__name__} of {len(batch)} items (e.g. (x, y, extra)): pass the pairs, "
+            "e.g. ((x, y) for x, y, *_ in loader)"
+        )
+    if isinstance(batch, dict):
+        return (
+            f"batch {index} is a dict with keys {sorted(map(str, batch))}: pass (inputs, targets) pairs, e.g. "
+            "((b['x'], b['y']) for b in loader)"
+        )
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        kinds = ", ".join(type(v).__name__ for v in batch)
+        return f"batch {index} is a pair of ({kinds}): at least one of inputs and targets must be a torch.Tensor"
+    return f"batch {index} is a {type(batch).__name__}"
+
+
 def _iter_batches(data: Any) -> Iterator[Any]:
     if isinstance(data, Tensor) or not isinstance(data, Iterable):
         raise ValueError(f"data must be an (inputs, targets) pair or an iterable of such pairs (got {type(data)!r})")
@@ -99,8 +121,15 @@ def _iter_batches(data: Any) -> Iterator[Any]:
 
 
 def to_device(value: Any, device: torch.device | None) -> Any:
-    if device is not None and isinstance(value, Tensor) and value.device != device:
-        return value.to(device)
+    """``value`` on ``device``: a tensor, or the tensors inside a dict, list or tuple (a model's dict inputs)."""
+    if device is None:
+        return value
+    if isinstance(value, Tensor):
+        return value.to(device) if value.device != device else value
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(to_device(v, device) for v in value)
     return value
 
 

@@ -330,10 +330,16 @@ class HessianOperator:
         with torch.inference_mode(False), torch.enable_grad():
             if self.backend == "forward_over_reverse":
                 out = self._forward_over_reverse(v)
-            elif self.cache_graph is False:
-                out = self._double_backward(v)
             else:
-                out = self._cached_double_backward(v)
+                try:
+                    out = self._double_backward(v) if self.cache_graph is False else self._cached_double_backward(v)
+                except RuntimeError as exc:
+                    if "double backward" not in str(exc):
+                        raise
+                    raise RuntimeError(
+                        f"{exc}. A torch.compile'd model has no double backward: pass backend='forward_over_reverse' "
+                        "(torch.func), or the uncompiled module (compiled_model._orig_mod)"
+                    ) from exc
         self.matvecs += 1
         return self._reduce(out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +53,11 @@ class ExactStep:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for logs (JSON-serialisable): the step, its inputs and the full smoothness estimate."""
         return {
-            "alpha": self.alpha,
-            "initial_loss": self.initial_loss,
-            "k_hat": self.k_hat,
-            "total_steps": self.total_steps,
-            "final_loss": self.final_loss,
+            "alpha": float(self.alpha),
+            "initial_loss": float(self.initial_loss),
+            "k_hat": float(self.k_hat),
+            "total_steps": int(self.total_steps),  # a NumPy integer passed as T, too
+            "final_loss": float(self.final_loss),
             "smoothness": self.smoothness.to_dict(),
         }
 
@@ -83,10 +84,19 @@ def exact_step_adam(
        (:func:`~theorylr.estimate.data_loss`, in ``mode``);
     2. :math:`\hat K`: Algorithm 2 over ``num_samples`` initialisation draws (:func:`~theorylr.estimate.smoothness`);
     3. :math:`\alpha` = :func:`theorylr.theory.adam.constant_step` (``final_loss`` as :math:`L(w^*)`);
-    4. ``optimizer_class(model.parameters(), lr=alpha, **optimizer_kwargs)``.
+    4. ``optimizer_class(params, lr=alpha, **optimizer_kwargs)``, ``params`` those of the estimate
+       (``estimate_kwargs["params"]`` when given, else ``model.parameters()``).
 
     The model comes back unchanged (weights, buffers, modes, RNG state). Keep ``lr`` constant while training: the
-    guarantee is for a fixed step (no scheduler).
+    guarantee is for a fixed step (no scheduler). A warning says when a spectral norm did not converge (a low
+    ``K_hat``: a step too large).
+
+    .. note::
+        The default sampler of Algorithm 2 re-draws the weights with each module's ``reset_parameters()``. A model
+        that initialises itself otherwise in ``__init__`` (``self.apply(init_fn)``, a zeroed head) is sampled from
+        torch's defaults instead: pass ``estimate_kwargs={"sampler": ...}`` that applies the model's own
+        initialisation (in place). Losses whose mean is not over every sample (``ignore_index``, class
+        ``weight``) make the batch-size weighting of mini-batches approximate: give the data as one batch.
 
     Args:
         model: the network at its initial weights.
@@ -144,10 +154,12 @@ def exact_step_adam(
             f"estimate_kwargs must be a mapping of smoothness() keywords or None (got {estimate_kwargs!r})"
         )
     extra = dict(estimate_kwargs or {})
+    if extra.get("params") is not None:
+        extra["params"] = list(extra["params"])  # read twice: by the estimate and by the optimizer
     clash = sorted(set(extra) & {"num_samples", "seed", "mode"})
     if clash:
         raise ValueError(f"estimate_kwargs must not repeat {clash}: pass them to exact_step_adam directly")
-    if not isinstance(data, (tuple, list)):  # a DataLoader or generator: read once, so both steps see the same batches
+    if not isinstance(data, (tuple, list, Mapping)):  # a DataLoader or generator: read once, for both steps
         if isinstance(data, Tensor) or not isinstance(data, Iterable):
             raise ValueError(
                 "data must be an (inputs, targets) pair or an iterable of such pairs (a list, a DataLoader, a "
@@ -180,8 +192,19 @@ def exact_step_adam(
             "Hessian was zero; the loss has no curvature at those points (a piecewise-linear loss, such as a hinge, "
             "on a linear or ReLU model)"
         )
+    unconverged = sum(not s.result.converged for s in estimate.samples)
+    if unconverged:
+        warnings.warn(
+            f"exact_step_adam: {unconverged} of the {len(estimate.samples)} Hessian spectral norms did not converge "
+            "within max_matvecs; an unconverged estimate is low, so K_hat may be too small and the step too large "
+            "(raise estimate_kwargs max_matvecs, or loosen tol)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     alpha = constant_step(initial_loss, estimate.k_hat, total_steps, final_loss)
-    optimizer = optimizer_class(model.parameters(), lr=alpha, **optimizer_kwargs)  # type: ignore[call-arg]
+    # The parameters the estimate covered: params= if given (the step is the curvature's over those), else all.
+    trained = extra["params"] if "params" in extra else model.parameters()
+    optimizer = optimizer_class(trained, lr=alpha, **optimizer_kwargs)  # type: ignore[call-arg]
     step = ExactStep(
         alpha=alpha, initial_loss=initial_loss, smoothness=estimate, total_steps=total_steps, final_loss=final_loss
     )
