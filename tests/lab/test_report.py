@@ -281,3 +281,26 @@ def test_range_test_shows_the_lr_it_chose(tmp_path: Path) -> None:
     assert f"{chosen:.3g}" != "0.001"  # else this test could not tell the two apart
     markdown = report(tmp_path, figures=False).markdown.read_text()
     assert f"| adam-range-test | baseline | {chosen:.3g} (range test) |" in markdown
+
+
+def test_report_text_helpers_from_the_review() -> None:
+    """A median step count of two seeds may end in .5 (it printed '0' for 0.5: 'reached before training'); names
+    holding HTML are shown in the Markdown, not rendered."""
+    from theorylr.lab.report import _Doc, _steps
+
+    assert (_steps(0.5), _steps(12.0), _steps(math.inf)) == ("0.5", "12", "not reached")
+    doc = _Doc()
+    doc.p("rule <script>alert(1)</script>")
+    doc.table(["rule"], [["<i>x</i>"]])
+    text = doc.markdown()
+    assert re.search(r"(?<!\\)<", text) is None  # every < escaped
+    assert "\\<script>" in text and "\\<i>x\\</i>" in text
+
+
+def test_rules_modules_imported_before_the_timed_set_up_exist() -> None:
+    import importlib
+
+    from theorylr.lab.runner import _RULE_MODULES
+
+    for name in _RULE_MODULES:
+        importlib.import_module(name)

@@ -51,6 +51,12 @@ class ReportPaths:
 # a tiny document model rendered to Markdown and HTML
 
 
+def _md(text: str) -> str:
+    """``text`` for Markdown: a ``<`` escaped, so that a name or message holding ``<script>`` or ``<i>`` is shown, not
+    rendered as HTML (the HTML report escapes everything)."""
+    return str(text).replace("<", "\\<")
+
+
 @dataclass
 class _Doc:
     blocks: list[tuple[str, Any]] = field(default_factory=list)
@@ -80,15 +86,15 @@ class _Doc:
         out: list[str] = []
         for kind, value in self.blocks:
             if kind == "h":
-                out.append("#" * value[0] + " " + value[1])
+                out.append("#" * value[0] + " " + _md(value[1]))
             elif kind == "p":
-                out.append(value)
+                out.append(_md(value))
             elif kind == "ul":
-                out.append("\n".join(f"- {line}" for line in value))
+                out.append("\n".join(f"- {_md(line)}" for line in value))
             elif kind == "table":
                 headers, rows = value
-                lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+                lines = ["| " + " | ".join(map(_md, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+                lines += ["| " + " | ".join(_md(c).replace("|", "\\|") for c in row) + " |" for row in rows]
                 out.append("\n".join(lines))
             elif kind == "img":
                 out.append(f"![{value[1]}]({value[0]})")
@@ -156,7 +162,7 @@ def _steps(value: float) -> str:
         return "-"
     if math.isinf(value):
         return "not reached"
-    return f"{value:.0f}"
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"  # a median of two seeds may end in .5
 
 
 def _chosen_lrs(runs: Sequence[Run]) -> list[float]:
@@ -471,19 +477,27 @@ def report(
     best_times = {w: {s.rule: s.time_to_target for s in rows} for w, rows in summaries.items()}
     cost_times = {w: {s.rule: s.time_to_target_cost_inclusive for s in rows} for w, rows in summaries.items()}
     with_target = {w: t for w, t in best_times.items() if target_of(by_workload[w][0]) is not None}
-    if with_target:
+    usable = [w for w, per in with_target.items() if any(math.isfinite(t) for t in per.values())]
+    if with_target and not usable:
+        doc.h(2, "Across workloads: performance profile")
+        doc.p("No rule reached a workload's target, so there is no profile to draw.")
+    elif with_target:
         doc.h(2, "Across workloads: performance profile")
         views = {
             "best trial": performance_profile(with_target, PROFILE_TAUS),
             "cost-inclusive": performance_profile({w: cost_times[w] for w in with_target}, PROFILE_TAUS),
         }
-        usable = [w for w, per in with_target.items() if any(math.isfinite(t) for t in per.values())]
         doc.p(
-            f"Fraction of the {len(usable)} workload(s) with a reached target ({', '.join(usable) or 'none'}) on "
-            "which a rule reaches the target within tau times the fastest rule's time (AlgoPerf style)."
+            f"Fraction of the {len(usable)} workload(s) with a reached target ({', '.join(usable)}) on which a rule "
+            "reaches the target within tau times the fastest rule's time (AlgoPerf style); '-' for a rule not run "
+            "on any of them."
         )
+        ran = {rule for w in usable for rule in with_target[w]}
         rows = []
         for rule in sorted(views["best trial"]):
+            if rule not in ran:
+                rows.append([rule] + ["-"] * (2 * len(PROFILE_TAUS)))
+                continue
             rows.append(
                 [rule]
                 + [_num(v, 3) for v in views["best trial"][rule]]

@@ -802,7 +802,12 @@ def _register_defaults() -> None:
             Rule(
                 name=f"{name}-decay",
                 kind="theory",
-                description=f"{cls} with lr decaying linearly to 0 (the paper's 'LARS - Decay')",
+                description=f"{cls} with lr decaying linearly to 0"
+                + (
+                    " (the paper's 'LARS - Decay')"
+                    if cls == "LARS"
+                    else " (as the paper's 'LARS - Decay', with L1 norms)"
+                ),
                 factory=build_lars,
                 defaults={"optimizer": cls, "lr": 0.05, "decay": "linear"},
                 reference=f"{proportional}, §4.3 (Theorem 3) and §6.2",
