@@ -318,7 +318,9 @@ class LipschitzLR(LRScheduler):
             raise RuntimeError(
                 "LipschitzLR.step(): no training forward pass was recorded since the last step (the tracker records "
                 "forward passes of the model in training mode that call the tracked module, "
-                f"{self.tracker.module_label()}); step the scheduler once per epoch, after training"
+                f"{self.tracker.module_label()}); step the scheduler once per epoch, after training. A "
+                "torch.compile'd model compiled before the scheduler was built does not call hooks added later: "
+                "compile after building it, or compile the model without its head (see ActivationTracker)"
             )
         epoch = self.last_epoch - 1  # counted from 0, as torch's schedulers count
         lipschitz = self._checked(values["lipschitz"], f"epoch {epoch} (counted from 0: training epoch {epoch + 1})")
