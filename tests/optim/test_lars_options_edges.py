@@ -87,3 +87,15 @@ def test_functional_lars_refuses_unknown_denominator() -> None:
     w = torch.tensor([3.0, 4.0])
     with pytest.raises(ValueError, match="denominator"):
         lars([w], [torch.tensor([0.0, 10.0])], [None], lr=0.1, weight_decay=1.0, denominator="bogus")
+
+
+def test_lars_param_groups_leaves_norm_layers_of_any_shape_to_plain_sgd() -> None:
+    """A LayerNorm((2, 3)) has 2-D gains and shifts: they were adapted and weight-decayed, against the docs."""
+    from theorylr.optim.param_groups import lars_param_groups
+
+    net = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Unflatten(1, (2, 3)), torch.nn.LayerNorm((2, 3)))
+    adapted, plain = lars_param_groups(net, weight_decay=1e-4)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert [names[id(p)] for p in adapted["params"]] == ["0.weight"]
+    assert sorted(names[id(p)] for p in plain["params"]) == ["0.bias", "2.bias", "2.weight"]
+    assert plain["adapt"] is False and plain["weight_decay"] == 0.0

@@ -367,3 +367,23 @@ def test_steps_to_fallback_is_exact_where_min_norm_lies_on_a_power() -> None:
                     j for j in range(200) if Fraction(abs(w0)) * (1 - Fraction(lr)) ** j < Fraction(min_norm)
                 )
                 assert theory.steps_to_fallback(w0, lr, min_norm) == expected, (w0, lr, k)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: theory.theorem3_bound([-0.1, 0.05], lipschitz=1, m1=1, m2=1, w_star_norm=1), r"lrs\[0\]"),
+        (lambda: theory.theorem3_bound([0.0, 0.0], lipschitz=1, m1=1, m2=1, w_star_norm=1), "every lr is 0"),
+        (lambda: theory.theorem3_bound([0.1], lipschitz=1, m1=1, m2=1, w_star_norm=-5), "w_star_norm"),
+        (lambda: theory.descent_bound([0.0], [1.0], [1.0], 1.0), "no step was taken"),
+        (lambda: theory.quadratic_cosine_bound(math.inf), "condition_number"),
+        (lambda: theory.origin_attraction(1.0, 0.5, 2.5), "k must be an integer"),
+        (lambda: theory.fixed_lr_bound(2.5, 0.1, lipschitz=1, m1=1, m2=1, w_star_norm=1, dist0=1), "k must be"),
+        (lambda: theory.theorem3_lr(2.5, 0.1), "k must be an integer"),
+    ],
+)
+def test_theory_helpers_refuse_inputs_that_have_no_bound(call: Callable[[], object], match: str) -> None:
+    """Negative or all-zero learning rates returned a negative 'bound' or a ZeroDivisionError; fractional step
+    counts were taken."""
+    with pytest.raises(ValueError, match=match):
+        call()

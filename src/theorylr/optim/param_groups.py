@@ -14,6 +14,14 @@ __all__ = ["lars_param_groups"]
 
 ExcludeRule = Callable[[str, Tensor], bool] | Iterable[str] | None
 
+# Norm layers: their gains and shifts are never adapted, whatever their shape (LayerNorm((2, 3)) has 2-D ones).
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
 
 def _excluder(exclude: ExcludeRule) -> Callable[[str, Tensor], bool]:
     if exclude is None:
@@ -41,7 +49,9 @@ def lars_param_groups(
     """Split parameters into an adapted group and a non-adapted one (``adapt=False``: plain momentum SGD).
 
     A tensor goes to the non-adapted group when it has at most one dimension (biases, BatchNorm/LayerNorm gains
-    and shifts; ``exclude_1d=True``) or when ``exclude`` selects it. This is the split You et al. use for LARS:
+    and shifts; ``exclude_1d=True``), when it belongs to a norm layer (given a module: the gains and shifts of a
+    ``LayerNorm((2, 3))`` or ``RMSNorm`` of several dimensions too; also with ``exclude_1d``), or when ``exclude``
+    selects it. This is the split You et al. use for LARS:
     a trust ratio ``||w|| / ||g||`` means little for a bias whose norm starts at zero, and norm-layer gains make
     the network scale-invariant in the weights they follow.
 
@@ -85,6 +95,9 @@ def lars_param_groups(
         if isinstance(model_or_named_params, nn.Module)
         else model_or_named_params
     )
+    norm_params: set[int] = set()
+    if isinstance(model_or_named_params, nn.Module):
+        norm_params = {id(p) for m in model_or_named_params.modules() if isinstance(m, _NORMS) for p in m.parameters()}
     adapted: list[Tensor] = []
     plain: list[Tensor] = []
     seen: set[int] = set()
@@ -107,7 +120,7 @@ def lars_param_groups(
                 "dimensions is unknown until the first forward pass; run one (e.g. model(example_input)) before "
                 "lars_param_groups, or exclude it by name"
             )
-        if exclude_1d and param.ndim <= 1:
+        if exclude_1d and (param.ndim <= 1 or id(param) in norm_params):
             plain.append(param)
         else:
             adapted.append(param)

@@ -224,8 +224,7 @@ def origin_attraction(w0: float, lr: float, k: int) -> float:
     """
     _check_lr(lr)
     check_number("w0", w0)
-    if k < 0:
-        raise ValueError(f"k must be >= 0 (got {k})")
+    check_int("k", k, min_value=0)
     return (1 - lr) ** k * w0
 
 
@@ -381,8 +380,7 @@ def fixed_lr_bound(
         >>> round(fixed_lr_bound(100, 0.1, lipschitz=2.0, m1=1.0, m2=0.5, w_star_norm=3.0, dist0=1.0), 6)
         3.4
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1 (got {k})")
+    check_int("k", k, min_value=1)
     for name, value in (("lr", lr), ("lipschitz", lipschitz), ("m1", m1), ("m2", m2)):
         _check_positive(name, value)
     _check_positive("w_star_norm", w_star_norm, allow_zero=True)
@@ -423,8 +421,7 @@ def theorem3_lr(k: int, lr0: float, power: float = 1.0) -> float:
     if not (0.5 < power <= 1.0):
         raise ValueError(f"power must be in (0.5, 1] for sum lr = inf and sum lr^2 < inf (got {power!r})")
     _check_positive("lr0", lr0)
-    if k < 0:
-        raise ValueError(f"k must be >= 0 (got {k})")
+    check_int("k", k, min_value=0)
     return lr0 / (k + 1) ** power
 
 
@@ -451,6 +448,8 @@ def descent_bound(lrs: Sequence[float], w_norms: Sequence[float], grad_norms: Se
     _check_positive("dist0", dist0, allow_zero=True)
     num = dist0**2 + sum(eta**2 * w**2 for eta, w in zip(lrs, w_norms))
     den = 2 * sum(eta * w / g for eta, w, g in zip(lrs, w_norms, grad_norms))
+    if den == 0:
+        raise ValueError("descent_bound: every lr_i * ||w_i|| is 0 (no step was taken), so there is no bound")
     return num / den
 
 
@@ -466,8 +465,13 @@ def theorem3_bound(lrs: Sequence[float], *, lipschitz: float, m1: float, m2: flo
     """
     if not lrs:
         raise ValueError("lrs must be non-empty")
+    for i, eta in enumerate(lrs):
+        _check_positive(f"lrs[{i}]", eta, allow_zero=True)
+    if not sum(lrs) > 0:
+        raise ValueError("theorem3_bound: every lr is 0 (no step was taken), so there is no bound")
     for name, value in (("lipschitz", lipschitz), ("m1", m1), ("m2", m2)):
         _check_positive(name, value)
+    _check_positive("w_star_norm", w_star_norm, allow_zero=True)
     m3 = w_star_norm + m1
     return (m1**2 + m3**2 * sum(eta**2 for eta in lrs)) / (2 * m2 / (m1 * lipschitz) * sum(lrs))
 
@@ -484,8 +488,8 @@ def quadratic_cosine_bound(condition_number: float) -> float:
         >>> quadratic_cosine_bound(1.0), round(quadratic_cosine_bound(9.0), 6)
         (1.0, 0.6)
     """
-    if not (isinstance(condition_number, (int, float)) and condition_number >= 1):
-        raise ValueError(f"condition_number must be a number >= 1 (got {condition_number!r})")
+    if not (isinstance(condition_number, (int, float)) and math.isfinite(condition_number) and condition_number >= 1):
+        raise ValueError(f"condition_number must be a finite number >= 1 (got {condition_number!r})")
     return 2 * math.sqrt(condition_number) / (1 + condition_number)
 
 
