@@ -13,9 +13,8 @@ ratio to the baseline round by round (median and range).
 
 "effective GB/s" counts the bytes a momentum step must move at least once (read w, g, buf; write w, buf: 5 x N x
 element size) over the step's time, next to the machine's ``copy_`` bandwidth (read + write, 2 x N x element size)
-measured on the same tensors: a step at 100% of it would move its data as fast as a plain copy does. The copy is
-measured in each schedule's regime: back to back (warm caches) for the blocked rows, each copy right after a cache
-flush for the interleaved rows (on the CPU).
+measured on tensors of the same shapes: a step at 100% of it would move its data as fast as a plain copy does. The
+copy is a row of each schedule (not shown in the table), so that it runs in the schedule's cache regime.
 
 The gradients are fixed, so a row's weights drift with every step (LARS's step is ``lr ||w||`` along the same
 direction: ``||w||`` grows about 1.3x per step at ``lr=0.1``); after about 150 steps of one row they overflow. The
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -203,22 +201,17 @@ def _copy_gbps(params: Sequence[torch.Tensor], repeats: int, warmup: int, device
     return nbytes / (ms * 1e-3) / 1e9
 
 
-def _copy_gbps_cold(params: Sequence[torch.Tensor], samples: int, device: torch.device) -> float:
-    """The same copy, each one timed alone right after 512 MiB were written over the caches: the copy rate of the
-    interleaved schedule's regime (the back-to-back copies of :func:`_copy_gbps` find the L3 warm)."""
-    src = [p.detach() for p in params]
+COPY_ROW = "copy_ (reference)"
+
+
+def copy_row(params: Sequence[torch.Tensor]) -> tuple[Callable[[], Any], int]:
+    """A ``torch._foreach_copy_`` of tensors shaped like ``params`` (its own working set) and the bytes it moves:
+    timed as a row of the schedule, it is the copy rate of the schedule's own cache regime (interleaved: after other
+    rows' steps, with their dirty lines to write back; blocked: back to back)."""
+    src = [torch.randn_like(p.detach()) for p in params]
     dst = [torch.empty_like(t) for t in src]
-    flush = torch.empty(1 << 27, dtype=torch.float32, device=device)
-    times = []
-    for _ in range(samples):
-        flush.fill_(1.0)
-        sync(device)
-        start = time.perf_counter()
-        torch._foreach_copy_(dst, src)
-        sync(device)
-        times.append(time.perf_counter() - start)
     nbytes = 2 * sum(t.numel() * t.element_size() for t in src)
-    return nbytes / statistics.median(times) / 1e9
+    return (lambda: torch._foreach_copy_(dst, src)), nbytes
 
 
 _SCHEDULE_NOTES = {
@@ -301,22 +294,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         copy_rates.append(_copy_gbps(first_params, 10, 2, device))
 
     steps = {name: opt.step for name, opt in setups.items()}
+    copy_fn, copy_bytes = copy_row(first_params)
+    steps[COPY_ROW] = copy_fn
     schedules = list(SCHEDULES) if args.schedule == "both" else [args.schedule]
-    tables = {
-        schedule: _table(
-            time_rounds(
-                steps,
-                rounds=args.rounds,
-                repeats=args.repeats,
-                schedule=schedule,
-                device=device,
-                after_round=measure_copy,
-            ),
-            n_params,
-            dtype,
+    tables, references = {}, {}
+    for schedule in schedules:
+        per_round = time_rounds(
+            steps, rounds=args.rounds, repeats=args.repeats, schedule=schedule, device=device, after_round=measure_copy
         )
-        for schedule in schedules
-    }
+        references[schedule] = copy_bytes / (statistics.median(per_round.pop(COPY_ROW)) * 1e-3) / 1e9
+        tables[schedule] = _table(per_round, n_params, dtype)
     copy_rate = statistics.median(copy_rates)
     nonfinite = [
         name
@@ -328,15 +315,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"  WARNING: {name}: its weights are no longer finite (fixed gradients, too many steps): its figures "
             "time inf/nan data; use fewer --rounds or --repeats"
         )
-    # The interleaved rows run with cold caches: set them against a copy that finds the caches cold too.
-    cold_rate = _copy_gbps_cold(first_params, 7, device) if device.type == "cpu" else copy_rate
-    references = {"interleaved": cold_rate, "blocked": copy_rate}
     base_name = next(iter(setups))
     print(f"optimizer step on {len(shapes)} ResNet-18 tensors ({n_params:,} params, {args.dtype}, {device}),")
     print(f"momentum {args.momentum}, weight decay {args.weight_decay}; {args.rounds} rounds x {args.repeats} steps;")
     print(
-        f"machine: {machine_description()}; copy_ bandwidth {copy_rate:.1f} GB/s warm, {cold_rate:.1f} GB/s right "
-        "after a cache flush (read + write; '% copy' sets each schedule against its own regime)"
+        f"machine: {machine_description()}; copy_ bandwidth (read + write) {copy_rate:.1f} GB/s back to back; as a "
+        "row of each schedule: "
+        + ", ".join(f"{schedule} {rate:.1f} GB/s" for schedule, rate in references.items())
+        + " ('% copy' sets each schedule's rows against its own copy row)"
     )
     for schedule, rows in tables.items():
         print(f"schedule: {schedule} ({_SCHEDULE_NOTES[schedule]})")
@@ -355,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "n_tensors": len(shapes),
         "machine": machine_description(),
         "copy_gbps": copy_rate,
-        "copy_gbps_cold": cold_rate,
+        "copy_gbps_by_schedule": references,
         "nonfinite_rows": nonfinite,
         "baseline": base_name,
         # "rows" holds the first schedule measured (interleaved unless --schedule blocked), as before --schedule
