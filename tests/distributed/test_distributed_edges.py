@@ -51,6 +51,12 @@ def _scenarios(rank: int) -> dict[str, Any]:
     opt.step()
     out["linf_nan_ratio"] = opt.state[p]["trust_ratio"].clone()
 
+    # unequal shares: the caller's tensor is left as it was (weights 5/8 and 3/8, not 1 as on one rank)
+    weighted = torch.tensor([2.0, 4.0]) * (rank + 1)
+    kept = weighted.clone()
+    out["weighted"] = mean_reduce(num_samples=5 if rank == 0 else 3)(weighted)
+    out["weighted_input_unchanged"] = torch.equal(weighted, kept)
+
     # a rank with no samples: its (mean over nothing = NaN) value must contribute nothing
     reduce = mean_reduce(num_samples=5 if rank == 0 else 0)
     out["zero_samples"] = reduce(torch.tensor([2.0]) if rank == 0 else torch.tensor([float("nan")]))
@@ -169,3 +175,9 @@ def test_a_mid_epoch_tracker_state_loads_only_on_the_rank_that_saved_it(world_of
         DistributedActivationTracker(model, "softmax").load_state_dict(other)
     boundary = dict(other, local_rows=None)  # at an epoch's end there are no rows: any rank may load it
     DistributedActivationTracker(model, "softmax").load_state_dict(boundary)
+
+
+def test_mean_reduce_weights_unequal_shares_and_leaves_its_input_alone(ranks: list[dict[str, Any]]) -> None:
+    for res in ranks:
+        torch.testing.assert_close(res["weighted"], (5 * torch.tensor([2.0, 4.0]) + 3 * torch.tensor([4.0, 8.0])) / 8)
+        assert res["weighted_input_unchanged"]

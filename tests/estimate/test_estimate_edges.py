@@ -43,10 +43,7 @@ def test_tied_parameter_listed_twice_in_params_is_counted_once(backend: str) -> 
     x, y = torch.randn(16, 3, dtype=F64), torch.randn(16, 3, dtype=F64)
     expected = spectral_norm(dense_hessian(model, nn.MSELoss(), [(x, y)]))
     params = list(model.l1.parameters()) + list(model.l2.parameters())  # l1.weight is l2.weight
-    try:
-        r = hessian_spectral_norm(model, nn.MSELoss(), (x, y), params=params, backend=backend, tol=1e-10, seed=0)
-    except ValueError:
-        return  # refusing the duplicate with a clear error is acceptable too
+    r = hessian_spectral_norm(model, nn.MSELoss(), (x, y), params=params, backend=backend, tol=1e-10, seed=0)
     assert r.value == pytest.approx(expected, rel=1e-6)
 
 
@@ -91,10 +88,7 @@ def test_empty_batch_in_a_list_does_not_make_the_loss_nan() -> None:
     x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
     batches = list(zip(x.tensor_split(12), y.tensor_split(12)))  # the last two are empty
     expected = data_loss(model, nn.CrossEntropyLoss(), (x, y))
-    try:
-        got = data_loss(model, nn.CrossEntropyLoss(), batches)
-    except ValueError:
-        return  # a clear refusal of the empty batches is acceptable too
+    got = data_loss(model, nn.CrossEntropyLoss(), batches)  # the empty batches are left out
     assert got == pytest.approx(expected, rel=1e-6)
 
 

@@ -84,11 +84,18 @@ def test_batchnorm_and_dropout_models(mode: str) -> None:
     b = smoothness(model, nn.CrossEntropyLoss(), (x, y), num_samples=2, mode=mode, max_matvecs=40)
     assert a == b  # deterministic (eval: no dropout; train: masks fixed per estimate)
     assert all(s.value > 0 for s in a.samples)
+    probe = _bn_dropout_model()
+    reset_parameters_sampler(probe, torch.Generator().manual_seed(a.samples[0].seed))
     if mode == "eval":  # the eval-mode loss is what the dense reference differentiates
-        probe = _bn_dropout_model().eval()
-        reset_parameters_sampler(probe, torch.Generator().manual_seed(a.samples[0].seed))
-        ref = spectral_norm(dense_hessian(probe, nn.CrossEntropyLoss(), [(x, y)]))
+        ref = spectral_norm(dense_hessian(probe.eval(), nn.CrossEntropyLoss(), [(x, y)]))
         assert a.samples[0].value == pytest.approx(ref, rel=1e-4)
+    else:  # the sample is the train-mode estimate at its weights (batch statistics, the estimate's dropout masks)
+        sample = a.samples[0]
+        seed = sample.result.seed
+        train = hessian_spectral_norm(probe, nn.CrossEntropyLoss(), (x, y), mode="train", seed=seed, max_matvecs=40)
+        evaluated = hessian_spectral_norm(probe, nn.CrossEntropyLoss(), (x, y), mode="eval", seed=seed, max_matvecs=40)
+        assert sample.value == pytest.approx(train.value, rel=1e-9)
+        assert abs(sample.value - evaluated.value) > 1e-6 * evaluated.value  # not the eval-mode curvature
 
 
 def test_at_current_is_reported_apart() -> None:

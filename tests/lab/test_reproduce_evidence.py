@@ -105,12 +105,30 @@ def test_divergence_claim_counts_a_run_whose_loss_ended_above_its_start(tmp_path
 # exact-step Adam: the page's notes describe what the registered rule does
 
 
-def test_exact_adam_note_matches_the_registered_rule() -> None:
+def test_exact_adam_note_matches_the_registered_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page says the registered rule draws K_hat's weights from the workload's own init: run the rule with
+    exact_step_adam replaced by a spy and check the sampler it is given (a search of the source could not fail)."""
+    import dataclasses
+    import functools
     import inspect
 
     from theorylr.lab import rules
+    from theorylr.lab.runner import Cell, run_cell
+    from theorylr.lab.workloads import get_workload
 
-    assert "ctx.workload.init is not None" in inspect.getsource(rules.build_exact_adam)  # samples the workload's init
+    seen: dict[str, Any] = {}
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise RuntimeError("spy: stop here")
+
+    monkeypatch.setattr(rules, "_load", lambda target, rule: spy)
+    workload = dataclasses.replace(get_workload("digits-mlp"), epochs=1)
+    assert workload.init == "kaiming_uniform"
+    run_cell(Cell(workload, rules.get_rule("exact-adam"), 0, 1.0, 0, 1), tmp_path)
+    sampler = seen["estimate_kwargs"]["sampler"]
+    assert isinstance(sampler, functools.partial) and sampler.func is rules.init_sampler
+    assert sampler.args == ("kaiming_uniform",)
     source = inspect.getsource(ea.run_exact_adam)
     assert "registered exact-adam rule draws with torch's default scheme" not in source
 

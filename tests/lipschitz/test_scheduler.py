@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import io
@@ -367,7 +368,10 @@ def test_chained_scheduler_composes_multiplicatively(lipschitz_first: bool) -> N
     lipschitz.close()
 
 
-def test_evaluation_passes_do_not_change_the_schedule() -> None:
+@pytest.mark.parametrize("evaluation", ["eval_mode", "no_grad", "inference_mode", "both"])
+def test_evaluation_passes_do_not_change_the_schedule(evaluation: str) -> None:
+    """Each way of marking a pass as evaluation is tested alone: under eval() and no_grad() together, either check
+    could be removed unnoticed."""
     x, y = _data()
     batches = _batches(x, y)
     lrs = []
@@ -378,9 +382,11 @@ def test_evaluation_passes_do_not_change_the_schedule() -> None:
             for _ in range(2):
                 _train_epoch(model, opt, batches)
                 if evaluate:
-                    model.eval()
-                    with torch.no_grad():
-                        model(100 * x)
+                    if evaluation in ("eval_mode", "both"):
+                        model.eval()
+                    context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode, "both": torch.no_grad}
+                    with context.get(evaluation, contextlib.nullcontext)():
+                        model(100 * x)  # a large activation: it would set L if it were recorded
                     model.train()
                 sched.step()
             lrs.append(opt.param_groups[0]["lr"])

@@ -37,11 +37,22 @@ def test_default_with_generator_is_torch_default(make) -> None:
 
 
 def test_default_without_generator_uses_global_rng() -> None:
+    """The models are built under other seeds, so only init_weights's own draws (from the global RNG, seeded the
+    same before each call) can make them equal; a third draw, under another seed, differs."""
+    torch.manual_seed(1)
+    first = MLP(5, (4,))
+    torch.manual_seed(2)
+    second = MLP(5, (4,))
+    built = state(first)
     torch.manual_seed(3)
-    a = state(init_weights(MLP(5, (4,)), "default"))
+    a = state(init_weights(first, "default"))
     torch.manual_seed(3)
-    b = state(init_weights(MLP(5, (4,)), "default"))
+    b = state(init_weights(second, "default"))
     assert all(a[k].equal(b[k]) for k in a)
+    assert not all(a[k].equal(built[k]) for k in a)  # redrawn, not left as built
+    torch.manual_seed(4)
+    c = state(init_weights(MLP(5, (4,)), "default"))
+    assert not all(a[k].equal(c[k]) for k in a)
 
 
 # Layers with ~400k weights: the sample variance has relative standard deviation <= sqrt(2/n) ~ 0.2%, so a 3%
@@ -76,9 +87,12 @@ def test_variance_and_support(layer: str, scheme: str) -> None:
         assert module.bias.abs().max() == 0
 
 
-def test_kaiming_gain_follows_nonlinearity() -> None:
-    m = init_weights(nn.Linear(1000, 400), "kaiming_normal", torch.Generator().manual_seed(0), nonlinearity="tanh")
-    expected = (5 / 3) ** 2 / 1000
+@pytest.mark.parametrize("scheme", ["kaiming_normal", "kaiming_uniform"])
+@pytest.mark.parametrize(("nonlinearity", "gain"), [("tanh", 5 / 3), ("relu", 2**0.5), ("linear", 1.0)])
+def test_kaiming_gain_follows_nonlinearity(scheme: str, nonlinearity: str, gain: float) -> None:
+    """Var(w) = gain^2 / fan_in for both Kaiming schemes (the uniform one ignored the nonlinearity unnoticed)."""
+    m = init_weights(nn.Linear(1000, 400), scheme, torch.Generator().manual_seed(0), nonlinearity=nonlinearity)
+    expected = gain**2 / 1000
     assert abs(float(m.weight.detach().var()) / expected - 1) < 0.03
 
 

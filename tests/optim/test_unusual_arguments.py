@@ -104,7 +104,11 @@ def test_an_integer_or_complex_lr_tensor_is_refused_naming_lr(cls: type[Optimize
 # LARS: copies keep the norm hook
 # ----------------------------------------------------------------------------------------------------------------
 def _doubled_norms(tensors: list[Tensor], norm: str) -> list[Tensor]:
-    return [2 * n for n in local_norms(tensors, norm)]
+    """The weights' norms doubled, the denominators' kept (the first half of ``tensors`` is the weights): the trust
+    ratio doubles, so a copy that lost the hook would step differently (doubling every norm would not show it)."""
+    norms = local_norms(tensors, norm)
+    half = len(norms) // 2
+    return [2 * n for n in norms[:half]] + list(norms[half:])
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
@@ -125,6 +129,14 @@ def test_a_copied_lars_keeps_its_norm_fn_and_steps_as_the_original(how: str) -> 
         o.step()
     for p, q in zip(model.parameters(), copied_model.parameters()):
         torch.testing.assert_close(q, p, rtol=0, atol=0)
+    lost = copy.deepcopy(copied_model)  # the same state stepped without the hook moves elsewhere
+    plain = LARS(lost.parameters(), lr=0.1, momentum=0.9)
+    plain.load_state_dict(copied.state_dict())
+    for m, o in ((copied_model, copied), (lost, plain)):
+        o.zero_grad()
+        m(x).square().mean().backward()
+        o.step()
+    assert not torch.equal(lost.weight, copied_model.weight)
     assert "norm_fn" not in LARS(model.parameters()).__getstate__()  # nothing added without a hook
 
 
