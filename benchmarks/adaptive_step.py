@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._timing import SCHEDULES, machine_description, median_ms, peak_transient_bytes, sync, time_rounds
+from benchmarks._timing import SCHEDULES, machine_description, peak_transient_bytes, sync, time_rounds
 from benchmarks.optim_step import COPY_ROW, compile_step, copy_row, resnet18_shapes
 
 __all__ = ["main"]
@@ -201,13 +201,6 @@ def _check_floor() -> float:
     return worst
 
 
-def _copy_gbps(params: Sequence[torch.Tensor], device: torch.device) -> float:
-    src = [p.detach() for p in params]
-    dst = [torch.empty_like(t) for t in src]
-    ms = median_ms(lambda: torch._foreach_copy_(dst, src), repeats=10, warmup=2, device=device)
-    return 2 * sum(t.numel() * t.element_size() for t in src) / (ms * 1e-3) / 1e9
-
-
 def _state_bytes(opt: Any) -> int:
     if isinstance(opt, _AutoAdamFloor):
         return sum(t.numel() * t.element_size() for t in opt.state_tensors)
@@ -280,24 +273,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for _ in range(args.warmup):
         for step in steps.values():
             step()
-    copy_rates: list[float] = []
     first_params = next(iter(setups.values()))[3]
     copy_fn, copy_bytes = copy_row(first_params)
-    steps[COPY_ROW] = copy_fn
-    per_round = time_rounds(
-        steps,
-        rounds=args.rounds,
-        repeats=args.repeats,
-        schedule=args.schedule,
-        device=device,
-        after_round=lambda: copy_rates.append(_copy_gbps(first_params, device)),
-    )
+    steps[COPY_ROW] = copy_fn  # the copy timed as a row of the schedule: the rows' own cache regime
+    per_round = time_rounds(steps, rounds=args.rounds, repeats=args.repeats, schedule=args.schedule, device=device)
 
     base_name = next(iter(setups))
     base = per_round[base_name]
-    copy_rate = statistics.median(copy_rates)
-    if COPY_ROW in per_round:  # the copy timed as a row of the schedule: the rows' own cache regime
-        copy_rate = copy_bytes / (statistics.median(per_round.pop(COPY_ROW)) * 1e-3) / 1e9
+    copy_rate = copy_bytes / (statistics.median(per_round.pop(COPY_ROW)) * 1e-3) / 1e9
     rows: list[dict[str, Any]] = []
     for name, round_ms in per_round.items():
         row = setups[name][0]
