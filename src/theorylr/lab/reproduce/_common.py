@@ -23,7 +23,19 @@ from theorylr.lab.runner import compare
 from theorylr.lab.scores import BAD, RuleSummary, summarize
 from theorylr.lab.workloads import Workload
 
-__all__ = ["Context", "final_median", "finals", "layout", "median_curve", "pyplot", "save_figure"]
+__all__ = ["Context", "final_median", "finals", "layout", "learned", "median_curve", "pyplot", "save_figure"]
+
+CHANCE_MARGIN = 0.05  # a comparison of accuracies is inconclusive when no rule beat 1/k + 0.05 (nothing learned)
+
+
+def learned(accuracies: Sequence[float], num_classes: int) -> bool:
+    """Whether some rule's accuracy beats chance ``1/k`` by more than 0.05 (otherwise comparing them says nothing).
+
+    Example:
+        >>> learned([0.10, 0.12], 10), learned([0.10, 0.5], 10)
+        (False, True)
+    """
+    return any(a > 1.0 / num_classes + CHANCE_MARGIN for a in accuracies if math.isfinite(a))
 
 
 @dataclass

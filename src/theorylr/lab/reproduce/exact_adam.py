@@ -29,6 +29,7 @@ from theorylr.lab.reproduce._common import (
     Context,
     final_median,
     layout,
+    learned,
     median_curve,
     pyplot,
     run_dirs,
@@ -117,19 +118,17 @@ def _constant_rules(constants: Sequence[float]) -> list[Rule]:
 # criteria (pure functions of measured numbers)
 
 
-_CHANCE = 0.1 + 0.05  # these workloads have 10 classes: a final test accuracy at or below this learned nothing
-
-
 def learned_anything(accuracy: float) -> bool:
-    """Whether a final test accuracy beats chance (10 classes) by more than 0.05. A network that collapsed (dead
-    ReLUs, a loss at ``ln 10``) also ends with a small gradient norm: that is not the convergence the gradient-norm
-    claims are about, so such runs neither win nor count against.
+    """Whether a final test accuracy beats chance (these workloads have 10 classes) by more than 0.05
+    (:func:`~theorylr.lab.reproduce._common.learned`). A network that collapsed (dead ReLUs, a loss at ``ln 10``)
+    also ends with a small gradient norm: that is not the convergence the gradient-norm claims are about, so such
+    runs neither win nor count against.
 
     Example:
         >>> learned_anything(0.098), learned_anything(0.9)
         (False, True)
     """
-    return math.isfinite(accuracy) and accuracy > _CHANCE
+    return learned([accuracy], 10)
 
 
 def beats_all(exact: float, others: Mapping[str, float]) -> bool:

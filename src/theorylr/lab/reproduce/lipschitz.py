@@ -31,6 +31,7 @@ from theorylr.lab.reproduce._common import (
     Context,
     final_median,
     layout,
+    learned,
     pyplot,
     run_dirs,
     save_figure,
@@ -93,18 +94,7 @@ TABLE2_PAPER: dict[str, tuple[float, float, float]] = {
 }
 _PAIRS = (("lipschitz-sgd", "sgd@0.01"), ("adamo", "momentum@0.01"), ("adaptive-rmsprop", "rmsprop@0.001"))
 _ACC_SLACK = 0.005
-_CHANCE_MARGIN = 0.05  # a comparison of accuracies is inconclusive when no rule beat 1/k + 0.05 (nothing learned)
 INCONCLUSIVE = not_run("inconclusive: no rule beat chance accuracy at this size")
-
-
-def learned(accuracies: Sequence[float], num_classes: int) -> bool:
-    """Whether some rule's accuracy beats chance ``1/k`` by more than 0.05 (otherwise comparing them says nothing).
-
-    Example:
-        >>> learned([0.10, 0.12], 10), learned([0.10, 0.5], 10)
-        (False, True)
-    """
-    return any(a > 1.0 / num_classes + _CHANCE_MARGIN for a in accuracies if math.isfinite(a))
 
 
 def pairs_verdict(pairs: Sequence[tuple[float, float]]) -> str:
