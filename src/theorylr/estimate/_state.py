@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -48,19 +48,29 @@ def is_batch(data: Any) -> bool:
     return isinstance(data, (tuple, list)) and len(data) == 2 and any(isinstance(v, Tensor) for v in data)
 
 
+def _map_tensors(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``fn`` applied to ``value`` if it is a tensor, or to the tensors inside a dict, list or tuple (a model's
+    structured inputs; a named tuple is left as it is); anything else unchanged."""
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return value
+
+
+def _ordinary_tensor(t: Tensor) -> Tensor:
+    if t.is_inference():
+        with torch.inference_mode(False):
+            return t.clone()
+    return t
+
+
 def _ordinary(value: Any) -> Any:
     """``value`` with every inference tensor in it (one made under ``torch.inference_mode()``, e.g. in an evaluation
     loop) replaced by an ordinary copy: autograd cannot save inference tensors for the double backward."""
-    if isinstance(value, Tensor):
-        if value.is_inference():
-            with torch.inference_mode(False):
-                return value.clone()
-        return value
-    if isinstance(value, dict):
-        return {k: _ordinary(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_ordinary(v) for v in value)
-    return value
+    return _map_tensors(value, _ordinary_tensor)
 
 
 def as_batches(data: Any, device: torch.device | None = None) -> list[Batch]:
@@ -124,13 +134,7 @@ def to_device(value: Any, device: torch.device | None) -> Any:
     """``value`` on ``device``: a tensor, or the tensors inside a dict, list or tuple (a model's dict inputs)."""
     if device is None:
         return value
-    if isinstance(value, Tensor):
-        return value.to(device) if value.device != device else value
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(to_device(v, device) for v in value)
-    return value
+    return _map_tensors(value, lambda t: t.to(device) if t.device != device else t)
 
 
 def batch_size(inputs: Any, targets: Any) -> int:
