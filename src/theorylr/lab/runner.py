@@ -1035,10 +1035,10 @@ def compare(
             skipped.append((rule.name, reason))
             if show:
                 show(reason)
-    fingerprint = None if data_path is None else data_fingerprint(_load_data(w, data_path))
     if not runnable:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
         raise ValueError(f"rules: none of the rules can run on workload {w.name!r}, nothing to do ({reasons})")
+    fingerprint = None if data_path is None else data_fingerprint(_load_data(w, data_path))  # hashes the whole set
     cells = plan_cells(w, runnable, seed_list, n_epochs, trials, fingerprint)
     invocation = _record_invocation(root, w, resolved, skipped, seed_list, n_epochs, trials, jobs)
     outcome = "interrupted"
