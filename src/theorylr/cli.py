@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(namespace) or 0)
     except CommandExitError as stop:  # the command printed why
         return stop.code
-    except BrokenPipeError:  # stdout closed by its reader (`| head`): stop quietly, as on SIGPIPE
-        silence_stdout()
+    except BrokenPipeError:  # stdout closed by its reader (`| head`, a pager quit): stop quietly, as on SIGPIPE;
+        silence_stdout()  # the runs done so far are kept, and a rerun resumes
         return 141
 
 

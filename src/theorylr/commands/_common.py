@@ -114,8 +114,8 @@ def command_errors(command: str, *, resume_dir: str | None = None) -> Iterator[N
 
     ``ValueError`` (a bad argument) and ``OSError`` (a path that cannot be read or written) print
     ``theorylr COMMAND: error: ...`` on stderr and exit with 2. With ``resume_dir`` (a command that resumes its
-    runs), Ctrl-C prints how to resume and exits with 130; without, it propagates. A closed stdout (``| head``)
-    stops the command quietly with 141, as a Unix tool stops on SIGPIPE.
+    runs), Ctrl-C prints how to resume and exits with 130; without, it propagates. A closed stdout (``| head``,
+    ``BrokenPipeError``) propagates to ``theorylr.cli.main``, which stops quietly with 141, as on SIGPIPE.
     """
     try:
         yield
@@ -124,11 +124,8 @@ def command_errors(command: str, *, resume_dir: str | None = None) -> Iterator[N
             raise
         print(f"\ninterrupted: run the same command again to resume (results in {resume_dir})", file=sys.stderr)
         raise CommandExitError(130) from None
-    except BrokenPipeError:
-        # stdout was closed by its reader (`| head`, a pager quit): stop as a Unix tool does, without a traceback.
-        # The runs done so far are kept, and a rerun resumes.
-        silence_stdout()
-        raise CommandExitError(141) from None
+    except BrokenPipeError:  # not an error to print (an OSError below): theorylr.cli.main stops quietly with 141
+        raise
     except ValueError as exc:
         print(f"theorylr {command}: error: {exc}", file=sys.stderr)
         raise CommandExitError(2) from None
