@@ -675,6 +675,10 @@ class ActivationTracker:
                     "batch_size": torch.where(larger, float(m), prev["batch_size"]),
                     "max_k_z": torch.maximum(prev["max_k_z"], max_k_z),
                 }
+        self._clear_pending()
+
+    def _clear_pending(self) -> None:
+        """No batch waits to be reduced: the lists by batch size, the open size that indexes them, the count."""
         self._pending = {}
         self._open_size = -1
         self._unreduced = 0
@@ -854,12 +858,10 @@ class ActivationTracker:
         """Start a new epoch: forget every batch recorded so far (the latest batch stays readable)."""
         if self._batch is not None:
             self._batch.folded = True
-        self._pending = {}
-        self._open_size = -1
+        self._clear_pending()
         self._summary = None
         self._batches = 0
         self._examples = 0
-        self._unreduced = 0
 
     # ------------------------------------------------------------------------------------------------------------
     # Checkpoints
