@@ -355,10 +355,10 @@ def _call_norm_fn(norm_fn: NormFn, tensors: list[Tensor], norm: str) -> list[Ten
     if not isinstance(result, (list, tuple)):
         raise RuntimeError(f"{contract} (got {type(result).__name__})")
     result = list(result)
-    bad = [type(n).__name__ if not isinstance(n, Tensor) else f"shape {tuple(n.shape)}" for n in result]
-    bad = [b for b, n in zip(bad, result) if not (isinstance(n, Tensor) and n.dim() == 0)]
-    if bad:
-        raise RuntimeError(f"{contract} (got {bad[0]} among them)")
+    bad = next((n for n in result if not (isinstance(n, Tensor) and n.dim() == 0)), None)
+    if bad is not None:
+        got = f"shape {tuple(bad.shape)}" if isinstance(bad, Tensor) else type(bad).__name__
+        raise RuntimeError(f"{contract} (got {got} among them)")
     if len(result) != len(tensors):
         raise RuntimeError(f"{contract} (got {len(result)} norms)")
     return result
