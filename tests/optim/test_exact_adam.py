@@ -131,6 +131,8 @@ def test_review_edges_of_exact_step_adam() -> None:
         )
     assert json.loads(json.dumps(step.to_dict()))["total_steps"] == 10
     assert [p for g in opt.param_groups for p in g["params"]] == head  # the parameters the estimate covered
+    opt, _ = exact_step_adam(model, loss, (x, y), 10, num_samples=1, estimate_kwargs={"params": None})
+    assert [p for g in opt.param_groups for p in g["params"]] == list(model.parameters())  # None: all of them
     with pytest.warns(RuntimeWarning, match="did not converge within max_matvecs"):
         exact_step_adam(model, loss, (x, y), 10, num_samples=1, estimate_kwargs={"max_matvecs": 2, "tol": 1e-12})
 

@@ -203,7 +203,7 @@ def exact_step_adam(
         )
     alpha = constant_step(initial_loss, estimate.k_hat, total_steps, final_loss)
     # The parameters the estimate covered: params= if given (the step is the curvature's over those), else all.
-    trained = extra["params"] if "params" in extra else model.parameters()
+    trained = extra["params"] if extra.get("params") is not None else model.parameters()
     optimizer = optimizer_class(trained, lr=alpha, **optimizer_kwargs)  # type: ignore[call-arg]
     step = ExactStep(
         alpha=alpha, initial_loss=initial_loss, smoothness=estimate, total_steps=total_steps, final_loss=final_loss
