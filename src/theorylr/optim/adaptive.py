@@ -667,6 +667,10 @@ class _LipschitzAdaptive(Optimizer):
         # scalar states (step, K1, K2) hold equal values -- created together and stepped together since. Kept on
         # the host, rebuilt by __setstate__ (load_state_dict, unpickling); see _shared_state.
         self._cohorts: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        # The K_z tensor of the batch the last step read (a new tensor per recorded batch), and whether a step that
+        # found no newer one has warned (see _estimates).
+        self._last_k_z: Tensor | None = None
+        self._warned = False
         if self._owns_tracker and self.tracker is not None:
             self._finalizer: weakref.finalize | None = weakref.finalize(self, self.tracker.close)
         else:
@@ -743,6 +747,8 @@ class _LipschitzAdaptive(Optimizer):
         self.__dict__.setdefault("_owns_tracker", False)
         self.__dict__.setdefault("_coupled", self.tracker is not None)
         self.__dict__.setdefault("_finalizer", None)
+        self.__dict__.setdefault("_last_k_z", None)
+        self.__dict__.setdefault("_warned", False)
         for group in self.param_groups:
             for key in ("beta", "betas", "eps"):  # the class's own keys, for a checkpoint that lacks them
                 if key in self.defaults:
@@ -838,7 +844,7 @@ class _LipschitzAdaptive(Optimizer):
                     "removed by close()); its L would be stale. Use lipschitz='observed' or a new optimizer"
                 )
             latest = getattr(self.tracker._batch, "k_z", None)  # a new tensor for every recorded batch
-            if latest is not None and latest is self.__dict__.get("_last_k_z") and not self.__dict__.get("_warned"):
+            if latest is not None and latest is self._last_k_z and not self._warned:
                 warnings.warn(
                     f"{type(self).__name__}: no training forward pass of the tracked module since the last step "
                     "(the model in eval() mode, or under no_grad?): this step reuses the previous batch's L",
