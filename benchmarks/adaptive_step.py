@@ -24,7 +24,9 @@ rounds of each row's per-round median, and the range over rounds of its ratio to
 are compiled with ``fullgraph=True``; torch's Adam with ``fullgraph=False`` (its ``step`` breaks the graph on
 purpose). "% copy" is the effective bandwidth
 (the bytes the update must move at least once, over the step time) against the machine's ``copy_`` bandwidth on
-the same tensors (read + write): 100 % would be a step as fast as copying its data once. Memory columns, in units
+tensors of the same shapes (read + write), timed as a row of the same schedule so that it finds the caches as the
+rows do: 100 % would be a step as fast as copying its data once (a step that streams several tensors can exceed
+it). Memory columns, in units
 of the parameters' own size: the optimizer state kept between steps, and the peak of temporaries allocated
 during one steady-state step (CPU allocator events, ``torch.profiler(profile_memory=True)``).
 """
