@@ -216,3 +216,20 @@ def test_reproduce_refuses_a_data_dir_that_is_no_directory(tmp_path: Path, capsy
     absent = tmp_path / "absent"
     assert main(["reproduce", "lars", "--quick", "--out", str(tmp_path / "r"), "--data-dir", str(absent)]) == 2
     assert f"--data-dir {absent}: not a directory" in _one_error_line(capsys, "reproduce")
+
+
+def test_python_dash_m_theorylr_runs_the_command_line() -> None:
+    import subprocess
+    import sys
+
+    import theorylr
+
+    done = subprocess.run(
+        [sys.executable, "-m", "theorylr", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"theorylr {theorylr.__version__}"
+    done = subprocess.run(
+        [sys.executable, "-m", "theorylr", "no-such-command"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2 and "invalid choice" in done.stderr
