@@ -222,3 +222,51 @@ def test_compiled_local_norms_sum_by_rows_and_match_vector_norm() -> None:
     nodes = backend.modules[0].graph.nodes
     row_sums = [n for n in nodes if n.op == "call_method" and n.target == "sum" and n.args[1:] == (1,)]
     assert len(row_sums) == 1
+
+
+ADAPTIVE = [r for r in ROWS if "lipschitz" in r.descent_kwargs]
+
+
+@pytest.mark.parametrize("form", ["rigorous", "least_squares"])
+@pytest.mark.parametrize("row", ADAPTIVE, ids=lambda r: r.name)
+def test_closed_form_steps_with_unfolded_batches_compile_once_past_the_recompile_limit(
+    row: OptimInfo, form: str
+) -> None:
+    """The closed forms whose batch constant is computed at the step (``rigorous=True``, least squares): the step
+    reads the latest batch's constant without folding it into the epoch (which appends to a list: its length would
+    be a guard, and every step would recompile until dynamo's limit of 8 failed ``fullgraph``). Twelve compiled
+    steps equal eager ones, with no graph after the second step, and every batch is counted once."""
+    torch._dynamo.reset()
+    kwargs = {k: v for k, v in row.descent_kwargs.items() if k != "lipschitz"}
+    extra: dict[str, Any] = {"rigorous": True} if form == "rigorous" else {"loss": "least_squares"}
+    model, twin = _model(), _model()
+    compiled_opt = row.load()(model.parameters(), **kwargs, lipschitz="closed_form", model=model, **extra)
+    eager_opt = row.load()(twin.parameters(), **kwargs, lipschitz="closed_form", model=twin, **extra)
+    backend = _CountingBackend()
+    compiled_step = torch.compile(compiled_opt.step, fullgraph=True, backend=backend)
+    graphs = []
+    steps = 12
+    for step in range(steps):
+        x, y = _batch(step)
+        for opt, net in ((compiled_opt, model), (eager_opt, twin)):
+            opt.zero_grad()
+            out = net(x)
+            if form == "least_squares":
+                target = nn.functional.one_hot(y, 3).to(out.dtype)
+                opt.tracker.observe_targets(target)
+                loss = 0.5 * (out - target).pow(2).sum(1).mean()
+            else:
+                loss = nn.functional.cross_entropy(out, y)
+            loss.backward()
+        compiled_step()
+        eager_opt.step()
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        graphs.append(backend.graphs)
+    assert graphs[1] == graphs[-1] <= 2, f"graphs after each step: {graphs}"
+    for opt in (compiled_opt, eager_opt):
+        stats = opt.tracker.epoch_stats()
+        assert stats is not None and stats.batches == steps
+    torch.testing.assert_close(compiled_opt.tracker.epoch_stats().lipschitz, eager_opt.tracker.epoch_stats().lipschitz)
+    compiled_opt.close()
+    eager_opt.close()

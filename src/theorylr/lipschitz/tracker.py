@@ -709,10 +709,11 @@ class ActivationTracker:
         check_number("weight_decay", weight_decay, min_value=0.0)
         batch = self._current()
         if batch.lipschitz is None:
-            if batch.folded:
-                batch.lipschitz = self._batch_constant(batch)
-            else:
-                self._finish_batch()
+            # Computed and cached, not folded into the epoch here: the next record() or epoch read folds it. A step
+            # compiled with torch.compile reads this; a list append in it would make the list's length a guard,
+            # and the step would recompile at every batch.
+            batch.lipschitz = self._batch_constant(batch)
+            batch.activations = None
         value = batch.lipschitz
         assert value is not None
         if weight_decay != 0.0:
