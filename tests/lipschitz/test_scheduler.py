@@ -522,3 +522,30 @@ def test_a_second_scheduler_on_one_optimizer_and_a_group_added_later_are_clear_e
     with pytest.raises(RuntimeError, match="has 2 param groups, and had 1 when the scheduler was built"):
         second.step()
     second.close()
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+def test_the_lazy_first_lr_under_a_compiled_step() -> None:
+    """The lazy first lr's step pre-hook is ``torch.compiler.disable``'d: a step compiled without ``fullgraph`` runs
+    it eagerly (one graph break) and sets the eager lr; with ``fullgraph=True`` dynamo's error gives the reason,
+    which names ``initial_lr``."""
+    import torch._dynamo
+
+    def first_lr(compile_kwargs: dict[str, Any] | None) -> float:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=torch.tensor(0.5))
+        step = opt.step if compile_kwargs is None else torch.compile(opt.step, backend="eager", **compile_kwargs)
+        scheduler = LipschitzLR(opt, model)  # kept alive: a collected scheduler removes its hooks
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        nn.functional.cross_entropy(model(x), y).backward()
+        step()
+        assert scheduler.history[0]["source"] == "first_batch"
+        return float(opt.param_groups[0]["lr"])
+
+    eager = first_lr(None)
+    assert eager != 0.5
+    assert first_lr({}) == eager
+    with pytest.raises(Exception, match="pass initial_lr="):
+        first_lr({"fullgraph": True})

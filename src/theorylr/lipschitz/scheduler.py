@@ -11,7 +11,7 @@ import math
 import weakref
 from typing import Any
 
-import torch  # noqa: F401 (the doctests run in this module's namespace)
+import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -63,7 +63,9 @@ class LipschitzLR(LRScheduler):
     multiplied; the paper uses 0.1 for AdaMo and 1e-3 for RMSprop, §7.3, §8). Without it, the learning rate is set
     lazily, **at the first** ``optimizer.step()``: a step pre-hook reads the constant of the batch whose forward
     pass preceded that step (the first training batch; no extra forward pass), sets ``lr = multiplier / L`` and
-    removes itself. An optimizer that runs its forward pass inside ``step(closure)`` needs ``initial_lr``.
+    removes itself. An optimizer that runs its forward pass inside ``step(closure)`` needs ``initial_lr``, and so does
+    a step compiled with ``torch.compile(opt.step, fullgraph=True)`` (the pre-hook reads ``L`` on the host; compiled
+    without ``fullgraph`` it runs eagerly, a graph break at the first step only; fullgraph names this in its error).
 
     **Least squares** needs each batch's targets: call :meth:`observe_targets` after every forward pass.
 
@@ -220,6 +222,9 @@ class LipschitzLR(LRScheduler):
         if self.initial_lr is None:
             ref = weakref.ref(self)
 
+            # Runs eagerly under torch.compile: it reads L on the host once and removes itself. A step compiled
+            # with fullgraph=True cannot break the graph here, and dynamo's error then gives this reason.
+            @torch.compiler.disable(reason=_FIRST_STEP_UNDER_COMPILE)
             def first_step_hook(opt: Optimizer, args: Any, kwargs: Any) -> None:
                 sched = ref()
                 if sched is not None:
@@ -418,6 +423,13 @@ class LipschitzLR(LRScheduler):
         self._constructed_lrs = None
         if tracker_state is not None:
             self.tracker.load_state_dict(tracker_state)
+
+
+_FIRST_STEP_UNDER_COMPILE = (
+    "LipschitzLR sets the first epoch's lr from the first batch in a step pre-hook that reads L on the host, once; "
+    "a step compiled with fullgraph=True cannot run it: pass initial_lr= to LipschitzLR, or take the first "
+    "optimizer.step() uncompiled"
+)
 
 
 def _close(tracker: ActivationTracker, handle: Any) -> None:
