@@ -23,6 +23,7 @@ __all__ = [
     "check_lr",
     "foreach_add_scaled_",
     "foreach_add_times_",
+    "inplace",
     "load_keeping_scalar_states",
     "params_with_grad",
     "resolve_foreach",
@@ -180,12 +181,28 @@ def scaled(u: Tensor, c: Tensor) -> Tensor:
     return torch.mul(u, c.to(u.dtype))
 
 
+def inplace(t: Tensor) -> Tensor:
+    """What to write ``t`` through in place: ``t`` itself, or under ``torch.compile`` a 1-element view of a 0-dim
+    ``t`` (the same memory).
+
+    torch 2.13's inductor silently drops an in-place write to a 0-dim float64 CPU tensor that is an input of the
+    compiled graph (a parameter, a buffer, a scalar state such as a trust ratio or a step count): the tensor keeps
+    its old value, and writes that read it may be lost with it. A write through a view reaches it. The one-step
+    paths write every tensor that may be 0-dim through this; the multi-tensor paths write with ``_foreach_*`` ops
+    and 1-D stacks, which inductor keeps. ``tests/optim/test_compile_inductor.py`` checks both against eager steps.
+    """
+    if t.ndim == 0 and torch.compiler.is_compiling():
+        return t.view(1)
+    return t
+
+
 def add_scaled_(p: Tensor, t: Tensor, c: Tensor) -> None:
     """``p += c * t`` in place, for a 0-dim ``c``: ``addcmul_``, or for float16 the product of :func:`scaled`."""
+    target = inplace(p)
     if p.dtype == torch.float16:
-        p.add_(scaled(t, c))
+        target.add_(scaled(t, c))
     else:
-        p.addcmul_(t, c.to(p.dtype))
+        target.addcmul_(t, c.to(p.dtype))
 
 
 def scale_in(c: Tensor, dtype: torch.dtype) -> Tensor:
@@ -214,7 +231,7 @@ def add_times_(p: Tensor, t: Tensor, coef: float | Tensor) -> None:
     if isinstance(coef, Tensor):
         add_scaled_(p, t, coef)
     else:
-        p.add_(t, alpha=coef)
+        inplace(p).add_(t, alpha=coef)
 
 
 def foreach_add_times_(ps: list[Tensor], ts: list[Tensor], coef: float | Tensor) -> None:

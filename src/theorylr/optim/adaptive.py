@@ -62,6 +62,7 @@ from theorylr.optim._base import (
     LR,
     check_lr,
     foreach_add_scaled_,
+    inplace,
     load_keeping_scalar_states,
     params_with_grad,
     resolve_foreach,
@@ -311,15 +312,15 @@ def _single_tensor_adaptive(
         if weight_decay != 0.0:
             grad = grad.add(param, alpha=weight_decay)
         step = steps[i]
-        step.add_(1)
+        inplace(step).add_(1)
         # K = beta K + (1 - beta) L as a scale and an add: lerp_ computes K + w (L - K), nan for K = L = inf
         k1 = lipschitz_avgs[i]
-        k1.mul_(beta1).add_(_cast_like(lipschitz, k1, cache1), alpha=1.0 - beta1)
+        inplace(k1).mul_(beta1).add_(_cast_like(lipschitz, k1, cache1), alpha=1.0 - beta1)
         k2 = None
         if exp_avg_sqs is not None:
             assert lipschitz_sq_avgs is not None and lipschitz_sq is not None
             k2 = lipschitz_sq_avgs[i]
-            k2.mul_(beta2).add_(_cast_like(lipschitz_sq, k2, cache2), alpha=1.0 - beta2)
+            inplace(k2).mul_(beta2).add_(_cast_like(lipschitz_sq, k2, cache2), alpha=1.0 - beta2)
         scale, correction2 = _step_scales(
             k1,
             k2,
@@ -332,21 +333,22 @@ def _single_tensor_adaptive(
             initial_steps=initial_steps,
             lr=lr if exp_avg_sqs is None else None,
         )
-        direction = grad if exp_avgs is None else exp_avgs[i].lerp_(grad, 1.0 - beta1)
+        direction = grad if exp_avgs is None else inplace(exp_avgs[i]).lerp_(grad, 1.0 - beta1)
+        target = inplace(param)  # a 1-element view of a 0-dim parameter under compile, as direction is
         if exp_avg_sqs is None:  # scale = -lr / K1_hat, which may be beyond float16's range (the step is not)
             if param.dtype == torch.float16:
-                param.add_(scaled(direction, scale))
+                target.add_(scaled(direction, scale))
             else:
-                param.addcmul_(direction, scale)  # as the multi-tensor path's kernel: scale uncast
+                target.addcmul_(direction, scale)  # as the multi-tensor path's kernel: scale uncast
             continue
-        s = exp_avg_sqs[i]
+        s = inplace(exp_avg_sqs[i])
         s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         denom = s.add(eps) if correction2 is None else s.div(correction2).add_(eps)
         denom.sqrt_().div_(scale)
         if isinstance(lr, Tensor):  # w += V / (d / -lr): the tensor's value is never read on the host
-            param.addcdiv_(direction, denom.div_(lr.neg().to(denom.dtype)))
+            target.addcdiv_(direction, denom.div_(lr.neg().to(denom.dtype)))
         else:
-            param.addcdiv_(direction, denom, value=-lr)
+            target.addcdiv_(direction, denom, value=-lr)
 
 
 def _grouped_step_scales(

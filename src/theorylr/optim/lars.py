@@ -28,6 +28,7 @@ from theorylr.optim._base import (
     check_lr,
     foreach_add_scaled_,
     foreach_add_times_,
+    inplace,
     load_keeping_scalar_states,
     params_with_grad,
     resolve_foreach,
@@ -853,7 +854,7 @@ def _single_tensor_lars(
         if ratio_values is not None:
             ratio_values.append(ratio)
         elif trust_ratios is not None:
-            trust_ratios[i].copy_(ratio)
+            inplace(trust_ratios[i]).copy_(ratio)
         # Scalars reach the parameter's dtype only multiplied by lr (-lr * ratio, -lr * k: the size of a step), so
         # that a float16 parameter does not see a ratio or scale above float16's range (65504) as inf.
         if momentum == 0:
@@ -869,7 +870,7 @@ def _single_tensor_lars(
                 buf = scaled(u, ratio * sign).detach()
                 momentum_buffer_list[i] = buf
             else:
-                add_scaled_(buf.mul_(momentum), u, ratio * (sign * (1.0 - dampening)))
+                add_scaled_(inplace(buf).mul_(momentum), u, ratio * (sign * (1.0 - dampening)))
             if nesterov:
                 add_scaled_(p, u, ratio * (-lr * sign))
             add_times_(p, buf, -lr * (momentum if nesterov else 1.0))
@@ -890,13 +891,13 @@ def _single_tensor_lars(
                 accumulate=buffer_mode == "add",
             )
             coef = _coefficient_dtype(p.dtype)
-            _sweep_buffer(buf, u, a.to(coef), None if b is None else b.to(coef), buffer_mode)
+            _sweep_buffer(inplace(buf), u, a.to(coef), None if b is None else b.to(coef), buffer_mode)
         if scale_values is not None:
             scale_values.append(k)
         elif old_k is None:
             momentum_scale_list[i] = k.clone()
         else:
-            old_k.copy_(k)
+            inplace(old_k).copy_(k)
         if nesterov:  # step = ratio * d + momentum * buf
             add_scaled_(p, u, ratio * (-lr * sign))
             add_scaled_(p, buf, k * (-lr * momentum))
