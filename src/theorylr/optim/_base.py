@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,7 @@ def load_keeping_scalar_states(
     keys: Iterable[str],
     check: Callable[[dict[str, Any]], None],
     required: Sequence[str] = (),
+    allowed: Collection[str] | None = None,
 ) -> None:
     """``torch.optim.Optimizer.load_state_dict``, then :func:`restore_scalar_states` from the same dict torch
     loaded: the one the ``register_load_state_dict_pre_hook`` hooks returned (e.g. a checkpoint remapped to
@@ -123,8 +124,12 @@ def load_keeping_scalar_states(
     Before anything is loaded, ``check`` validates every saved group's hyperparameters (over the defaults, which
     fill the keys a group lacks), as the constructor and ``add_param_group`` do: a checkpoint with ``lr=-1`` or
     ``momentum=1.5`` is refused with the same error, and the optimizer is left as it was. So is a parameter's
-    saved state that lacks one of the ``required`` keys (the checkpoint of another optimizer), which would
-    otherwise fail at the next step with a bare ``KeyError``.
+    saved state that lacks one of the ``required`` keys, or holds a key outside ``allowed`` (the checkpoint of
+    another optimizer: Adam's ``exp_avg`` in LARS), which would otherwise fail at the next step with a bare
+    ``KeyError`` or be carried along unused while the optimizer starts afresh.
+
+    The ``register_load_state_dict_post_hook`` hooks run last, after the scalar states are restored: they see,
+    and may change, the state the next step uses (torch's load would run them before the restore).
     """
     state_dict = state_dict.copy()
     hooks = optimizer._optimizer_load_state_dict_pre_hooks
@@ -136,17 +141,24 @@ def load_keeping_scalar_states(
         check({**optimizer.defaults, **{k: v for k, v in group.items() if k != "params"}})
     for index, entry in state_dict.get("state", {}).items():
         missing = [key for key in required if entry and key not in entry]
-        if missing:
+        foreign = [] if allowed is None else sorted(key for key in entry if key not in allowed)
+        if missing or foreign:
+            wrong = f"not {missing}" if missing else f"{foreign}, which {type(optimizer).__name__} does not keep"
             raise ValueError(
-                f"state_dict: the saved state of parameter {index} has {sorted(entry)} but not {missing}: it is not a "
+                f"state_dict: the saved state of parameter {index} has {sorted(entry)}, {wrong}: it is not a "
                 f"checkpoint of {type(optimizer).__name__} (load it into the optimizer that saved it)"
             )
+    post_hooks = optimizer._optimizer_load_state_dict_post_hooks
     optimizer._optimizer_load_state_dict_pre_hooks = type(hooks)()
+    optimizer._optimizer_load_state_dict_post_hooks = type(post_hooks)()
     try:
         torch.optim.Optimizer.load_state_dict(optimizer, state_dict)
     finally:
         optimizer._optimizer_load_state_dict_pre_hooks = hooks
+        optimizer._optimizer_load_state_dict_post_hooks = post_hooks
     restore_scalar_states(optimizer, state_dict, keys)
+    for post_hook in post_hooks.values():
+        post_hook(optimizer)
 
 
 def restore_scalar_states(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], keys: Iterable[str]) -> None:

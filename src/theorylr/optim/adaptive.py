@@ -728,7 +728,12 @@ class _LipschitzAdaptive(Optimizer):
         required += ["exp_avg"] if self._first_moment else []
         required += ["exp_avg_sq", "lipschitz_sq_avg"] if self._second_moment else []
         load_keeping_scalar_states(
-            self, state_dict, ("lipschitz_avg", "lipschitz_sq_avg"), self._check_group, required=required
+            self,
+            state_dict,
+            ("lipschitz_avg", "lipschitz_sq_avg"),
+            self._check_group,
+            required=required,
+            allowed=required,
         )
         self._cohorts = self._equal_scalar_states()
 
@@ -752,9 +757,12 @@ class _LipschitzAdaptive(Optimizer):
         self.__dict__.setdefault("_last_k_z", None)
         self.__dict__.setdefault("_warned", False)
         for group in self.param_groups:
-            for key in ("beta", "betas", "eps"):  # the class's own keys, for a checkpoint that lacks them
-                if key in self.defaults:
-                    group.setdefault(key, self.defaults[key])
+            # A checkpoint that lacks a key gets this optimizer's own default (its constructor's arguments: AdaMo
+            # with model= defaults to lipschitz="closed_form"); the fallbacks below are for an unpickled optimizer
+            # whose defaults predate the key.
+            for key, value in self.defaults.items():
+                if key != "differentiable":  # torch's, added to defaults after the groups were built
+                    group.setdefault(key, value)
             group.setdefault("lipschitz", "observed")
             group.setdefault("weight_decay", 0.0)
             group.setdefault("bias_correction", False)

@@ -61,6 +61,8 @@ DENOMINATORS: tuple[str, ...] = ("decayed", "sum")
 NormFn = Callable[[list[Tensor], str], Sequence[Tensor]]
 
 _ORD = {"l1": 1.0, "l2": 2.0, "linf": math.inf}
+# What LARS keeps per parameter (see step): a checkpoint whose state holds anything else is another optimizer's.
+_STATE_KEYS = frozenset({"momentum_buffer", "momentum_scale", "momentum_growth", "trust_ratio"})
 _HYPERPARAMETERS = (
     "lr",
     "momentum",
@@ -1511,8 +1513,11 @@ class LARS(Optimizer):
         """As :meth:`torch.optim.Optimizer.load_state_dict`, except that ``momentum_scale`` and ``trust_ratio`` keep
         their float32/float64 dtype: torch casts floating state to the parameter's dtype, which for 16-bit
         parameters would round the scale of the whole buffer at every reload (and overflow float16). The saved
-        groups' hyperparameters are checked first, as the constructor checks them."""
-        load_keeping_scalar_states(self, state_dict, ("momentum_scale", "trust_ratio"), _check_group)
+        groups' hyperparameters are checked first, as the constructor checks them, and a saved state with a key
+        LARS does not keep (another optimizer's checkpoint, e.g. Adam's ``exp_avg``) is refused."""
+        load_keeping_scalar_states(
+            self, state_dict, ("momentum_scale", "trust_ratio"), _check_group, allowed=_STATE_KEYS
+        )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
