@@ -26,6 +26,7 @@ __all__ = [
     "forward",
     "forward_context",
     "is_batch",
+    "math_attention",
     "preserved",
     "same_values",
     "scalar_loss",
@@ -335,6 +336,23 @@ def forward(model: nn.Module, x: Any, training: bool) -> Any:
 
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     return functional_call(model, buffers, (x,)) if buffers else model(x)
+
+
+def math_attention() -> contextlib.AbstractContextManager[Any]:
+    """A context in which ``F.scaled_dot_product_attention`` (``nn.MultiheadAttention``,
+    ``nn.TransformerEncoderLayer``, ...) runs on PyTorch's math kernel, the one attention kernel that has a double
+    backward and forward-mode derivatives.
+
+    The fused kernels (flash, memory-efficient, cuDNN; the CPU flash kernel too) have a backward but no derivative of
+    it, so a Hessian-vector product through them fails ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"). The math kernel computes the
+    same function with plain matmuls and a softmax: results differ from a fused kernel's only by rounding. It holds
+    the full attention matrix, as the double backward through any kernel would. The backend flags it sets are
+    process-wide (torch's :func:`torch.nn.attention.sdpa_kernel`) and put back on exit.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def tracks_running_stats(model: nn.Module, mode: str) -> bool:

@@ -12,6 +12,14 @@ residual near a cluster below it. Lanczos therefore also waits for its extreme R
 :func:`lanczos`), which catches the common case (an outlying eigenvalue just above a large cluster, as in ridge
 regression with few samples); a random start vector (the estimators' default) makes a miss unlikely, and a
 second start vector (another ``seed``) checks it.
+
+Precision: the vectors, their orthogonalisation, the tridiagonal eigenproblem and the tests are computed in the
+starting vector's dtype promoted to at least float32; ``matvec`` gets its input in the starting vector's own
+dtype (a bfloat16 model's, say) and its products are cast up. A product is then only as accurate as its dtype,
+about its eps relative to the eigenvalue (``2**-7`` for bfloat16, ``2**-10`` for float16), and no residual can
+certify less: when the products are coarser than the working dtype, residuals are reported no smaller than that
+floor, the solvers stop once it is reached, and ``converged`` is ``False`` when ``tol`` asks for less than it
+(the estimate is then as good as the operator allows, not as ``tol`` asks).
 """
 
 from __future__ import annotations
@@ -41,9 +49,11 @@ class EigenResult:
         residuals: ``||A y_i - theta_i y_i||`` for each estimate, same order.
         eigenvalue: the estimate of largest magnitude, with its sign.
         vector: its unit eigenvector estimate (dtype and device of the starting vector).
-        residual: ``||A vector - eigenvalue * vector||``.
+        residual: ``||A vector - eigenvalue * vector||``, no smaller than the products' rounding resolves (see the
+            module docstring).
         matvecs: products with ``A`` spent.
-        converged: the stopping test held (for Lanczos, at both ends of the spectrum).
+        converged: the stopping test held (for Lanczos, at both ends of the spectrum) at the requested ``tol``;
+            ``False`` when ``tol`` is below what the products' dtype resolves.
 
     Example:
         >>> import torch
@@ -73,26 +83,45 @@ class EigenResult:
 
 
 def _unit(v0: Tensor) -> Tensor:
+    """``v0`` normalised, in the solvers' working dtype (:func:`_working_dtype`)."""
     if not isinstance(v0, Tensor) or v0.dim() != 1 or v0.numel() == 0:
         raise ValueError(
             f"v0 must be a non-empty 1-D tensor (got {type(v0) if not isinstance(v0, Tensor) else v0.shape})"
         )
     if not v0.is_floating_point():
         raise ValueError(f"v0 must be a floating-point tensor (got {v0.dtype})")
-    norm = float(torch.linalg.vector_norm(v0))
+    v = v0.to(_working_dtype(v0.dtype))
+    norm = float(torch.linalg.vector_norm(v))
     if not math.isfinite(norm) or norm == 0.0:
         raise ValueError(f"v0 must be finite and non-zero (got norm {norm})")
-    return v0 / norm
+    return v / norm
 
 
-def _apply(matvec: MatVec, v: Tensor) -> Tensor:
-    """``matvec(v)`` in ``v``'s dtype and device (an operator may compute in its own, e.g. a float32 model's HVP with
-    a float64 starting vector), checked to be a vector of ``v``'s length."""
-    w = matvec(v)
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solvers' vectors and tests are kept in: ``dtype``, promoted to at least float32 (16-bit
+    eps, 2**-7 for bfloat16, would blur the orthogonalisation and the stopping tests)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _apply(matvec: MatVec, v: Tensor, dtype: torch.dtype) -> tuple[Tensor, float]:
+    """``matvec(v)`` with ``v`` cast to ``dtype`` (the starting vector's: the operator's own, e.g. a bfloat16
+    model's), checked to be a vector of ``v``'s length and cast back to ``v``'s dtype and device (an operator may
+    compute in its own dtype, e.g. a float32 model's HVP with a float64 starting vector); with the relative
+    residual the product resolves (:func:`_floor`)."""
+    w = matvec(v.to(dtype))
     if not isinstance(w, Tensor) or w.shape != v.shape:
         got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
         raise ValueError(f"matvec must return a vector shaped like its input, {tuple(v.shape)} (got {got})")
-    return w.to(dtype=v.dtype, device=v.device)
+    return w.to(dtype=v.dtype, device=v.device), _floor(v.dtype, dtype, w.dtype)
+
+
+def _floor(working: torch.dtype, *operator: torch.dtype) -> float:
+    """The smallest relative residual a test may trust: 0 when the operator's products are in the working dtype or
+    finer (a residual is then as good as the solver's own arithmetic), else the eps of the coarsest dtype they pass
+    through (their rounding error is of that order, relative to the eigenvalue, and no residual can resolve less).
+    """
+    eps = max(torch.finfo(d).eps for d in operator if d.is_floating_point)
+    return eps if eps > torch.finfo(working).eps else 0.0
 
 
 def power_iteration(
@@ -105,7 +134,9 @@ def power_iteration(
     :math:`\|(A - sI) v_k - \mu v_k\| \le \mathrm{tol}\,|\mu|` with :math:`\mu = \lambda - s` or after
     ``max_iters`` matvecs. One matvec per iteration. The shift ``s`` turns the method to the other end of the
     spectrum: after a first run gives the dominant :math:`\lambda_1`, a run with ``shift=lambda_1`` converges to
-    the eigenvalue farthest from :math:`\lambda_1`, i.e. the opposite end.
+    the eigenvalue farthest from :math:`\lambda_1`, i.e. the opposite end. Products in a 16-bit dtype resolve
+    the residual only down to about their eps times :math:`\max(|\mu|, |\lambda|)` (their rounding is
+    relative to :math:`A v`, not to the shifted product): see the module docstring.
 
     Convergence is linear with ratio :math:`|\mu_2 / \mu_1|` (second over first largest magnitude of
     :math:`A - sI`): slow when the two ends have similar magnitudes, in which case ``converged`` stays ``False``
@@ -113,8 +144,9 @@ def power_iteration(
 
     Args:
         matvec: ``v -> A v`` on flat vectors; ``A`` symmetric.
-        v0: starting vector (not all zero; its dtype and device are used throughout: the products are cast to
-            them).
+        v0: starting vector (not all zero). ``matvec`` gets vectors of its dtype and device; the iteration runs
+            in that dtype promoted to at least float32 (see the module docstring), and the eigenvector comes back
+            in ``v0``'s dtype.
         max_iters: matvec cap (default 1000).
         tol: relative residual tolerance (default ``1e-4``).
         shift: ``s`` above (default 0).
@@ -142,24 +174,31 @@ def power_iteration(
     residual = math.inf
     converged = False
     matvecs = 0
+    floor = 0.0  # the relative error of the products (0 unless they are coarser than v)
+    resolved = 0.0  # the residual they resolve
     while matvecs < max_iters:
-        w = _apply(matvec, v)
+        w, product_floor = _apply(matvec, v, v0.dtype)
+        floor = max(floor, product_floor)
         if shift != 0.0:
             w = w - shift * v
         matvecs += 1
         mu = float(torch.dot(v, w))
-        residual = float(torch.linalg.vector_norm(w - mu * v))
-        if residual <= tol * abs(mu):
+        # The products' rounding is relative to A v, not to the shifted (A - sI) v: |mu + s|, not |mu|.
+        resolved = floor * max(abs(mu), abs(mu + shift))
+        residual = max(float(torch.linalg.vector_norm(w - mu * v)), resolved)
+        if residual <= max(tol * abs(mu), resolved):
             converged = True
             break
         if matvecs < max_iters:  # w != 0 here: w = 0 means mu = 0 and residual 0, accepted above
             v = w / torch.linalg.vector_norm(w)
+    if resolved > tol * abs(mu):  # stopped where the products' rounding hides the rest: not converged to tol
+        converged = False
     value = mu + shift
     return EigenResult(
         eigenvalues=torch.tensor([value], dtype=torch.float64),
         residuals=torch.tensor([residual], dtype=torch.float64),
         eigenvalue=value,
-        vector=v,
+        vector=v.to(v0.dtype),
         residual=residual,
         matvecs=matvecs,
         converged=converged,
@@ -193,14 +232,15 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
     the last step did not push. (Nothing certifies the extreme: with several close outliers a start vector nearly
     orthogonal to the top one can still stop short of it, by about the outliers' spread.)
 
-    It also stops when the Krylov space is invariant (:math:`\beta_j \approx 0`, including ``j == len(v0)``: the
-    Ritz values are then exact), or after ``k`` matvecs. One matvec per step; memory is ``k`` vectors the size of
-    ``v0``.
+    It also stops when the Krylov space is invariant (:math:`\beta_j` within ``10 * eps`` of the working dtype
+    times the scale of :math:`T_j`, or ``j == len(v0)``: the Ritz values are then exact, up to the products'
+    rounding), or after ``k`` matvecs. One matvec per step; memory is ``k`` vectors the size of ``v0``.
 
     Args:
         matvec: ``v -> A v`` on flat vectors; ``A`` symmetric.
-        v0: starting vector (not all zero; its dtype and device are used throughout: the products are cast to
-            them).
+        v0: starting vector (not all zero). ``matvec`` gets vectors of its dtype and device; the basis, its
+            orthogonalisation and the tests are in that dtype promoted to at least float32 (see the module
+            docstring), and the eigenvector comes back in ``v0``'s dtype.
         k: largest Krylov dimension, i.e. matvec cap (default 100).
         tol: relative residual tolerance (default ``1e-4``).
         which: ``"norm"`` or ``"both"``, the stopping test above.
@@ -231,6 +271,7 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
     alphas: list[float] = []
     betas: list[float] = []
     eps = torch.finfo(q.dtype).eps
+    floor = 0.0  # the relative residual the products resolve (0 unless they are coarser than the basis)
     converged = False
     theta = torch.zeros(1, dtype=torch.float64)
     previous: Tensor | None = None  # the previous step's Ritz values
@@ -238,7 +279,8 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
     residuals = torch.full((1,), math.inf, dtype=torch.float64)
     matvecs = 0
     for j in range(k):
-        w = _apply(matvec, basis[j])
+        w, product_floor = _apply(matvec, basis[j], v0.dtype)
+        floor = max(floor, product_floor)
         matvecs += 1
         alphas.append(float(torch.dot(basis[j], w)))
         for _ in range(2):  # full re-orthogonalisation, twice
@@ -250,7 +292,7 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
                 eigenvalues=nan,
                 residuals=nan.clone(),
                 eigenvalue=math.nan,
-                vector=torch.full_like(basis[0], math.nan),
+                vector=torch.full_like(basis[0], math.nan, dtype=v0.dtype),
                 residual=math.nan,
                 matvecs=matvecs,
                 converged=False,
@@ -263,13 +305,15 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
         residuals = beta * s[-1].abs()
         scale = float(theta.abs().max())
         if j + 1 == n or beta <= 10 * eps * max(scale, float(t.abs().max())):  # invariant Krylov space
-            residuals = torch.zeros_like(residuals)
+            residuals = torch.full_like(residuals, floor * scale)  # exact Ritz values, of the rounded products
             converged = True
             break
+        residuals = residuals.clamp(min=floor * scale)
+        bound = max(tol, floor)
         if (
             previous is not None
-            and _ends_converged(theta, residuals, tol, which)
-            and _ends_settled(theta, previous, tol, which)
+            and _ends_converged(theta, residuals, bound, which)
+            and _ends_settled(theta, previous, bound, which)
         ):
             converged = True
             break
@@ -277,13 +321,15 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
         if j + 1 < k:
             betas.append(beta)
             basis[j + 1] = w / beta
+    if tol < floor:  # stopped where the products' rounding hides the rest: not converged to tol
+        converged = False
     end = 0 if abs(float(theta[0])) > abs(float(theta[-1])) else -1
     vector = s[:, end].to(dtype=basis.dtype, device=basis.device) @ basis[: len(alphas)]
     return EigenResult(
         eigenvalues=theta,
         residuals=residuals,
         eigenvalue=float(theta[end]),
-        vector=vector / torch.linalg.vector_norm(vector),
+        vector=(vector / torch.linalg.vector_norm(vector)).to(v0.dtype),
         residual=float(residuals[end]),
         matvecs=matvecs,
         converged=converged,

@@ -17,6 +17,13 @@ Two backends compute the same product:
   op's backward (torch 2.13 has none for ``HuberLoss``, for instance) and cannot run BatchNorm in training mode
   (torch.func forbids the in-place update of running statistics); double backward has neither limit.
 
+Both differentiate the forward pass twice, which PyTorch's fused attention kernels (flash, memory-efficient,
+cuDNN, and the CPU's flash kernel behind ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``) do not
+support. The operator's passes therefore run ``F.scaled_dot_product_attention`` on the math kernel
+(:func:`torch.nn.attention.sdpa_kernel` with ``SDPBackend.MATH``, for the duration of each matvec). It computes
+the same function, so the Hessian is that of the model as it runs with a fused kernel, up to rounding (the loss
+agrees to float32 rounding in ``tests/estimate/test_attention_and_low_precision.py``).
+
 The default is chosen per device from measurement (``python -m benchmarks.curvature``: an MLP 64-128-128-10 on
 the 1797 digits, one CPU thread, cost in multiples of one full-batch gradient): double backward 2.7 when it builds
 its graph, 1.7 with the graph reused (1.5-1.6 for a tanh MLP); forward-over-reverse 4.0. With the data in 8
@@ -46,6 +53,7 @@ from theorylr.estimate._state import (
     check_loss_fn,
     forward,
     forward_context,
+    math_attention,
     scalar_loss,
     select_params,
     tracks_running_stats,
@@ -190,7 +198,9 @@ class HessianOperator:
     The operator never changes the model: module modes are set for each forward pass and put back, train-mode
     passes run on copies of the buffers (BatchNorm statistics stay as they are), the global RNG is forked in train
     mode, and ``.grad`` is not touched. Use it as a context manager (or call :meth:`close`) to free the kept graphs
-    as soon as the estimate is done.
+    as soon as the estimate is done. Its forward passes run attention on PyTorch's math kernel, the one with a
+    double backward and forward-mode derivatives (see the module docstring): a model with ``nn.MultiheadAttention``
+    or ``F.scaled_dot_product_attention`` needs no change, and its loss is the same up to rounding.
 
     Graphs (double backward): with ``cache_graph=True`` the first matvec runs the forward and first backward
     (``create_graph=True``) of every batch and keeps these graphs; every matvec is then one double backward through
@@ -326,8 +336,9 @@ class HessianOperator:
             raise ValueError(f"vector must be a tensor with {self.dim} elements (got {got})")
         v = vector.reshape(-1).to(dtype=self.dtype, device=self.device)
         # Differentiable also when called under torch.no_grad() or torch.inference_mode() (e.g. from an evaluation
-        # loop): the graphs are built in normal mode.
-        with torch.inference_mode(False), torch.enable_grad():
+        # loop): the graphs are built in normal mode. Attention on the math kernel: the fused ones have no double
+        # backward and no forward-mode derivatives.
+        with torch.inference_mode(False), torch.enable_grad(), math_attention():
             if self.backend == "forward_over_reverse":
                 out = self._forward_over_reverse(v)
             else:
@@ -347,7 +358,7 @@ class HessianOperator:
     def loss(self) -> float:
         """``L(w)`` on the data at the current weights (after ``reduce``), from the first matvec or one forward."""
         if self._loss is None:
-            with torch.no_grad():
+            with torch.no_grad(), math_attention():  # the kernel of the matvecs' passes, whose loss this is too
                 self._record_loss(self._total_loss())
         assert self._loss is not None
         return self._loss

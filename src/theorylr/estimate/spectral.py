@@ -42,7 +42,8 @@ class SpectralNormResult:
         converged: the stopping test held: for Lanczos, the end of largest magnitude has relative residual
             ``<= tol`` and the other end either does too or is resolved as the smaller magnitude (its value is
             then less accurate: see :func:`~theorylr.estimate.lanczos`, ``which="norm"``); for the power method,
-            both runs converged.
+            both runs converged. Never ``True`` for a ``tol`` below what the model's dtype resolves (16-bit
+            models: see :func:`hessian_spectral_norm`).
         loss: the loss on the data at these weights.
         method: ``"lanczos"`` or ``"power"``.
         seed: seed of the random starting vector (pass it back as ``seed=`` to repeat the estimate exactly).
@@ -113,6 +114,12 @@ def hessian_spectral_norm(
     * ``method="power"``: power iteration (:func:`power_iteration`) finds the largest-magnitude eigenvalue
       :math:`\lambda_1` (with its sign), then a second run on :math:`H - \lambda_1 I` finds the opposite end.
       ``max_matvecs`` caps each of the two runs.
+
+    A 16-bit model (bfloat16, float16) has its Hessian-vector products computed in its dtype, and the solvers'
+    vectors and tests in float32. The products' rounding leaves the relative residual no lower than about the
+    dtype's eps (``2**-7 = 7.8e-3`` for bfloat16, ``2**-10 = 9.8e-4`` for float16), and so the estimate no more
+    accurate: with a smaller ``tol`` the solver stops at that floor and reports ``converged=False`` (see
+    :mod:`~theorylr.estimate.eigen`). Pass a ``tol`` above it, or estimate on a float32 copy of the model.
 
     The model is left exactly as it was: parameter and buffer values, each module's train/eval flag, and the
     global RNG state (CPU, and the CUDA devices of the model) are restored, also on error.

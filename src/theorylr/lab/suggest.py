@@ -426,7 +426,10 @@ def _gd_rows(result: SpectralNormResult) -> list[SuggestionRow]:
     usable = math.isfinite(k) and k > 0
     message = "" if usable else f"K = {k!r}: no finite positive curvature, so no step size"
     if usable and not result.converged:
-        message = "Lanczos stopped at max_matvecs before converging: K may be underestimated (raise max_matvecs)"
+        message = (
+            "Lanczos stopped before converging, at max_matvecs or (16-bit model) at the residual its dtype resolves: "
+            "K may be underestimated (raise max_matvecs; for a 16-bit model, a tol above its eps)"
+        )
     return [
         SuggestionRow(
             "gd-descent",
