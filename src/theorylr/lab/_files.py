@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "locked",
     "read_csv",
     "read_json",
+    "remove_stale_temp_files",
     "save_checkpoint",
     "write_csv",
     "write_json",
@@ -80,7 +82,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMP_SUFFIX, dir=target.parent)
     try:
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, _new_file_mode())
@@ -94,6 +96,45 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(tmp_name)
         raise
     _fsync_directory(target.parent)
+
+
+_TEMP_SUFFIX = ".tmp"
+# What mkstemp puts between the prefix and the suffix: 8 characters of "a-z0-9_" (tempfile._RandomNameSequence).
+_TEMP_RANDOM = r"[a-z0-9_]{8}"
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str], names: Sequence[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` left in ``directory`` for the files ``names``
+    when its process was killed mid-write (``kill -9``, a power cut, the out-of-memory killer): exactly the names
+    its ``mkstemp`` gives, ``.<name>.<8 random characters>.tmp``. Nothing else is touched, not even a file of a
+    similar name; a temp file that vanishes meanwhile is skipped.
+
+    Call it only where no other process writes those files at the same time (a temp file there may be a live
+    write, not yet moved into place). Returns the paths removed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> directory = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (directory / ".meta.json.k3j_9x2a.tmp").write_text("{")  # a write killed before its rename
+        >>> _ = (directory / "notes.tmp").write_text("mine")
+        >>> [p.name for p in remove_stale_temp_files(directory, ["meta.json"])]
+        ['.meta.json.k3j_9x2a.tmp']
+        >>> sorted(p.name for p in directory.iterdir())
+        ['notes.tmp']
+    """
+    root = Path(directory)
+    patterns = [re.compile(re.escape(f".{name}.") + _TEMP_RANDOM + re.escape(_TEMP_SUFFIX)) for name in names]
+    removed = []
+    try:
+        entries = sorted(root.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if any(p.fullmatch(entry.name) for p in patterns) and entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager

@@ -206,8 +206,9 @@ def _loss_text(value: float, summary: RuleSummary) -> str:
     if math.isinf(value):
         return _bad_label(summary.best_runs)
     unfinished = [r for r in summary.best_runs if r.status not in ENDED]
-    if unfinished:  # its last epoch so far, not its final one (a report drawn while the comparison runs)
-        done = min(len(r.column("epoch")) - 1 for r in unfinished)
+    if unfinished:  # its last epoch so far, not its final one (a report drawn while the comparison runs, a run
+        # whose metrics.csv is incomplete)
+        done = max(0, min(len(r.column("epoch")) - 1 for r in unfinished))
         return f"{_num(value)} (partial: {done}/{unfinished[0].config.get('epochs', '?')} epochs)"
     return _num(value)
 
@@ -396,19 +397,24 @@ def _workload_section(
     problems = []
     for r in runs:
         where = f"{r.rule} trial {r.trial} seed {r.seed}"
+        damaged = f"; {r.problem} (rerun the same compare command to redo it)" if r.problem else ""
         if r.status == "diverged":
             d = r.meta.get("diverged", {})
             if d.get("loss") is None:  # raised by the rule (e.g. LipschitzLR's L = 0): no loss value, no step
-                problems.append(f"{where}: diverged ({d.get('where', 'unknown cause')}) at epoch {d.get('epoch')}")
+                problems.append(
+                    f"{where}: diverged ({d.get('where', 'unknown cause')}) at epoch {d.get('epoch')}{damaged}"
+                )
             else:
                 problems.append(
                     f"{where}: diverged ({d.get('where', 'loss')} = {d.get('loss')}) at epoch {d.get('epoch')}, "
-                    f"step {d.get('step')}"
+                    f"step {d.get('step')}{damaged}"
                 )
         elif r.status == "failed":
-            problems.append(f"{where}: failed: {r.meta.get('error', 'unknown error')}")
+            problems.append(f"{where}: failed: {r.meta.get('error', 'unknown error')}{damaged}")
+        elif r.status == "incomplete":  # finished, but its metrics.csv lacks epochs: its last row is no result
+            problems.append(f"{where}: finished, but {r.problem} (rerun the same compare command to redo it)")
         elif r.status not in ("finished",):
-            problems.append(f"{where}: {r.status} (rerun the same compare command to resume it)")
+            problems.append(f"{where}: {r.status}{damaged or ' (rerun the same compare command to resume it)'}")
     if problems:
         doc.h(3, "Diverged, failed and unfinished runs")
         doc.items(problems)

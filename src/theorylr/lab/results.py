@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ import numpy as np
 
 from theorylr.lab._files import read_csv, read_json
 
-__all__ = ["Run", "check_consistent", "group_runs", "load_runs"]
+__all__ = ["Run", "check_consistent", "group_runs", "load_runs", "read_metrics", "without_prose"]
+
+#: The statuses of a run that has ended (the runner skips such a run when it is run again).
+_ENDED = ("finished", "diverged")
+
+#: The fields of ``config.json``'s workload and rule that are prose only: rewording them changes no result.
+PROSE = ("description", "reference")
 
 
 @dataclass
@@ -39,12 +46,15 @@ class Run:
         config: ``config.json``.
         meta: ``meta.json`` (empty when missing).
         rows: ``metrics.csv`` rows (numbers as floats, missing as ``None``).
+        problem: what is wrong with ``metrics.csv`` (:func:`read_metrics`: unreadable, or not every epoch of a run
+            that ended), ``None`` when nothing is.
     """
 
     directory: Path
     config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None
 
     @property
     def workload(self) -> str:
@@ -83,8 +93,12 @@ class Run:
 
     @property
     def status(self) -> str:
-        """``finished``, ``diverged``, ``failed``, ``running``, ``interrupted`` or ``missing``."""
-        return str(self.meta.get("status", "missing"))
+        """``finished``, ``diverged``, ``failed``, ``running``, ``interrupted`` or ``missing`` (from ``meta.json``),
+        or ``incomplete``: finished by ``meta.json``, but its ``metrics.csv`` has a :attr:`problem` (a truncated
+        copy, a damaged file), so that its last row is not its final result; the same comparison run again redoes
+        it."""
+        status = str(self.meta.get("status", "missing"))
+        return "incomplete" if status == "finished" and self.problem is not None else status
 
     @property
     def wall_time(self) -> float:
@@ -121,7 +135,9 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
     A directory counts as a run when it holds a readable ``config.json`` naming the workload, the rule, the trial,
     the lr and the seed; a missing or unreadable ``metrics.csv`` or ``meta.json`` gives an empty one (the run shows
     as missing or failed in the report), and a ``metrics.csv`` whose last row was cut short loses that row. A
-    malformed file never raises.
+    malformed file never raises. A ``metrics.csv`` that cannot be read, or that lacks epochs of a run that ended
+    (:func:`read_metrics`), is a ``RuntimeWarning`` naming the file; the run keeps the problem
+    (:attr:`Run.problem`), and a finished one shows as ``incomplete``, not as a finished result.
     """
     runs = []
     for config_path in sorted(Path(root).rglob("config.json")):
@@ -135,11 +151,91 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
         rows: list[dict[str, Any]] = []
         with contextlib.suppress(OSError, ValueError):
             meta = read_json(directory / "meta.json")
-        with contextlib.suppress(OSError, ValueError):
-            rows = read_csv(directory / "metrics.csv")
-        runs.append(Run(directory, config, meta if isinstance(meta, dict) else {}, rows))
+        if not isinstance(meta, dict):
+            meta = {}
+        rows, problem = read_metrics(directory, meta)
+        if problem is not None:
+            status = meta.get("status")
+            shown = "with the rows that could be read" if rows else "without metrics"
+            consequence = (
+                f"the {status} run is shown as {'incomplete' if status == 'finished' else status} {shown}; run "
+                "the same 'theorylr compare' command again to redo it"
+                if status in _ENDED
+                else f"the run is shown {shown}"
+            )
+            warnings.warn(f"{problem}: {consequence}", RuntimeWarning, stacklevel=2)
+        runs.append(Run(directory, config, meta, rows, problem))
     runs.sort(key=lambda r: (r.workload, r.rule, r.trial, r.seed))
     return runs
+
+
+def read_metrics(directory: str | os.PathLike[str], meta: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows of ``directory/metrics.csv`` that can be read, and what is wrong with the file (``None``: nothing).
+
+    The runner writes one row per epoch, epoch 0 (before training) included, and records the last one as
+    ``epochs_done`` in ``meta.json`` when the run ends. So a file that exists but cannot be read is wrong, and so,
+    for a run that ended (``status`` ``finished`` or ``diverged`` in ``meta``), is a missing file, a last row cut
+    short (no final newline: a truncated copy) or rows other than epochs 0 to ``epochs_done``. A diverged run that
+    ended before its epoch-0 row (``epochs_done`` 0) may have no file; a ``meta`` without ``epochs_done`` (not
+    written by the runner) only needs epochs 0, 1, 2, ... A run that has not ended may have any prefix, or no file.
+
+    Returns:
+        ``(rows, problem)``: the rows as :func:`~theorylr.lab._files.read_csv` reads them (none when the file cannot
+        be read), and a sentence naming the file and what is wrong, or ``None``.
+    """
+    path = Path(directory) / "metrics.csv"
+    status = meta.get("status")
+    ended = status in _ENDED
+    done = meta.get("epochs_done")
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        done = None
+    try:
+        rows: list[dict[str, Any]] = read_csv(path)
+        whole = _ends_with_newline(path)
+    except FileNotFoundError:
+        if ended and not (status == "diverged" and done in (0, None)):
+            return [], f"{path} is missing, though meta.json says the run {status}"
+        return [], None
+    except (OSError, ValueError) as exc:
+        text = str(exc).removeprefix(f"{path}: ")
+        return [], f"{path} cannot be read ({type(exc).__name__}: {text})"
+    if not ended:
+        return rows, None
+    if not whole:
+        return rows, f"{path} ends in the middle of a row (cut short: a truncated copy?)"
+    epochs = [row.get("epoch") for row in rows]
+    expected = list(range(len(rows) if done is None else done + 1))
+    if epochs != expected or (done is None and not rows):
+        held = f"{len(rows)} rows"
+        if rows:
+            held += f" (epochs {_epoch_text(epochs[0])} to {_epoch_text(epochs[-1])})"
+        wanted = f"epochs 0 to {done}, as meta.json records" if done is not None else "epochs 0, 1, 2, ..."
+        return rows, f"{path} holds {held}, not one row for each of {wanted} (a truncated or mixed copy?)"
+    return rows, None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _epoch_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def without_prose(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (a ``config.json``) less the :data:`PROSE` fields of its workload and rule (their ``description``
+    and ``reference``): what decides the run's computation. Rewording a rule or a workload (an upgrade) changes
+    those fields only, and must not make earlier results look like another configuration."""
+    out = dict(config)
+    for part in ("workload", "rule"):
+        if isinstance(out.get(part), dict):
+            out[part] = {k: v for k, v in out[part].items() if k not in PROSE}
+    return out
 
 
 def _usable_config(config: Any) -> bool:
@@ -155,12 +251,8 @@ def _usable_config(config: Any) -> bool:
 
 
 def _cell_settings(run: Run) -> dict[str, Any]:
-    """What a run's ``config.json`` fixes for its cell, less the seed and the descriptions (prose only)."""
-    settings = {key: value for key, value in run.config.items() if key != "seed"}
-    for part in ("workload", "rule"):
-        if isinstance(settings.get(part), dict):
-            settings[part] = {k: v for k, v in settings[part].items() if k != "description"}
-    return settings
+    """What a run's ``config.json`` fixes for its cell, less the seed and the prose (:func:`without_prose`)."""
+    return without_prose({key: value for key, value in run.config.items() if key != "seed"})
 
 
 def check_consistent(runs: Iterable[Run]) -> None:

@@ -10,6 +10,7 @@ Layout of a results directory (``compare(..., out=DIR)``)::
         meta.json        versions, git commit, CPU/GPU, start/end, set-up info, status and its details
         metrics.csv      one row per epoch (epoch 0 = before training)
         checkpoint.pt    the last epoch's state while the run is unfinished (removed when it ends)
+        metrics.csv.damaged[-N]   an ended run's metrics.csv found incomplete or unreadable, kept aside (below)
 
 Every file is written atomically (:mod:`theorylr.lab._files`). ``status`` in ``meta.json`` is ``running`` while a
 cell runs, then ``finished``, ``diverged`` (a non-finite loss; the epoch and step are recorded) or ``failed`` (the
@@ -21,8 +22,13 @@ Resuming: finished and diverged cells are skipped; any other cell restarts from 
 scheduler, averagers, torch's global RNG and the shuffling generator, the metrics rows so far and the elapsed
 time) and produces the same metrics as an uninterrupted run, wall times aside. An unreadable ``meta.json`` counts
 as unfinished; an unreadable checkpoint is discarded (with a warning) and the run restarts from epoch 0. A
-directory whose ``config.json`` differs from the requested cell, or cannot be read, is an error, never silently
-mixed.
+finished or diverged cell is skipped only when its ``metrics.csv`` holds every epoch ``meta.json`` records
+(:func:`~theorylr.lab.results.read_metrics`); otherwise (a truncated copy, a damaged file) the file is renamed
+``metrics.csv.damaged`` (``-2``, ``-3``, ... when taken), never deleted, and the run is redone, with a warning. A
+run that (re)starts removes the temporary files that writes killed mid-way (``kill -9``) left in its directory
+(:func:`~theorylr.lab._files.remove_stale_temp_files`). A directory whose ``config.json`` differs from the
+requested cell, or cannot be read, is an error, never silently mixed; the workload's and the rule's
+``description`` and ``reference`` are prose and may differ (:func:`~theorylr.lab.results.without_prose`).
 
 ``metrics.csv`` columns: ``epoch``, ``step`` (optimizer steps so far), ``wall_time`` (seconds of set-up and
 training so far, evaluation excluded), ``train_loss``, ``train_accuracy``, ``grad_norm`` (the full-batch gradient
@@ -39,6 +45,7 @@ import ctypes
 import dataclasses
 import hashlib
 import importlib
+import itertools
 import json
 import math
 import multiprocessing
@@ -59,9 +66,18 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import check_int
-from theorylr.lab._files import load_checkpoint, locked, read_json, save_checkpoint, write_csv, write_json
+from theorylr.lab._files import (
+    load_checkpoint,
+    locked,
+    read_json,
+    remove_stale_temp_files,
+    save_checkpoint,
+    write_csv,
+    write_json,
+)
 from theorylr.lab.environment import environment, now
 from theorylr.lab.losses import LossSpec
+from theorylr.lab.results import read_metrics, without_prose
 from theorylr.lab.rules import DEFAULT_RULES, RULES, Rule, RuleContext, resolve_rule
 from theorylr.lab.workloads import DEFAULT_WORKLOAD, Workload, get_workload
 
@@ -79,6 +95,9 @@ __all__ = [
 ]
 
 TERMINAL = ("finished", "diverged")
+
+# The files of a run directory, all written through theorylr.lab._files's atomic writes.
+_RUN_FILES = ("config.json", "meta.json", "metrics.csv", "checkpoint.pt")
 
 
 class ConfigMismatchError(ValueError):
@@ -438,8 +457,9 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
             f"{path} cannot be read ({problem}): the run in {directory} cannot be matched to a configuration; "
             "delete that directory to redo the run, or choose another --out"
         )
-    if existing != json.loads(json.dumps(config)):
-        changed = sorted(k for k in set(existing) | set(config) if existing.get(k) != config.get(k))
+    existing, wanted = without_prose(existing), without_prose(json.loads(json.dumps(config)))
+    if existing != wanted:  # a reworded description or reference (an upgrade) is the same configuration
+        changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
         hint = ": the files read from --data-dir are not those the run was started on" if "data" in changed else ""
         raise ConfigMismatchError(
             f"{directory} holds a run with a different configuration ({', '.join(changed)} differ{hint}); "
@@ -484,7 +504,11 @@ def run_cell(
         unavailable ``device`` (``ValueError``) and on ``KeyboardInterrupt`` (after recording ``interrupted``).
 
     An unreadable ``meta.json`` counts as an unfinished run and an unreadable ``checkpoint.pt`` is discarded: the run
-    is redone (from its checkpoint if that can be read, else from epoch 0), with a warning naming the file.
+    is redone (from its checkpoint if that can be read, else from epoch 0), with a warning naming the file. So is a
+    finished or diverged run whose ``metrics.csv`` does not hold every epoch ``meta.json`` records
+    (:func:`~theorylr.lab.results.read_metrics`): that file is renamed ``metrics.csv.damaged`` (or
+    ``.damaged-N``), never deleted. A run that (re)starts first removes the temporary files of atomic writes killed
+    mid-way in its directory (``.metrics.csv.<random>.tmp``, ...; nothing else).
     """
     directory = cell.directory(root)
     directory.mkdir(parents=True, exist_ok=True)
@@ -495,13 +519,20 @@ def run_cell(
     meta_path = directory / "meta.json"
     previous = _read_meta(meta_path)
     if previous is not None and previous.get("status") in TERMINAL:
-        base.status, base.skipped = str(previous["status"]), True
-        base.wall_time = float(previous.get("wall_time") or math.nan)
-        if previous.get("keep_checkpoint") is False:  # killed between its last meta.json and the removal
-            (directory / "checkpoint.pt").unlink(missing_ok=True)
-        return base
+        _, problem = read_metrics(directory, previous)
+        if problem is None:
+            base.status, base.skipped = str(previous["status"]), True
+            base.wall_time = float(previous.get("wall_time") or math.nan)
+            if previous.get("keep_checkpoint") is False:  # killed between its last meta.json and the removal
+                (directory / "checkpoint.pt").unlink(missing_ok=True)
+            return base
+        aside = _set_aside(directory / "metrics.csv")
+        note = problem if aside is None else f"{problem}; kept as {aside.name}"
+        warnings.warn(f"{note}: the {previous['status']} run is redone", RuntimeWarning, stacklevel=2)
+        previous["discarded_metrics"] = note
     if previous is None and meta_path.exists():
         warnings.warn(f"{meta_path} cannot be read: the run is redone", RuntimeWarning, stacklevel=2)
+    remove_stale_temp_files(directory, _RUN_FILES)  # left by writes killed mid-way; this run is the only writer
 
     meta: dict[str, Any] = previous or {}
     dev = resolve_device(device)
@@ -542,6 +573,8 @@ def run_cell(
         write_json(meta_path, meta)
         raise
     rows, elapsed = state.rows, state.elapsed
+    if not rows and meta["status"] in TERMINAL:  # diverged in its set-up: rows here are an earlier attempt's
+        (directory / "metrics.csv").unlink(missing_ok=True)
     meta["ended"] = now()
     meta["wall_time"] = elapsed
     meta["epochs_done"] = int(rows[-1]["epoch"]) if rows else 0
@@ -707,6 +740,19 @@ def _train(
     finally:
         if setup.close is not None:
             setup.close()
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Rename ``path`` to ``<name>.damaged``, or ``<name>.damaged-2``, ``-3``, ... when that is taken (an earlier
+    one is never overwritten); returns the new path, or ``None`` when there is no file."""
+    if not path.exists():
+        return None
+    for n in itertools.count(1):
+        target = path.with_name(f"{path.name}.damaged" + ("" if n == 1 else f"-{n}"))
+        if not target.exists() and not target.is_symlink():
+            path.rename(target)
+            return target
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 _CHECKPOINT_KEYS = ("epoch", "step", "elapsed", "rows", "model", "optimizer", "scheduler", "stateful", "rng")
