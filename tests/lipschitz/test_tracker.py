@@ -614,3 +614,48 @@ def test_least_squares_state_dict_keeps_the_latest_batch_once_its_targets_are_gi
         values = resumed.epoch_values()
     assert values is not None and values["batches"] == 2
     assert values["lipschitz"] == pytest.approx(expected["lipschitz"], rel=1e-12)
+
+
+def test_mid_epoch_reads_and_compaction_leave_the_epochs_l_bit_identical() -> None:
+    """The paper's forms take ``c_m K_z`` on the host in float64 when the epoch is read. A float32 model's epoch
+    gives the same ``L``, bit for bit, whether nothing read it before, a ``state_dict()`` and ``epoch_stats()``
+    read it after every batch, its batches were compacted every 2 batches, or it was checkpointed mid-epoch and
+    resumed in a new tracker (each of these once folded ``c_m K_z`` in float32: a different last bit)."""
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 4))
+    plain = ActivationTracker(model, "softmax")
+    peeked = ActivationTracker(model, "softmax")
+    compacted = ActivationTracker(model, "softmax")
+    sizes = [10, 10, 10, 7, 10, 10, 5]  # c_m = 3 / (4 m) not dyadic: float32 rounds c_m K_z
+    saved = None
+    for i, m in enumerate(sizes):
+        model(torch.randn(m, 5, generator=torch.Generator().manual_seed(i)) * (1 + i % 3))
+        if i % 2:
+            compacted._reduce()  # what every _REDUCE_EVERY (256) batches does
+        peeked.state_dict()
+        peeked.epoch_stats()
+        if i == 3:
+            saved = peeked.state_dict()
+    assert saved is not None
+    resumed = ActivationTracker(nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 4)), "softmax")
+    resumed.load_state_dict(saved)
+    for i, m in enumerate(sizes[4:], start=4):  # the rest of the epoch, through the resumed tracker's own record
+        x = torch.randn(m, 5, generator=torch.Generator().manual_seed(i)) * (1 + i % 3)
+        with torch.no_grad():
+            resumed.record(model[:-1](x))
+    values = [t.epoch_values() for t in (plain, peeked, compacted, resumed)]
+    assert all(v is not None for v in values)
+    assert values[1] == values[0] and values[2] == values[0]
+    for key in ("lipschitz", "k_z", "batch_size", "max_k_z"):
+        assert values[3][key] == values[0][key], key  # type: ignore[index]
+    # and that L is c_m * max K_z in float64, over the batch sizes
+    expected = 0.0
+    for i, m in enumerate(sizes):
+        x = torch.randn(m, 5, generator=torch.Generator().manual_seed(i)) * (1 + i % 3)
+        with torch.no_grad():
+            k_z = float(torch.linalg.vector_norm(model[:-1](x)))
+        expected = max(expected, softmax_cross_entropy(k_z, m, 4))
+    assert values[0]["lipschitz"] == pytest.approx(expected, rel=1e-15, abs=0)  # type: ignore[index]
+    for t in (plain, peeked, compacted, resumed):
+        t.close()

@@ -647,8 +647,28 @@ class ActivationTracker:
         return binary_cross_entropy(k_z, m)
 
     def _reduce(self) -> None:
-        """Fold the pending batches into the running epoch maxima (tensor ops per distinct batch size, no sync)."""
+        """Bound what the pending batches hold (every ``_REDUCE_EVERY`` batches, and at a checkpoint or an epoch read).
+
+        The paper's classification forms keep, per batch size, only the largest ``K_z`` (their ``L_b = c_m K_z`` is
+        increasing in ``K_z``, so the maximum loses nothing, nan included); :meth:`epoch_values` applies ``c_m`` on
+        the host, in float64, when the epoch is read. An epoch's ``L`` is then the same whether and when its
+        batches were compacted: after 256 batches, or by a mid-epoch :meth:`state_dict` or :meth:`epoch_stats`. The
+        other forms fold their batch constants into the running epoch maxima (tensor ops per batch size, no sync).
+        """
+        if self._deferred:
+            for kzs, _ in self._pending.values():
+                if len(kzs) > 1:
+                    kzs[:] = [torch.stack(kzs).amax()]  # in place: the open size's list stays the one _fold appends to
+            self._unreduced = 0
+            return
+        self._summary = self._folded(self._summary)
+        self._clear_pending()
+
+    def _folded(self, summary: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+        """``summary`` with the pending batches folded in (a new dict; the pending lists are left as they are)."""
         for m, (kzs, ls) in self._pending.items():
+            if not kzs:
+                continue
             kz = torch.stack(kzs)
             if self._deferred:
                 # The paper's classification forms are c_m * K_z with c_m > 0 (monotone, also in floating point):
@@ -659,23 +679,23 @@ class ActivationTracker:
                 values = torch.stack(ls)
                 best = values.argmax()
                 value, k_z, max_k_z = values[best], kz[best], kz.amax()
-            if self._summary is None:
-                self._summary = {
+            if summary is None:
+                summary = {
                     "data_lipschitz": value,
                     "k_z": k_z,
                     "batch_size": torch.full_like(k_z, float(m)),
                     "max_k_z": max_k_z,
                 }
             else:
-                prev = self._summary
+                prev = summary
                 larger = value > prev["data_lipschitz"]
-                self._summary = {
+                summary = {
                     "data_lipschitz": torch.maximum(prev["data_lipschitz"], value),
                     "k_z": torch.where(larger, k_z, prev["k_z"]),
                     "batch_size": torch.where(larger, float(m), prev["batch_size"]),
                     "max_k_z": torch.maximum(prev["max_k_z"], max_k_z),
                 }
-        self._clear_pending()
+        return summary
 
     def _clear_pending(self) -> None:
         """No batch waits to be reduced: the lists by batch size, the open size that indexes them, the count."""
@@ -766,10 +786,13 @@ class ActivationTracker:
         check_number("weight_decay", weight_decay, min_value=0.0)
         if self._batch is not None and not self._batch.folded:
             self._finish_batch()
-        self._reduce()
-        if self._summary is None:
+        if self._deferred:  # a read: the pending K_z stay as they are, for epoch_values' float64 constants
+            summary = self._folded(self._summary)
+        else:
+            self._reduce()
+            summary = self._summary
+        if summary is None:
             return None
-        summary = self._summary
         data = summary["data_lipschitz"]
         bound = self.weight_bound().to(device=data.device, dtype=data.dtype)
         total = data + l2_term(weight_decay, bound) if weight_decay != 0.0 else data
@@ -877,13 +900,18 @@ class ActivationTracker:
             self._finish_batch()  # a least-squares batch whose targets were given is complete: it counts
         self._reduce()
         summary = None if self._summary is None else {k: v.clone() for k, v in self._summary.items()}
-        return {"summary": summary, "batches": self._batches, "examples": self._examples}
+        state: dict[str, Any] = {"summary": summary, "batches": self._batches, "examples": self._examples}
+        if self._deferred:  # the largest K_z of each batch size (see _reduce): c_m is applied when the epoch is read
+            state["k_z_by_size"] = {m: kzs[0].clone() for m, (kzs, _) in self._pending.items() if kzs}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.reset_epoch()
         summary = state["summary"]
         self._summary = None if summary is None else {k: v.clone() for k, v in summary.items()}
+        for m, k_z in state.get("k_z_by_size", {}).items():
+            self._pending[int(m)] = ([k_z.clone()], [])
         self._batches = int(state["batches"])
         self._examples = int(state["examples"])
 
