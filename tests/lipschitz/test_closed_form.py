@@ -364,3 +364,38 @@ def test_16_bit_matrices_are_computed_in_float32(dtype: torch.dtype) -> None:
     assert rigorous.item() == pytest.approx(
         gradient_norm_bound(x16, "least_squares", targets=y16, weight_bound=1.0).item(), rel=1e-5
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_scalar_forms_of_16_bit_tensors_are_computed_in_float32(dtype: torch.dtype) -> None:
+    """The scalar closed forms multiply before they divide: in float16, ``(k - 1) K_z`` overflowed (inf) for a
+    ``K_z`` whose ``L`` fits. 16-bit tensors are computed in float32, equal to the Python-number forms to float32
+    rounding of the inputs."""
+    from theorylr.lipschitz.closed_form import (
+        binary_cross_entropy,
+        l2_term,
+        least_squares_nn,
+        least_squares_nn_rigorous,
+        tikhonov_term,
+    )
+
+    def t(x: float) -> torch.Tensor:
+        return torch.tensor(x, dtype=dtype)
+
+    def f(x: float) -> float:
+        return float(t(x))  # the value the 16-bit tensor holds
+
+    cases = [
+        (softmax_cross_entropy(t(6e4), 64, 10), softmax_cross_entropy(f(6e4), 64, 10)),
+        (binary_cross_entropy(t(6e4), 3), binary_cross_entropy(f(6e4), 3)),
+        (least_squares_nn(t(1000.0), t(1.0), t(100.0), 64), least_squares_nn(f(1000.0), f(1.0), f(100.0), 64)),
+        (
+            least_squares_nn_rigorous(t(1000.0), t(1.0), t(100.0), 64),
+            least_squares_nn_rigorous(f(1000.0), f(1.0), f(100.0), 64),
+        ),
+        (l2_term(t(300.0), t(300.0)), l2_term(f(300.0), f(300.0))),
+        (tikhonov_term(t(300.0), t(2.0)), tikhonov_term(f(300.0), f(2.0))),
+    ]
+    for got, want in cases:
+        assert got.dtype == torch.float32
+        assert float(got) == pytest.approx(want, rel=1e-6)

@@ -27,7 +27,7 @@ rigorous counterparts are :func:`least_squares_rigorous`, :func:`least_squares_n
 from __future__ import annotations
 
 import math
-from typing import overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -87,6 +87,13 @@ def _as_matrix(name: str, a: Tensor) -> Tensor:
         )
     a = a.reshape(a.shape[0], -1)
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
+
+
+def _wide(value: Any) -> Any:
+    """A float16 / bfloat16 tensor as float32, anything else as it is: the scalar closed forms multiply before
+    they divide (``(k - 1) K_z``), which overflows float16 (65504) for a ``K_z`` whose ``L`` fits (and rounds
+    ``L`` to 8 bits in bfloat16). Their result is then float32, as :func:`_as_matrix` makes the matrix forms'."""
+    return value.float() if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16) else value
 
 
 def _paper_positive(value: float | Tensor, formula: str, rigorous: str) -> float | Tensor:
@@ -326,6 +333,7 @@ def least_squares_nn(
     _check_nonnegative("y_norm", y_norm)
     _check_nonnegative("k_z", k_z)
     _check_positive("m", m)
+    k_a, y_norm, k_z, m = _wide(k_a), _wide(y_norm), _wide(k_z), _wide(m)
     return _paper_positive(
         (k_a - y_norm) * k_z / m, "least-squares L = (1/m)(K_a - ||y||) K_z", "least_squares_nn_rigorous"
     )
@@ -368,6 +376,7 @@ def least_squares_nn_rigorous(
     _check_nonnegative("y_norm", y_norm)
     _check_nonnegative("k_z", k_z)
     _check_positive("m", m)
+    k_a, y_norm, k_z, m = _wide(k_a), _wide(y_norm), _wide(k_z), _wide(m)
     return (k_a + y_norm) * k_z / m
 
 
@@ -432,7 +441,7 @@ def binary_cross_entropy(k_z: float | Tensor, m: float | Tensor) -> float | Tens
     """
     _check_nonnegative("k_z", k_z)
     _check_positive("m", m)
-    return k_z / (2 * m)
+    return _wide(k_z) / (2 * _wide(m))
 
 
 def logistic_regression(x: Tensor, *, kind: str = "fro") -> Tensor:
@@ -487,6 +496,7 @@ def softmax_cross_entropy(k_z: float | Tensor, m: float | Tensor, k: int | Tenso
     _check_nonnegative("k_z", k_z)
     _check_positive("m", m)
     _check_classes("k", k)
+    k_z, m, k = _wide(k_z), _wide(m), _wide(k)
     return (k - 1) * k_z / (k * m)
 
 
@@ -537,7 +547,7 @@ def l2_term(lam: float | Tensor, weight_bound: float | Tensor) -> float | Tensor
     """
     _check_nonnegative("lam", lam)
     _check_nonnegative("weight_bound", weight_bound)
-    value = lam * weight_bound
+    value = _wide(lam) * _wide(weight_bound)
     return value if isinstance(value, Tensor) else float(value)
 
 
@@ -584,6 +594,7 @@ def tikhonov_term(gamma: float | Tensor, weight_bound: float | Tensor) -> float 
     if not isinstance(gamma, Tensor):
         check_number("gamma", gamma)
         return 2 * weight_bound * float(gamma) ** 2
+    gamma, weight_bound = _wide(gamma), _wide(weight_bound)
     if gamma.ndim == 0:
         squared_norm = gamma**2
     elif gamma.ndim == 1:
