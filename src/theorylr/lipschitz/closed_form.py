@@ -27,7 +27,7 @@ rigorous counterparts are :func:`least_squares_rigorous`, :func:`least_squares_n
 from __future__ import annotations
 
 import math
-from typing import Any, overload
+from typing import TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -89,11 +89,16 @@ def _as_matrix(name: str, a: Tensor) -> Tensor:
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
 
 
-def _wide(value: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _wide(value: _T) -> _T:
     """A float16 / bfloat16 tensor as float32, anything else as it is: the scalar closed forms multiply before
     they divide (``(k - 1) K_z``), which overflows float16 (65504) for a ``K_z`` whose ``L`` fits (and rounds
     ``L`` to 8 bits in bfloat16). Their result is then float32, as :func:`_as_matrix` makes the matrix forms'."""
-    return value.float() if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16) else value
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()  # type: ignore[return-value]  # a Tensor for a Tensor
+    return value
 
 
 def _paper_positive(value: float | Tensor, formula: str, rigorous: str) -> float | Tensor:
