@@ -180,7 +180,34 @@ def sharded_norm_fn(
     if check_counts is not None:
         check_bool("check_counts", check_counts)
 
-    def norm_fn(tensors: list[Tensor], norm: str) -> list[Tensor]:
+    return _ShardedNormFn(process_group, foreach, check_counts)
+
+
+class _ShardedNormFn:
+    """What :func:`sharded_norm_fn` returns: the hook, holding its process group (see there).
+
+    It cannot be pickled (a process group cannot, and a rank's group is no other process's): pickling a LARS that
+    holds one says what to do instead. ``copy.deepcopy`` keeps the same hook, on the same group.
+    """
+
+    sharded = True  # LARS refuses it beside norm="mean_ratio", whose mean divides by the local numel
+
+    def __init__(self, process_group: Any, foreach: bool | None, check_counts: bool | None) -> None:
+        self.process_group = process_group
+        self.foreach = foreach
+        self.check_counts = check_counts
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a sharded_norm_fn cannot be pickled (it holds a process group): save optimizer.state_dict() instead, "
+            "and after loading build LARS(..., norm_fn=sharded_norm_fn(group)) and call load_state_dict()"
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ShardedNormFn:
+        return self
+
+    def __call__(self, tensors: list[Tensor], norm: str) -> list[Tensor]:
+        process_group, foreach, check_counts = self.process_group, self.foreach, self.check_counts
         check_choice("norm", norm, ("l1", "l2", "linf"))
         _require_initialized("sharded_norm_fn", process_group)
         on_cpu = all(t.device.type == "cpu" for t in tensors)
@@ -208,10 +235,6 @@ def sharded_norm_fn(
         if norm == "l2":
             parts = parts.sqrt()
         return list(parts.unbind(0))
-
-    # LARS refuses it beside norm="mean_ratio", whose mean divides by the local numel (see LARS.step).
-    norm_fn.sharded = True  # type: ignore[attr-defined]
-    return norm_fn
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -184,3 +184,25 @@ def test_a_batch_empty_on_every_rank_is_no_batch(world_of_one: None, loss: str) 
     tracker.model(x[:0])
     assert tracker.epoch_values() is None  # only empty batches: no epoch
     tracker.close()
+
+
+def test_a_lars_holding_a_sharded_norm_fn_refuses_pickle_with_advice_and_deep_copies() -> None:
+    """The hook holds a process group: pickling a LARS that holds it says to save ``state_dict()`` (it said
+    "Can't pickle local object"); ``copy.deepcopy`` keeps the same hook, which still reduces."""
+    import copy
+    import pickle
+
+    from theorylr.optim.lars import LARS
+
+    norm_fn = sharded_norm_fn()
+    opt = LARS([nn.Parameter(torch.ones(3))], lr=0.1, norm_fn=norm_fn)
+    with pytest.raises(TypeError, match=r"cannot be pickled.*state_dict\(\)"):
+        pickle.dumps(opt)
+    twin = copy.deepcopy(opt)
+    assert twin.norm_fn is norm_fn
+    assert getattr(twin.norm_fn, "sharded", False)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert [float(n) for n in norm_fn([torch.tensor([3.0, 4.0])], "l2")] == [5.0]
+    finally:
+        dist.destroy_process_group()
