@@ -144,3 +144,14 @@ def test_a_compiled_model_gets_a_hint_instead_of_a_bare_double_backward_error() 
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
     with pytest.raises(RuntimeError, match="backend='forward_over_reverse'"):
         exact_step_adam(compiled, nn.CrossEntropyLoss(), (x, y), 10, num_samples=1)
+
+
+def test_a_16_bit_model_that_cannot_reach_tol_is_told_so() -> None:
+    """A bfloat16 model's products resolve no residual below about 2**-7: the estimate cannot reach the default
+    tol 1e-4 and the warning names the dtype and what to do (it named max_matvecs alone)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).to(torch.bfloat16)
+    data = (torch.randn(32, 6).to(torch.bfloat16), torch.randint(0, 3, (32,)))
+    with pytest.warns(RuntimeWarning, match=r"the model is torch\.bfloat16.*tol above it"):
+        _, step = exact_step_adam(model, nn.CrossEntropyLoss(), data, total_steps=100, num_samples=1)
+    assert math.isfinite(step.alpha) and step.alpha > 0

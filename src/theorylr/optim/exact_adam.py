@@ -194,10 +194,18 @@ def exact_step_adam(
         )
     unconverged = sum(not s.result.converged for s in estimate.samples)
     if unconverged:
+        low = sorted({str(p.dtype) for p in model.parameters() if p.dtype in (torch.float16, torch.bfloat16)})
+        hint = (
+            f"; the model is {', '.join(low)}, whose Hessian-vector products resolve no residual below about its eps "
+            "(2**-7 for bfloat16, 2**-10 for float16): pass estimate_kwargs tol above it, or estimate on a float32 "
+            "copy of the model"
+            if low
+            else ""
+        )
         warnings.warn(
             f"exact_step_adam: {unconverged} of the {len(estimate.samples)} Hessian spectral norms did not converge "
-            "within max_matvecs; an unconverged estimate is low, so K_hat may be too small and the step too large "
-            "(raise estimate_kwargs max_matvecs, or loosen tol)",
+            "within max_matvecs to tol; an unconverged estimate is low, so K_hat may be too small and the step too "
+            f"large (raise estimate_kwargs max_matvecs, or loosen tol){hint}",
             RuntimeWarning,
             stacklevel=2,
         )
