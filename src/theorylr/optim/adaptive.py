@@ -61,6 +61,7 @@ from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import (
     LR,
     check_lr,
+    check_real,
     foreach_add_scaled_,
     inplace,
     load_keeping_scalar_states,
@@ -185,12 +186,18 @@ def adaptive_lipschitz(
             computes the step's scalars once and applies them with single-scalar multi-tensor kernels, a few
             launches on a GPU instead of one per tensor (default ``False``: scalars per parameter).
 
+    Complex ``params`` or ``grads`` are refused with a ``ValueError`` (``g * g`` is not ``|g|^2`` for them; pass
+    ``torch.view_as_real``). Float16 parameters take the second moment's step in float32 (``S + eps`` and the
+    denominator divided by ``lr`` leave float16's range where the step does not).
+
     ``K1`` is clamped below before the division (by its dtype's smallest normal number over its epsilon, 1e-31 in
     float32, so that ``lr / K1`` and the bias correction stay finite), so a step with a zero estimate and a zero
     gradient gives a zero update instead of ``0/0``.
     """
     if not params:
         return
+    check_real("adaptive_lipschitz", "params", params)
+    check_real("adaptive_lipschitz", "grads", grads)
     second = exp_avg_sqs is not None
     if exp_avgs is None and beta1 != 0.0:
         raise ValueError(f"beta1 must be 0 when there is no first moment (got {beta1!r})")
@@ -343,6 +350,12 @@ def _single_tensor_adaptive(
             continue
         s = inplace(exp_avg_sqs[i])
         s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        if param.dtype == torch.float16:  # in float32, as _float16_second_moment_step (see there)
+            wide = s.float()
+            denom = wide.add_(eps) if correction2 is None else wide.div_(correction2).add_(eps)
+            denom.sqrt_().div_(scale).div_(lr.neg().to(denom.dtype) if isinstance(lr, Tensor) else -lr)
+            target.add_(direction.float().div_(denom))
+            continue
         denom = s.add(eps) if correction2 is None else s.div(correction2).add_(eps)
         denom.sqrt_().div_(scale)
         if isinstance(lr, Tensor):  # w += V / (d / -lr): the tensor's value is never read on the host
@@ -544,16 +557,64 @@ def _multi_tensor_update(
     if exp_avgs is not None:
         torch._foreach_lerp_(exp_avgs, g, 1.0 - beta1)
         direction = exp_avgs
+    if exp_avg_sqs is not None:
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
+    buckets = _dtype_buckets(params)
+    if buckets is None:  # one dtype (the usual case): the whole list at once
+        _multi_tensor_apply(params, direction, exp_avg_sqs, scales, corrections2, lr=lr, eps=eps)
+        return
+    for idx in buckets:  # a group mixing dtypes: lr cast to each dtype, float16 on its own path, one call per dtype
+        _multi_tensor_apply(
+            _pick(params, idx),
+            _pick(direction, idx),
+            None if exp_avg_sqs is None else _pick(exp_avg_sqs, idx),
+            scales if isinstance(scales, Tensor) else _pick(scales, idx),
+            corrections2 if corrections2 is None or isinstance(corrections2, Tensor) else _pick(corrections2, idx),
+            lr=lr,
+            eps=eps,
+        )
+
+
+def _pick(values: _TensorList, idx: list[int]) -> list[Tensor]:
+    return [values[i] for i in idx]
+
+
+def _dtype_buckets(params: list[Tensor]) -> list[list[int]] | None:
+    """The positions of ``params`` per dtype, in order of first appearance; ``None`` if they share one dtype."""
+    first = params[0].dtype
+    if all(p.dtype == first for p in params):
+        return None
+    found: dict[torch.dtype, list[int]] = {}
+    for i, p in enumerate(params):
+        found.setdefault(p.dtype, []).append(i)
+    return list(found.values())
+
+
+def _multi_tensor_apply(
+    params: list[Tensor],
+    direction: _TensorList,
+    exp_avg_sqs: list[Tensor] | None,
+    scales: list[Tensor] | Tensor,
+    corrections2: list[Tensor] | Tensor | None,
+    *,
+    lr: LR,
+    eps: float,
+) -> None:
+    """The update of parameters of one dtype from their moments (already updated): ``W += scale * V`` without the
+    second moment (the scales include ``-lr``), else ``W += V / (sqrt(S / correction2 + eps) / scale / -lr)``."""
+    dtype = params[0].dtype
     if exp_avg_sqs is None:  # the scales include -lr here (see _step_scales)
-        if isinstance(scales, Tensor) and params[0].dtype != torch.float16:  # no single-scalar addcmul:
+        if isinstance(scales, Tensor) and dtype != torch.float16:  # no single-scalar addcmul:
             torch._foreach_add_(params, torch._foreach_mul(direction, scales))  # a scaled copy, then an add
         else:  # float16: products in float32, as -lr / K1_hat may be beyond float16's range (the step is not)
             foreach_add_scaled_(
                 params, list(direction), [scales] * len(params) if isinstance(scales, Tensor) else scales
             )
         return
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
+    if dtype == torch.float16:
+        _float16_second_moment_step(params, direction, exp_avg_sqs, scales, corrections2, lr=lr, eps=eps)
+        return
     if corrections2 is None:
         denom = torch._foreach_add(exp_avg_sqs, eps)
     else:
@@ -562,10 +623,39 @@ def _multi_tensor_update(
     torch._foreach_sqrt_(denom)
     torch._foreach_div_(denom, scales)
     if isinstance(lr, Tensor):  # w += V / (d / -lr): the tensor's value is never read on the host
-        torch._foreach_div_(denom, lr.neg().to(params[0].dtype))
+        torch._foreach_div_(denom, lr.neg().to(dtype))
         torch._foreach_addcdiv_(params, direction, denom)
     else:
         torch._foreach_addcdiv_(params, direction, denom, value=-lr)
+
+
+def _float16_second_moment_step(
+    params: list[Tensor],
+    direction: _TensorList,
+    exp_avg_sqs: list[Tensor],
+    scales: list[Tensor] | Tensor,
+    corrections2: list[Tensor] | Tensor | None,
+    *,
+    lr: LR,
+    eps: float,
+) -> None:
+    """The second-moment update of float16 parameters, computed in float32 and added in one rounding.
+
+    In float16 the denominator leaves the range where the step does not: ``d / -lr`` exceeds 65504 once ``d``
+    exceeds ``65504 lr`` (``d`` is about ``|V|`` where the step is about ``lr``: with ``lr = 1e-4`` a coordinate
+    whose gradient was above 6.6 did not move with a tensor ``lr``); ``eps = 1e-8`` vanishes beside any ``S`` and
+    ``(1 - beta2) g^2`` underflows to 0 for small gradients, so that ``V / sqrt(S + eps)`` was ``V / 0 = inf``; and
+    ``d / scale`` overflows for a small ``initial_step_size``. The loop of :func:`_single_tensor_adaptive` makes the
+    same operations on one tensor at a time.
+    """
+    denom = [s.float() for s in exp_avg_sqs]
+    if corrections2 is not None:
+        torch._foreach_div_(denom, corrections2)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_div_(denom, scales)
+    torch._foreach_div_(denom, lr.neg().to(torch.float32) if isinstance(lr, Tensor) else -lr)
+    torch._foreach_add_(params, torch._foreach_div([v.float() for v in direction], denom))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from theorylr.optim._base import (
     add_scaled_,
     add_times_,
     check_lr,
+    check_real,
     foreach_add_scaled_,
     foreach_add_times_,
     inplace,
@@ -375,13 +376,18 @@ def _norm_inputs(
     "l1"/"l2"/"linf": weights then ``d = g + wd w`` ("decayed") or ``g`` ("sum"). "mean_ratio": weights then the
     element-wise ratios ``q = |u| / (|w| + eps)`` with ``u = d`` or ``g``, under the L1 norm (``||q||_1 / numel``
     is then the mean ratio). ``dirs`` may carry the sign of ``maximize``: norms do not see it.
+
+    ``q`` is computed in :func:`scalar_dtype` of the weight (float32 for 16-bit weights), its denominator floored
+    at that dtype's smallest normal number: in float16 ``eps = 1e-8`` vanishes beside ``|w|``, the floor (6.1e-5)
+    exceeds a weight of 1e-5, and a ratio above 65504 (``|g| / |w| = 1e5``) is inf, which froze the tensor.
     """
     second = dirs if denominator == "decayed" else grads
     if norm != "mean_ratio":
         return [*params, *second], norm
     qs = []
     for p, u in zip(params, second):
-        qs.append(u.abs().div_((p.abs() + eps).clamp_min_(torch.finfo(p.dtype).tiny)))
+        dtype = scalar_dtype(p.dtype)  # p.dtype for float32/float64: .to() returns the tensor itself, no copy
+        qs.append(u.abs().to(dtype).div_((p.abs().to(dtype) + eps).clamp_min_(torch.finfo(dtype).tiny)))
     return [*params, *qs], "l1"
 
 
@@ -392,11 +398,15 @@ def _norm_inputs_foreach(
     second = dirs if denominator == "decayed" else grads
     if norm != "mean_ratio":
         return [*params, *second], norm
-    scale = torch._foreach_abs(params)
+    scale = list(torch._foreach_abs(params))
+    qs = list(torch._foreach_abs(second))
+    for i, p in enumerate(params):  # 16-bit weights: the ratios in float32 (see _norm_inputs)
+        dtype = scalar_dtype(p.dtype)
+        if dtype != p.dtype:
+            scale[i], qs[i] = scale[i].to(dtype), qs[i].to(dtype)
     torch._foreach_add_(scale, eps)
-    for s, p in zip(scale, params):  # per-tensor floor: dtypes may differ within a group
-        s.clamp_min_(torch.finfo(p.dtype).tiny)
-    qs = torch._foreach_abs(second)
+    for s in scale:  # per-tensor floor: dtypes may differ within a group
+        s.clamp_min_(torch.finfo(s.dtype).tiny)
     torch._foreach_div_(qs, scale)
     return [*params, *qs], "l1"
 
@@ -592,7 +602,9 @@ def lars(
     (:class:`LARS` keeps its per-parameter ``trust_ratio`` and ``momentum_scale`` as views of such tensors).
     ``layout``, if given, must be :func:`lars_layout` of ``params`` (of their current devices, dtypes and sizes);
     ``None`` computes it.
-    ``norm`` and ``denominator`` are checked; the numbers are not (:class:`LARS` checks every argument).
+    ``norm`` and ``denominator`` are checked, and complex ``params`` or ``grads`` refused (``ValueError``: the
+    trust ratio is of real norms; pass ``torch.view_as_real``); the numbers are not (:class:`LARS` checks every
+    argument).
     ``foreach=None`` picks the multi-tensor path when every tensor allows it. Traced by ``torch.compile`` with every
     tensor on the CPU, the step takes the per-tensor path with the norms of :func:`_compiled_l2_norms`: the
     multi-tensor path's stacked scalars would cost inductor a buffer and a barrier each (on 62 tensors of 4
@@ -625,6 +637,8 @@ def lars(
         scale_entries = momentum_scale_list
     if layout is None:
         layout = lars_layout(params)
+    check_real("lars", "params", params, layout.dtypes)
+    check_real("lars", "grads", grads)
     mode = _buffer_mode(layout, momentum_buffer_list, scale_entries, momentum_growth_list, momentum)
     made = [buf is None for buf in momentum_buffer_list]
     # Compiled on the CPU, the per-tensor form is the fast one (see the docstring).
@@ -972,9 +986,15 @@ def _multi_tensor_lars(
                 tensors, ord_name = _norm_inputs_foreach(
                     ps, grads if whole else [grads[i] for i in idx], ds, norm=norm, denominator=denominator, eps=eps
                 )
-                bucket = _bucket_norms(
-                    tensors, ord_name, compute, large if layout.dots[b_index] and not compiling else None
-                )
+                if norm == "mean_ratio" and compute != dtype:  # 16-bit weights, float32 ratios: a bucket each
+                    bucket = [
+                        *_bucket_norms(tensors[: len(idx)], ord_name, compute),
+                        *_bucket_norms(tensors[len(idx) :], ord_name, compute),
+                    ]
+                else:
+                    bucket = _bucket_norms(
+                        tensors, ord_name, compute, large if layout.dots[b_index] and not compiling else None
+                    )
             else:
                 bucket = [norms[i] for i in idx] + [norms[n + i] for i in idx]
             if norm == "mean_ratio":  # ||q||_1 / numel, the mean element-wise ratio: Python divisors, no copy
@@ -1309,15 +1329,15 @@ class LARS(Optimizer):
         norm_fn: a hook computing the norms, for sharded parameters (default: :func:`local_norms`). Contract:
             ``norm_fn(tensors, norm)`` receives a list of ``2 n`` tensors for a group of ``n`` parameters with a
             gradient, the ``n`` weights first and then the ``n`` denominator tensors (``d`` for "decayed", ``g``
-            for "sum", and for ``"mean_ratio"`` the element-wise ratios ``|u| / (|w| + eps)``), and the
-            name ``norm`` in ``{"l1", "l2", "linf"}`` (``"mean_ratio"`` asks for ``"l1"``). It returns ``2 n``
-            0-dim tensors (or one 1-D tensor) in the same order: the norms of the full logical tensors (e.g.
-            all-reduced over shards: sum of squares then square root for "l2", sum for "l1", max for "linf"). It
-            is called exactly once per step for each param group with ``adapt=True`` and at least one gradient,
-            must not modify its inputs, and should not read tensor values on the host. In ``"mean_ratio"`` mode
-            the L1 norm of the ratios is divided by the local ``numel``. Norms of 16-bit tensors should be
-            float32 (as :func:`local_norms` returns them). It is not a hyperparameter: it is kept on the optimizer
-            (``self.norm_fn``), not in ``defaults`` or the state dict.
+            for "sum", and for ``"mean_ratio"`` the element-wise ratios ``|u| / (|w| + eps)``, in float32 for
+            16-bit weights), and the name ``norm`` in ``{"l1", "l2", "linf"}`` (``"mean_ratio"`` asks for
+            ``"l1"``). It returns ``2 n`` 0-dim tensors (or one 1-D tensor) in the same order: the norms of the
+            full logical tensors (e.g. all-reduced over shards: sum of squares then square root for "l2", sum for
+            "l1", max for "linf"). It is called exactly once per step for each param group with ``adapt=True``
+            and at least one gradient, must not modify its inputs, and should not read tensor values on the host.
+            In ``"mean_ratio"`` mode the L1 norm of the ratios is divided by the local ``numel``. Norms of 16-bit
+            tensors should be float32 (as :func:`local_norms` returns them). It is not a hyperparameter: it is kept
+            on the optimizer (``self.norm_fn``), not in ``defaults`` or the state dict.
         factored_momentum: keep the momentum buffer factored, ``buf = k * v`` (see the note); ``None`` (default)
             factors it where every parameter of the group is on the CPU and none is float16, and keeps the plain
             buffer elsewhere.
