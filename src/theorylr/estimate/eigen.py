@@ -18,8 +18,10 @@ starting vector's dtype promoted to at least float32; ``matvec`` gets its input 
 dtype (a bfloat16 model's, say) and its products are cast up. A product is then only as accurate as its dtype,
 about its eps relative to the eigenvalue (``2**-7`` for bfloat16, ``2**-10`` for float16), and no residual can
 certify less: when the products are coarser than the working dtype, residuals are reported no smaller than that
-floor, the solvers stop once it is reached, and ``converged`` is ``False`` when ``tol`` asks for less than it
-(the estimate is then as good as the operator allows, not as ``tol`` asks).
+floor, and ``converged`` is ``False`` when ``tol`` asks for less than it. The stopping test still holds the
+computed residuals to ``tol`` (or runs to the matvec cap): iterating past the floor keeps improving the estimate
+(on a bfloat16 MLP, stopping at the floor left ``K`` 5-9 % low where going on reached the float32 value to 0.3 %),
+so the result is the best the products allow, only not certified to ``tol``.
 """
 
 from __future__ import annotations
@@ -185,8 +187,9 @@ def power_iteration(
         mu = float(torch.dot(v, w))
         # The products' rounding is relative to A v, not to the shifted (A - sI) v: |mu + s|, not |mu|.
         resolved = floor * max(abs(mu), abs(mu + shift))
-        residual = max(float(torch.linalg.vector_norm(w - mu * v)), resolved)
-        if residual <= max(tol * abs(mu), resolved):
+        raw = float(torch.linalg.vector_norm(w - mu * v))
+        residual = max(raw, resolved)  # reported: no smaller than the products resolve
+        if raw <= tol * abs(mu):  # the test keeps the requested tol (stopping at the floor stopped short)
             converged = True
             break
         if matvecs < max_iters:  # w != 0 here: w = 0 means mu = 0 and residual 0, accepted above
@@ -308,15 +311,18 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
             residuals = torch.full_like(residuals, floor * scale)  # exact Ritz values, of the rounded products
             converged = True
             break
-        residuals = residuals.clamp(min=floor * scale)
-        bound = max(tol, floor)
+        # The test keeps the requested tol on the computed residuals: stopping at the products' floor instead
+        # stopped 16-bit runs after a few matvecs, up to 9 % low, where going on reached the float32 answer.
+        # The residuals reported are floored (see the module docstring), and converged is False below the floor.
         if (
             previous is not None
-            and _ends_converged(theta, residuals, bound, which)
-            and _ends_settled(theta, previous, bound, which)
+            and _ends_converged(theta, residuals, tol, which)
+            and _ends_settled(theta, previous, tol, which)
         ):
+            residuals = residuals.clamp(min=floor * scale)
             converged = True
             break
+        residuals = residuals.clamp(min=floor * scale)
         previous = theta
         if j + 1 < k:
             betas.append(beta)

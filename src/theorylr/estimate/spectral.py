@@ -116,10 +116,11 @@ def hessian_spectral_norm(
       ``max_matvecs`` caps each of the two runs.
 
     A 16-bit model (bfloat16, float16) has its Hessian-vector products computed in its dtype, and the solvers'
-    vectors and tests in float32. The products' rounding leaves the relative residual no lower than about the
-    dtype's eps (``2**-7 = 7.8e-3`` for bfloat16, ``2**-10 = 9.8e-4`` for float16), and so the estimate no more
-    accurate: with a smaller ``tol`` the solver stops at that floor and reports ``converged=False`` (see
-    :mod:`~theorylr.estimate.eigen`). Pass a ``tol`` above it, or estimate on a float32 copy of the model.
+    vectors and tests in float32. The products' rounding leaves no residual certifiable below about the dtype's
+    eps (``2**-7 = 7.8e-3`` for bfloat16, ``2**-10 = 9.8e-4`` for float16): with a smaller ``tol`` the solver
+    still iterates to ``tol`` or ``max_matvecs`` (the estimate keeps improving), reports residuals no smaller than
+    that floor and ``converged=False`` (see :mod:`~theorylr.estimate.eigen`). Pass a ``tol`` above it, or estimate
+    on a float32 copy of the model, for a certified result.
 
     The model is left exactly as it was: parameter and buffer values, each module's train/eval flag, and the
     global RNG state (CPU, and the CUDA devices of the model) are restored, also on error.
