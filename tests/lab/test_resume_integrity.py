@@ -51,6 +51,9 @@ def test_a_finished_run_with_an_incomplete_metrics_csv_is_redone_and_the_file_ke
     metrics = directory / "metrics.csv"
     complete = _without_time(metrics)
     assert [row["epoch"] for row in complete] == [0.0, 1.0, 2.0, 3.0]
+    old_meta = read_json(directory / "meta.json")
+    old_meta.update(cpu="an older machine", started="2020-01-01T00:00:00")  # finished under another install
+    write_json(directory / "meta.json", old_meta)
     _damage(metrics, how)
     damaged = metrics.read_bytes() if metrics.exists() else None
 
@@ -65,6 +68,9 @@ def test_a_finished_run_with_an_incomplete_metrics_csv_is_redone_and_the_file_ke
         assert aside.read_bytes() == damaged  # kept, never deleted
     meta = read_json(directory / "meta.json")
     assert meta["status"] == "finished" and str(metrics) in meta["discarded_metrics"]
+    # redone from epoch 0: this run's provenance, not the discarded attempt's (no resume is recorded)
+    assert meta["cpu"] != "an older machine" and not meta["started"].startswith("2020")
+    assert not any(key.startswith("resumed") for key in meta)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

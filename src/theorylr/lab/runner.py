@@ -529,7 +529,8 @@ def run_cell(
         aside = _set_aside(directory / "metrics.csv")
         note = problem if aside is None else f"{problem}; kept as {aside.name}"
         warnings.warn(f"{note}: the {previous['status']} run is redone", RuntimeWarning, stacklevel=2)
-        previous["discarded_metrics"] = note
+        # Redone from epoch 0: a fresh meta.json (this environment, this start), keeping only what was discarded.
+        previous = {"discarded_metrics": note}
     if previous is None and meta_path.exists():
         warnings.warn(f"{meta_path} cannot be read: the run is redone", RuntimeWarning, stacklevel=2)
     remove_stale_temp_files(directory, _RUN_FILES)  # left by writes killed mid-way; this run is the only writer
