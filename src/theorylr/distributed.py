@@ -187,7 +187,7 @@ class _ShardedNormFn:
     """What :func:`sharded_norm_fn` returns: the hook, holding its process group (see there).
 
     It cannot be pickled (a process group cannot, and a rank's group is no other process's): pickling a LARS that
-    holds one says what to do instead. ``copy.deepcopy`` keeps the same hook, on the same group.
+    holds one says what to do instead. ``copy.copy`` and ``copy.deepcopy`` keep the same hook, on the same group.
     """
 
     sharded = True  # LARS refuses it beside norm="mean_ratio", whose mean divides by the local numel
@@ -202,6 +202,9 @@ class _ShardedNormFn:
             "a sharded_norm_fn cannot be pickled (it holds a process group): save optimizer.state_dict() instead, "
             "and after loading build LARS(..., norm_fn=sharded_norm_fn(group)) and call load_state_dict()"
         )
+
+    def __copy__(self) -> _ShardedNormFn:
+        return self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _ShardedNormFn:
         return self

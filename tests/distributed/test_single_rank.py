@@ -200,6 +200,7 @@ def test_a_lars_holding_a_sharded_norm_fn_refuses_pickle_with_advice_and_deep_co
         pickle.dumps(opt)
     twin = copy.deepcopy(opt)
     assert twin.norm_fn is norm_fn
+    assert copy.copy(norm_fn) is norm_fn  # as copying a function gives the function
     assert getattr(twin.norm_fn, "sharded", False)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
