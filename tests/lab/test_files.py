@@ -177,9 +177,18 @@ def test_load_runs_never_raises_on_damaged_files(tmp_path: Path) -> None:
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text('{"rule": ')
 
-    with pytest.warns(RuntimeWarning) as caught:  # each damaged metrics.csv named, none raised
+    with pytest.warns(RuntimeWarning) as caught:  # each damaged meta.json and metrics.csv named, none raised
         runs = load_runs(tmp_path)
-    assert sorted(Path(str(w.message).split(" ")[0]).parent.name for w in caught) == ["binary", "ragged", "truncated"]
+    named = sorted(
+        Path(str(w.message).split(" ")[0]).parent.name + "/" + Path(str(w.message).split(" ")[0]).name for w in caught
+    )
+    assert named == [
+        "binary/meta.json",
+        "binary/metrics.csv",
+        "ragged/meta.json",
+        "ragged/metrics.csv",
+        "truncated/metrics.csv",
+    ]
     assert [(r.directory.name, r.status, len(r.rows)) for r in runs] == [
         ("truncated", "incomplete", 1),  # finished by its meta.json, but its last row was cut: not a result
         ("ragged", "missing", 0),

@@ -235,3 +235,17 @@ def test_remove_stale_temp_files_matches_the_names_atomic_writes_use(
     assert remove_stale_temp_files(tmp_path, ["meta.json", "metrics.csv"]) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".meta.json.abcdefgh.tmp", "meta.json", *DECOYS])
     assert remove_stale_temp_files(tmp_path / "absent", ["meta.json"]) == []
+
+
+@pytest.mark.parametrize("content", [b'{"status": "fini', b"[1, 2]"], ids=["cut", "not an object"])
+def test_load_runs_names_an_unreadable_meta_json(tmp_path: Path, content: bytes) -> None:
+    """A finished run whose meta.json was damaged lost its status without a word in the report's input."""
+    directory = Path(run_cell(_cell(), tmp_path).directory)
+    (directory / "meta.json").write_bytes(content)
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(str(directory / 'meta.json'))} cannot be read"):
+        (run,) = load_runs(tmp_path)
+    assert run.meta == {}
+    (directory / "meta.json").unlink()  # not started (or removed): no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_runs(tmp_path)

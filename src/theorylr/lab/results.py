@@ -135,8 +135,9 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
     A directory counts as a run when it holds a readable ``config.json`` naming the workload, the rule, the trial,
     the lr and the seed; a missing or unreadable ``metrics.csv`` or ``meta.json`` gives an empty one (the run shows
     as missing or failed in the report), and a ``metrics.csv`` whose last row was cut short loses that row. A
-    malformed file never raises. A ``metrics.csv`` that cannot be read, or that lacks epochs of a run that ended
-    (:func:`read_metrics`), is a ``RuntimeWarning`` naming the file; the run keeps the problem
+    malformed file never raises. A ``meta.json`` that exists but cannot be read, a ``metrics.csv`` that cannot be
+    read, or one that lacks epochs of a run that ended (:func:`read_metrics`), is a ``RuntimeWarning`` naming the
+    file; the run keeps the problem
     (:attr:`Run.problem`), and a finished one shows as ``incomplete``, not as a finished result.
     """
     runs = []
@@ -149,10 +150,23 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
             continue
         meta: Any = {}
         rows: list[dict[str, Any]] = []
-        with contextlib.suppress(OSError, ValueError):
-            meta = read_json(directory / "meta.json")
+        meta_path = directory / "meta.json"
+        unreadable = None
+        try:
+            meta = read_json(meta_path)
+        except FileNotFoundError:  # not started yet: nothing to say
+            pass
+        except (OSError, ValueError) as exc:
+            unreadable = str(exc) or type(exc).__name__
         if not isinstance(meta, dict):
-            meta = {}
+            unreadable, meta = unreadable or f"a JSON {type(meta).__name__}, not an object", {}
+        if unreadable is not None:
+            warnings.warn(
+                f"{meta_path} cannot be read ({unreadable}): the run is shown without its status; run the same "
+                "'theorylr compare' command again to redo it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         rows, problem = read_metrics(directory, meta)
         if problem is not None:
             status = meta.get("status")
