@@ -249,3 +249,20 @@ def test_load_runs_names_an_unreadable_meta_json(tmp_path: Path, content: bytes)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_runs(tmp_path)
+
+
+def test_compare_removes_the_temp_files_of_a_killed_compare_json_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compare.json is written under its lock only: a temp file of it found while holding the lock is a write
+    killed mid-way, removed when the next comparison starts (a look-alike name is kept)."""
+    kw = dict(out=tmp_path, epochs=1, trials=1, verbose=False, progress=False)
+    compare("wine-mlp", "sgd@0.1", **kw)
+    workload_dir = tmp_path / "wine-mlp"
+    _killed_write(workload_dir / "compare.json", monkeypatch)
+    (workload_dir / "compare.json.abcdefgh.tmp").write_text("not the lab's temp file")
+    assert len([p for p in workload_dir.iterdir() if p.name.startswith(".compare.json.")]) == 1
+    compare("wine-mlp", "sgd@0.1", **kw)
+    assert not [p for p in workload_dir.iterdir() if p.name.startswith(".compare.json.") and p.suffix == ".tmp"]
+    assert (workload_dir / "compare.json.abcdefgh.tmp").exists()
+    assert len(read_json(workload_dir / "compare.json")["invocations"]) == 2

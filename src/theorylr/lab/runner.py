@@ -1160,6 +1160,8 @@ def _record_invocation(
     path = root / workload.name / "compare.json"
     invocation = uuid.uuid4().hex
     with locked(path):  # concurrent comparisons into one directory each keep their record
+        # compare.json is written under this lock only: a temp file of it here is a write killed mid-way.
+        remove_stale_temp_files(path.parent, ["compare.json"])
         record: dict[str, Any] = (
             _read_invocations(path) if path.exists() else {"workload": workload.to_dict(), "invocations": []}
         )
