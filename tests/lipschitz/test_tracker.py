@@ -659,3 +659,24 @@ def test_mid_epoch_reads_and_compaction_leave_the_epochs_l_bit_identical() -> No
     assert values[0]["lipschitz"] == pytest.approx(expected, rel=1e-15, abs=0)  # type: ignore[index]
     for t in (plain, peeked, compacted, resumed):
         t.close()
+
+
+def test_a_state_of_another_form_is_refused_and_the_tracker_left_as_it_was() -> None:
+    """The epoch maxima are of one form's constants: a paper-form state loaded into a rigorous tracker put its K_z
+    where the rigorous constants go (the epoch then reported one batch's K_z beside another's constant)."""
+    model = _mlp()
+    with ActivationTracker(model, "softmax") as paper, ActivationTracker(model, "softmax", rigorous=True) as rig:
+        model(_x(5, 0))
+        saved = paper.state_dict()
+        before = rig.state_dict()
+        with pytest.raises(ValueError, match=r"other rigorous .*rigorous=False"):
+            rig.load_state_dict(saved)
+        assert rig.state_dict()["batches"] == before["batches"] == 1
+        untagged = {k: v for k, v in saved.items() if k != "form"}  # a state saved before the form was recorded
+        with pytest.raises(ValueError, match="paper forms' K_z per batch size"):
+            rig.load_state_dict(untagged)
+        with ActivationTracker(model, "bce") as bce, pytest.raises(ValueError, match=r"other .*loss"):
+            bce.load_state_dict(saved)
+        fresh = ActivationTracker(model, "softmax")
+        fresh.load_state_dict({k: v for k, v in rig.state_dict().items() if k != "form"})  # untagged: taken as is
+        fresh.close()

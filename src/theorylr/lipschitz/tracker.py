@@ -900,13 +900,47 @@ class ActivationTracker:
             self._finish_batch()  # a least-squares batch whose targets were given is complete: it counts
         self._reduce()
         summary = None if self._summary is None else {k: v.clone() for k, v in self._summary.items()}
-        state: dict[str, Any] = {"summary": summary, "batches": self._batches, "examples": self._examples}
+        state: dict[str, Any] = {
+            "summary": summary,
+            "batches": self._batches,
+            "examples": self._examples,
+            "form": self._form(),
+        }
         if self._deferred:  # the largest K_z of each batch size (see _reduce): c_m is applied when the epoch is read
             state["k_z_by_size"] = {m: kzs[0].clone() for m, (kzs, _) in self._pending.items() if kzs}
         return state
 
+    def _form(self) -> dict[str, Any]:
+        """What the batch constants of a state depend on (a state of another form cannot be continued here)."""
+        return {
+            "loss": self.loss,
+            "rigorous": self.rigorous,
+            "activation_norm": self.activation_norm,
+            "num_classes": self.num_classes,
+        }
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: for the state of a tracker of another form (loss, ``rigorous``, ``activation_norm``,
+                ``num_classes``): its epoch maxima are of other constants (a state saved before the form was
+                recorded is taken as it is, unless it holds the paper forms' ``k_z_by_size``), and this tracker is
+                left as it was.
+        """
+        saved_form = state.get("form")
+        if saved_form is not None and dict(saved_form) != self._form():
+            differ = sorted(k for k in self._form() if dict(saved_form).get(k) != self._form()[k])
+            raise ValueError(
+                f"ActivationTracker.load_state_dict: the state is of a tracker with other {', '.join(differ)} "
+                f"({', '.join(f'{k}={dict(saved_form).get(k)!r}' for k in differ)}; this one has "
+                f"{', '.join(f'{k}={self._form()[k]!r}' for k in differ)}): its epoch maxima are of other constants"
+            )
+        if state.get("k_z_by_size") and not self._deferred:
+            raise ValueError(
+                "ActivationTracker.load_state_dict: the state holds the paper forms' K_z per batch size, and this "
+                "tracker computes other constants (rigorous=True or least squares)"
+            )
         self.reset_epoch()
         summary = state["summary"]
         self._summary = None if summary is None else {k: v.clone() for k, v in summary.items()}
