@@ -894,7 +894,8 @@ def _run_cell_job(cell: Cell, root: str, data_dir: str | None, device: str) -> C
 class WorkerDiedError(RuntimeError):
     """A worker process of ``compare(jobs > 1)`` died while runs were going on (killed from outside, e.g. by the
     out-of-memory killer). The runs it held stay ``running`` in their ``meta.json``; the same comparison run again
-    resumes them from their last checkpoint and skips every run that had ended."""
+    resumes them from their last checkpoint and skips every run that had ended with a complete ``metrics.csv`` (one
+    whose file is damaged is redone)."""
 
 
 def _run_in_workers(

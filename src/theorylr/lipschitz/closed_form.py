@@ -7,8 +7,8 @@ here is one formula of the paper, with its section and equation number, written 
   values; the result is a Python ``float``;
 * on tensors (typically 0-dim): nothing is read on the host (no ``.item()``, ``float(t)`` or ``if`` on a value),
   so the functions can run inside forward hooks and ``step()``; the result is a tensor with the inputs' dtype and
-  device. Values are not validated; a paper-form value that is not positive comes back as ``nan`` (never as a
-  negative learning rate).
+  device, except that float16 / bfloat16 inputs are computed in float32 and give a float32 result. Values are not
+  validated; a paper-form value that is not positive comes back as ``nan`` (never as a negative learning rate).
 
 Definitions the paper leaves open, fixed here once for the whole library:
 

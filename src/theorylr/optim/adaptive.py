@@ -812,8 +812,9 @@ class _LipschitzAdaptive(Optimizer):
         (``lipschitz_avg``, ``lipschitz_sq_avg``) keep their float32/float64 dtype: torch casts floating state to
         the parameter's dtype, which for 16-bit parameters would round them (float16: overflow) at every reload,
         and the resumed run would leave the uninterrupted one. The saved groups' hyperparameters are checked first,
-        as the constructor checks them, and a group that lacks one of this optimizer's keys (a checkpoint of
-        another optimizer) gets its default."""
+        as the constructor checks them; a saved group that lacks one of this optimizer's hyperparameters gets its
+        default (the optimizer's own), and a saved state that lacks a key this optimizer keeps, or holds one it does
+        not keep (another optimizer's checkpoint), is refused."""
         required = ["step", "lipschitz_avg"]
         required += ["exp_avg"] if self._first_moment else []
         required += ["exp_avg_sq", "lipschitz_sq_avg"] if self._second_moment else []

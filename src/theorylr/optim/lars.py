@@ -1513,7 +1513,9 @@ class LARS(Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         """torch's state (defaults, state, param groups) plus the ``norm_fn`` hook, so that ``copy.deepcopy`` and
-        ``pickle`` keep it (torch's own ``__getstate__`` would drop it: the copy would then take local norms)."""
+        ``pickle`` keep it (torch's own ``__getstate__`` would drop it: the copy would then take local norms). A
+        :func:`~theorylr.distributed.sharded_norm_fn` hook cannot be pickled (it holds a process group; save
+        ``state_dict()`` instead), and copies share it."""
         state = super().__getstate__()
         if self.norm_fn is not None:
             state["norm_fn"] = self.norm_fn
