@@ -19,21 +19,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 import theorylr
-
-
-def _data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """sklearn's digits (1797 x 64, 10 classes), standardised, split 1500 train / 297 test."""
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32)
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
-    y = torch.tensor(digits.target, dtype=torch.int64)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    train, test = order[:1500], order[1500:]
-    return x[train], y[train], x[test], y[test]
+from theorylr.data import load_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    x_train, y_train, x_test, y_test = _data(args.seed)
+    digits = load_dataset("digits", seed=args.seed)  # standardised with training statistics, stratified split
+    x_train, y_train, x_test, y_test = digits.x_train, digits.y_train, digits.x_test, digits.y_test
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
     groups = theorylr.lars_param_groups(model, momentum=args.momentum)  # [weights (adapted), biases (plain SGD)]
     opt = theorylr.LARS(groups, lr=args.lr, weight_decay=args.weight_decay)
