@@ -28,7 +28,7 @@ import numpy as np
 
 from theorylr.lab._files import read_csv, read_json
 
-__all__ = ["Run", "check_consistent", "group_runs", "load_runs", "read_metrics", "without_prose"]
+__all__ = ["Run", "check_consistent", "group_runs", "load_runs", "read_meta", "read_metrics", "without_prose"]
 
 #: The statuses of a run that has ended (the runner skips such a run when it is run again).
 _ENDED = ("finished", "diverged")
@@ -148,22 +148,13 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
             config = read_json(config_path)
         if not _usable_config(config):
             continue
-        meta: Any = {}
         rows: list[dict[str, Any]] = []
-        meta_path = directory / "meta.json"
-        unreadable = None
-        try:
-            meta = read_json(meta_path)
-        except FileNotFoundError:  # not started yet: nothing to say
-            pass
-        except (OSError, ValueError) as exc:
-            unreadable = str(exc) or type(exc).__name__
-        if not isinstance(meta, dict):
-            unreadable, meta = unreadable or f"a JSON {type(meta).__name__}, not an object", {}
+        read, unreadable = read_meta(directory)
+        meta: dict[str, Any] = read or {}
         if unreadable is not None:
             warnings.warn(
-                f"{meta_path} cannot be read ({unreadable}): the run is shown without its status; run the same "
-                "'theorylr compare' command again to redo it",
+                f"{unreadable}: the run is shown without its status; run the same 'theorylr compare' command again "
+                "to redo it",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -181,6 +172,31 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
         runs.append(Run(directory, config, meta, rows, problem))
     runs.sort(key=lambda r: (r.workload, r.rule, r.trial, r.seed))
     return runs
+
+
+def read_meta(directory: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """A run's ``meta.json``, and why it cannot be used when it exists but cannot be read (a sentence naming the
+    file, for a warning). ``(None, None)`` when there is none (a run not started yet).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> directory = pathlib.Path(tempfile.mkdtemp())
+        >>> read_meta(directory)
+        (None, None)
+        >>> _ = (directory / "meta.json").write_text("[1, 2]")
+        >>> read_meta(directory)[1].endswith("meta.json cannot be read (a JSON list, not an object)")
+        True
+    """
+    path = Path(directory) / "meta.json"
+    try:
+        meta = read_json(path)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"{path} cannot be read ({str(exc) or type(exc).__name__})"
+    if not isinstance(meta, dict):
+        return None, f"{path} cannot be read (a JSON {type(meta).__name__}, not an object)"
+    return meta, None
 
 
 def read_metrics(directory: str | os.PathLike[str], meta: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:

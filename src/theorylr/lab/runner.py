@@ -77,7 +77,7 @@ from theorylr.lab._files import (
 )
 from theorylr.lab.environment import environment, now
 from theorylr.lab.losses import LossSpec
-from theorylr.lab.results import read_metrics, without_prose
+from theorylr.lab.results import read_meta, read_metrics, without_prose
 from theorylr.lab.rules import DEFAULT_RULES, RULES, Rule, RuleContext, resolve_rule
 from theorylr.lab.workloads import DEFAULT_WORKLOAD, Workload, get_workload
 
@@ -467,15 +467,6 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
         )
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    """``meta.json``, or ``None`` when it is missing or unreadable (the run is then redone)."""
-    try:
-        meta = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
 def run_cell(
     cell: Cell,
     root: str | os.PathLike[str],
@@ -517,7 +508,7 @@ def run_cell(
         cell.workload.name, cell.rule.name, cell.trial, cell.lr, cell.seed, "running", str(directory), cell.rule.tuned
     )
     meta_path = directory / "meta.json"
-    previous = _read_meta(meta_path)
+    previous, unreadable = read_meta(directory)  # an unreadable one: the run is redone
     if previous is not None and previous.get("status") in TERMINAL:
         _, problem = read_metrics(directory, previous)
         if problem is None:
@@ -531,7 +522,7 @@ def run_cell(
         warnings.warn(f"{note}: the {previous['status']} run is redone", RuntimeWarning, stacklevel=2)
         # Redone from epoch 0: a fresh meta.json (this environment, this start), keeping only what was discarded.
         previous = {"discarded_metrics": note}
-    if previous is None and meta_path.exists():
+    if unreadable is not None:
         warnings.warn(f"{meta_path} cannot be read: the run is redone", RuntimeWarning, stacklevel=2)
     remove_stale_temp_files(directory, _RUN_FILES)  # left by writes killed mid-way; this run is the only writer
 
