@@ -305,24 +305,23 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
             off = torch.tensor(betas, dtype=torch.float64)
             t += torch.diag(off, 1) + torch.diag(off, -1)
         theta, s = torch.linalg.eigh(t)
-        residuals = beta * s[-1].abs()
+        computed = beta * s[-1].abs()
         scale = float(theta.abs().max())
         if j + 1 == n or beta <= 10 * eps * max(scale, float(t.abs().max())):  # invariant Krylov space
-            residuals = torch.full_like(residuals, floor * scale)  # exact Ritz values, of the rounded products
+            residuals = torch.full_like(computed, floor * scale)  # exact Ritz values, of the rounded products
             converged = True
             break
-        # The test keeps the requested tol on the computed residuals: stopping at the products' floor instead
-        # stopped 16-bit runs after a few matvecs, up to 9 % low, where going on reached the float32 answer.
-        # The residuals reported are floored (see the module docstring), and converged is False below the floor.
+        # Reported residuals are floored (see the module docstring); the test keeps the requested tol on the
+        # computed ones: stopping at the products' floor stopped 16-bit runs after a few matvecs, up to 9 % low,
+        # where going on reached the float32 answer. converged is False below the floor (after the loop).
+        residuals = computed.clamp(min=floor * scale)
         if (
             previous is not None
-            and _ends_converged(theta, residuals, tol, which)
+            and _ends_converged(theta, computed, tol, which)
             and _ends_settled(theta, previous, tol, which)
         ):
-            residuals = residuals.clamp(min=floor * scale)
             converged = True
             break
-        residuals = residuals.clamp(min=floor * scale)
         previous = theta
         if j + 1 < k:
             betas.append(beta)

@@ -928,13 +928,13 @@ class ActivationTracker:
                 recorded is taken as it is, unless it holds the paper forms' ``k_z_by_size``), and this tracker is
                 left as it was.
         """
-        saved_form = state.get("form")
-        if saved_form is not None and dict(saved_form) != self._form():
-            differ = sorted(k for k in self._form() if dict(saved_form).get(k) != self._form()[k])
+        saved, own = state.get("form"), self._form()
+        if saved is not None and dict(saved) != own:
+            differ = sorted(k for k in own if saved.get(k) != own[k])
             raise ValueError(
                 f"ActivationTracker.load_state_dict: the state is of a tracker with other {', '.join(differ)} "
-                f"({', '.join(f'{k}={dict(saved_form).get(k)!r}' for k in differ)}; this one has "
-                f"{', '.join(f'{k}={self._form()[k]!r}' for k in differ)}): its epoch maxima are of other constants"
+                f"({', '.join(f'{k}={saved.get(k)!r}' for k in differ)}; this one has "
+                f"{', '.join(f'{k}={own[k]!r}' for k in differ)}): its epoch maxima are of other constants"
             )
         if state.get("k_z_by_size") and not self._deferred:
             raise ValueError(
