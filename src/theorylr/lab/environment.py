@@ -27,40 +27,12 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the theorylr checkout this code runs from, or ``None`` (installed wheel, no git).
-
-    Example:
-        >>> commit = git_commit()
-        >>> commit is None or len(commit) == 40
-        True
-    """
-    here = Path(__file__).resolve().parent
+def _git(*args: str) -> subprocess.CompletedProcess[str] | None:
+    """``git *args`` run in this package's folder, or ``None`` where git cannot run."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = result.stdout.strip()
-    return text if result.returncode == 0 and text else None
-
-
-@functools.lru_cache(maxsize=1)
-def git_dirty() -> bool | None:
-    """Whether the theorylr checkout this code runs from has uncommitted changes to tracked files under ``src``
-    (the code a run executes), or ``None`` (no git): a run's ``git_commit`` alone would not say so.
-
-    Example:
-        >>> git_dirty() in (True, False, None)
-        True
-    """
-    here = Path(__file__).resolve().parent
-    try:
-        result = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", str(here.parent)],
-            cwd=here,
+        return subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
             timeout=5,
@@ -68,7 +40,47 @@ def git_dirty() -> bool | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def _in_checkout() -> bool:
+    """Whether this package's files are tracked by the git repository around them. A wheel installed into some
+    other repository's virtual environment sits inside that repository too, but its files are not tracked there:
+    that repository's commit says nothing about theorylr's code."""
+    result = _git("ls-files", "--error-unmatch", "--", Path(theorylr.__file__).name)
+    return result is not None and result.returncode == 0
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the theorylr checkout this code runs from, or ``None`` (an installed wheel, no git, or a
+    package whose files the enclosing repository does not track).
+
+    Example:
+        >>> commit = git_commit()
+        >>> commit is None or len(commit) == 40
+        True
+    """
+    result = _git("rev-parse", "HEAD") if _in_checkout() else None
+    text = result.stdout.strip() if result is not None else ""
+    return text if result is not None and result.returncode == 0 and text else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_dirty() -> bool | None:
+    """Whether the theorylr checkout this code runs from has uncommitted changes to tracked files under ``src``
+    (the code a run executes), or ``None`` (not a checkout, as for :func:`git_commit`): a run's ``git_commit``
+    alone would not say so.
+
+    Example:
+        >>> git_dirty() in (True, False, None)
+        True
+    """
+    here = Path(__file__).resolve().parent
+    result = _git("status", "--porcelain", "--untracked-files=no", "--", str(here.parent)) if _in_checkout() else None
+    if result is None or result.returncode != 0:
+        return None
+    return bool(result.stdout.strip())
 
 
 def _cpu_name() -> str:
