@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import math
 import re
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import theorylr
 from tests.lab.conftest import TINY, TINY_BINARY
 from theorylr.lab import compare, get_workload, load_runs, performance_profile, report, summarize
 from theorylr.lab._files import read_csv, read_json
@@ -304,3 +308,28 @@ def test_rules_modules_imported_before_the_timed_set_up_exist() -> None:
 
     for name in _RULE_MODULES:
         importlib.import_module(name)
+
+
+def test_report_leaves_the_callers_matplotlib_backend_alone(results: Path, tmp_path: Path) -> None:
+    """``report`` called ``matplotlib.use("Agg")``: a notebook's inline backend was switched under the user."""
+    shutil.copytree(results / "tiny-cancer-logreg", tmp_path / "tiny-cancer-logreg")
+    script = (
+        "import sys, matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt\n"
+        "from theorylr.lab import report\n"
+        f"paths = report({str(tmp_path)!r})\n"
+        "assert paths.figures, 'no figures drawn'\n"
+        "print(matplotlib.get_backend(), plt.get_fignums())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["svg", "[]"]
+
+
+def test_no_module_of_the_package_imports_pyplot() -> None:
+    """Figures are drawn on bare ``Figure`` objects (``plots.subplots``), never through pyplot's global state."""
+    root = Path(theorylr.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            assert "matplotlib.pyplot" not in names and not (module == "matplotlib" and "pyplot" in names), path

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -47,21 +47,35 @@ STANDARD_COLUMNS = (
 _STYLES = {"theory": "-", "lr-free": "--", "tuned": ":", "baseline": "-."}
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    figsize: tuple[float, float],
+    squeeze: bool = True,
+    layout: Literal["constrained"] | None = None,
+) -> tuple[Any, Any]:
+    """A figure and its grid of axes, as ``plt.subplots`` gives, but drawn on a bare ``matplotlib.figure.Figure``:
+    pyplot is never imported, so the caller's backend and figure registry are left as they were (``plt.subplots``
+    would need ``matplotlib.use("Agg")``, which switches a notebook's inline backend). matplotlib is imported here,
+    so importing the package stays cheap.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Example:
+        >>> fig, axes = subplots(1, 2, figsize=(4, 2))
+        >>> len(axes), type(fig).__name__
+        (2, 'Figure')
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def color_map(names: Sequence[str]) -> dict[str, Any]:
     """A colour per rule name, in the order given (pass the same map to every figure of a report)."""
-    plt = _pyplot()
-    palette = (
-        list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors) + list(plt.get_cmap("Set1").colors)
-    )
+    import matplotlib
+
+    palette = [color for name in ("tab10", "Dark2", "Set1") for color in cast(Any, matplotlib.colormaps[name]).colors]
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
@@ -128,12 +142,11 @@ def plot_curves(
     rows = [s for s in summaries if s.best_runs and any(r.rows for r in s.best_runs)]
     if not rows:
         return None
-    plt = _pyplot()
     colors = _colors([s.rule for s in summaries], colors)
     classification = any(_has(s.best_runs, "test_accuracy") for s in rows)
     panels = [("train_loss", "train loss"), ("grad_norm", "full-batch gradient norm")]
     panels.append(("test_accuracy", "test accuracy") if classification else ("test_loss", "test loss"))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
+    fig, axes = subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     for ax, (column, label) in zip(axes, panels):
         gathered = []
         for s in rows:
@@ -164,9 +177,8 @@ def plot_lr(
     rows = [s for s in summaries if s.best_runs and (_has(s.best_runs, "effective_lr") or _has(s.best_runs, "lr"))]
     if not rows:
         return None
-    plt = _pyplot()
     colors = _colors([s.rule for s in summaries], colors)
-    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    fig, ax = subplots(figsize=(9, 5), layout="constrained")
     drawn = []
     for s in rows:
         column = "effective_lr" if _has(s.best_runs, "effective_lr") else "lr"
@@ -196,8 +208,7 @@ def plot_trust_ratios(summaries: Sequence[RuleSummary], path: str | Path) -> Pat
                 rows.append((s, columns))
     if not rows:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(rows), figsize=(6.5 * len(rows), 4.6), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(rows), figsize=(6.5 * len(rows), 4.6), squeeze=False, layout="constrained")
     for ax, (s, columns) in zip(axes[0], rows):
         run = s.best_runs[0]
         epochs = run.column("epoch")
@@ -231,11 +242,10 @@ def plot_estimates(
     columns = estimate_columns(summaries)
     if not columns:
         return None
-    plt = _pyplot()
     colors = _colors([s.rule for s in summaries], colors)
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False, layout="constrained")
+    fig, axes = subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False, layout="constrained")
     for ax, column in zip(axes.flat, columns):
         values = []
         for s in summaries:
@@ -268,9 +278,8 @@ def plot_tuning(
     rows = [s for s in summaries if s.tuned and len(s.trial_scores) > 1]
     if not rows:
         return None
-    plt = _pyplot()
     colors = _colors([s.rule for s in summaries], colors)
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    fig, ax = subplots(figsize=(8, 5), layout="constrained")
     higher = metric.endswith("accuracy")
     finite: list[float] = []
     for s in rows:
@@ -317,10 +326,9 @@ def plot_profile(
     """Performance profiles (one panel per view, e.g. best trial and cost-inclusive): ``rho(tau)`` per rule."""
     if not profiles or all(not p for p in profiles.values()):
         return None
-    plt = _pyplot()
     names = sorted({rule for p in profiles.values() for rule in p})
     colors = _colors(names, colors)
-    fig, axes = plt.subplots(1, len(profiles), figsize=(7 * len(profiles), 4.8), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(profiles), figsize=(7 * len(profiles), 4.8), squeeze=False, layout="constrained")
     for ax, (view, profile) in zip(axes[0], profiles.items()):
         for rule, values in profile.items():
             ax.step(
@@ -351,6 +359,5 @@ def _save(fig: Any, path: str | Path) -> Path:
     target = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    _pyplot().close(fig)
     atomic_write_bytes(target, buffer.getvalue())
     return target

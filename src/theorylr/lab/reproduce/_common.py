@@ -23,7 +23,7 @@ from theorylr.lab.runner import compare
 from theorylr.lab.scores import BAD, RuleSummary, summarize
 from theorylr.lab.workloads import Workload
 
-__all__ = ["Context", "final_median", "finals", "layout", "learned", "median_curve", "pyplot", "save_figure"]
+__all__ = ["Context", "final_median", "finals", "layout", "learned", "median_curve", "save_figure"]
 
 CHANCE_MARGIN = 0.05  # a comparison of accuracies is inconclusive when no rule beat 1/k + 0.05 (nothing learned)
 
@@ -220,16 +220,6 @@ def median(values: Iterable[float]) -> float:
     return float(np.median(kept)) if kept else math.nan
 
 
-def pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (imported here, so importing the package stays cheap)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def layout(fig: Any) -> None:
     """Fixed margins for a grid of panels (cheaper than ``tight_layout``, which dominates the drawing time): room
     for a suptitle and panel titles above, axis labels below, whatever the figure's height."""
@@ -255,9 +245,8 @@ def median_curve(runs: Sequence[Run], column: str) -> tuple[np.ndarray, np.ndarr
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    """Save ``fig`` as PNG atomically, close it, and return ``path``."""
+    """Save ``fig`` (from :func:`theorylr.lab.plots.subplots`) as PNG atomically and return ``path``."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return path

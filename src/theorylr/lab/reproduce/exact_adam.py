@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from theorylr.lab.plots import subplots
 from theorylr.lab.reproduce._common import (
     Context,
     final_median,
     layout,
     learned,
     median_curve,
-    pyplot,
     run_dirs,
     save_figure,
 )
@@ -317,8 +317,7 @@ def _plot_comparison(ctx: Context, c: _Comparison) -> str | None:
     schedulers (top row) and the constants (bottom row)."""
     if EXACT not in c.summaries:
         return None
-    plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), squeeze=False)
+    fig, axes = subplots(2, 3, figsize=(15, 7.5), squeeze=False)
     for row, names in enumerate((c.schedulers, c.constants)):
         for col, column in enumerate(("grad_norm", "train_loss", "test_accuracy")):
             ax = axes[row, col]
@@ -478,8 +477,7 @@ def _batch_sizes(ctx: Context) -> tuple[Claim, list[tuple[str, str]]]:
         (size, final_median(s, "grad_norm") if learned_anything(final_median(s, "test_accuracy")) else math.inf)
         for size, s, _ in results
     ]
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for size, s, _ in results:
         run = s.best_runs[0]
         label = "full batch" if math.isinf(size) else f"batch {size:g}"
@@ -583,8 +581,7 @@ def _theorem4(ctx: Context) -> dict[str, Any]:
 
 
 def _plot_init_and_theorem4(ctx: Context, init: dict[str, Any], thm4: dict[str, Any]) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    fig, axes = subplots(1, 3, figsize=(16, 4.4))
     schemes = list(dict.fromkeys(r["scheme"] for r in init["rows"]))
     for ax, key, label in ((axes[0], "alpha", "alpha"), (axes[1], "k_hat", "K_hat")):
         for i, scheme in enumerate(schemes):

@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from theorylr.lab.plots import subplots
 from theorylr.lab.reproduce._common import (
     Context,
     final_median,
     first_reach,
     layout,
     median,
-    pyplot,
     run_dirs,
     save_figure,
 )
@@ -578,8 +578,7 @@ def _fig2_rules(problem: str) -> dict[str, Rule]:
 
 
 def _plot_1d(ctx: Context, interval: dict[str, Any], origin: dict[str, Any]) -> Path:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
     for key, traj in interval["curves"].items():
         w0, a, lr = (float(x) for x in key.split(","))
@@ -604,9 +603,8 @@ def _plot_1d(ctx: Context, interval: dict[str, Any], origin: dict[str, Any]) -> 
 
 
 def _plot_fig1(ctx: Context, data: dict[str, Any]) -> Path:
-    plt = pyplot()
     q, w_star = _quadratic(_FIG1)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = subplots(1, 3, figsize=(16, 4.6))
     ax = axes[0]
     grid = np.linspace(-1.0, 5.0, 121)
     xx, yy = np.meshgrid(grid, grid)
@@ -641,8 +639,7 @@ def _plot_fig1(ctx: Context, data: dict[str, Any]) -> Path:
 def _plot_theorems(
     ctx: Context, thm2: dict[str, Any], cor: dict[str, Any], thm3: dict[str, Any], thm2_far: dict[str, Any]
 ) -> Path:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = subplots(1, 3, figsize=(16, 4.6))
     ax = axes[0]
     far = {f"far start, lr={lr}": c for lr, c in thm2_far["curves"].items() if lr == "0.1"}
     for label, c in [*((f"lr={lr}", c) for lr, c in thm2["curves"].items()), *far.items()]:
@@ -681,10 +678,9 @@ def _plot_theorems(
 def _plot_fig2(ctx: Context, panels: list[tuple[str, dict[str, RuleSummary]]]) -> Path | None:
     if not panels:
         return None
-    plt = pyplot()
     cols = 2 if len(panels) == 4 else min(len(panels), 3)
     rows_n = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5.5 * cols, 4.0 * rows_n), squeeze=False)
+    fig, axes = subplots(rows_n, cols, figsize=(5.5 * cols, 4.0 * rows_n), squeeze=False)
     for ax, (label, summaries) in zip(axes.flat, panels):
         for name, s in summaries.items():
             run = s.best_runs[0] if s.best_runs else None

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from theorylr.lab.plots import subplots
 from theorylr.lab.reproduce._common import (
     Context,
     final_median,
     layout,
     learned,
-    pyplot,
     run_dirs,
     save_figure,
 )
@@ -248,9 +248,8 @@ def _table1(max_epochs: int) -> dict[str, Any]:
 
 
 def _plot_table1(ctx: Context, data: dict[str, Any]) -> str:
-    plt = pyplot()
     names = [r["dataset"] for r in data["rows"]]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     for ax, row in zip(axes[0], data["rows"]):
         for key, style in (("0.1", "-"), ("1/L", "-"), ("1/B", "--")):
             curve = data["curves"].get(f"{row['dataset']} {key}")
@@ -480,8 +479,7 @@ def _not_converged(summary: RuleSummary | None) -> int:
 
 
 def _plot_accuracy(ctx: Context, panels: Sequence[tuple[str, dict[str, RuleSummary]]], name: str, title: str) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.8 * len(panels), 7.2), squeeze=False)
+    fig, axes = subplots(2, len(panels), figsize=(4.8 * len(panels), 7.2), squeeze=False)
     for col, (label, summaries) in enumerate(panels):
         for rule, s in summaries.items():
             if not s.best_runs:
