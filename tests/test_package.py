@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
 
 import theorylr
 
@@ -70,3 +76,32 @@ def test_cli_rejects_an_unknown_command() -> None:
     out = subprocess.run([sys.executable, "-m", "theorylr.cli", "frobnicate"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "invalid choice" in out.stderr and "compare" in out.stderr
+
+
+def test_distributions_carry_the_license_and_the_sdist_its_tests(tmp_path: Path) -> None:
+    """The wheel and sdist had no LICENSE (MIT asks for the notice), and the sdist had six test files without the
+    conftest, docs, examples and benchmarks they read."""
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs the git checkout")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    copy = tmp_path / "src"
+    for name in filter(None, files):
+        if (root / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, copy / name)
+    build = "from setuptools import build_meta as b; print(b.build_sdist('dist')); print(b.build_wheel('dist'))"
+    done = subprocess.run([sys.executable, "-c", build], cwd=copy, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sdist_path,), (wheel_path,) = (copy / "dist").glob("*.tar.gz"), (copy / "dist").glob("*.whl")
+    with tarfile.open(sdist_path) as sdist:
+        top = sdist_path.name.removesuffix(".tar.gz")
+        in_sdist = {m.name.removeprefix(top + "/") for m in sdist.getmembers()}
+    for needed in ("LICENSE", "tests/conftest.py", "docs/suggest.md", "examples/lipschitz_lr.py", "benchmarks/run.py"):
+        assert needed in in_sdist, needed
+    with zipfile.ZipFile(wheel_path) as wheel:
+        in_wheel = wheel.namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in in_wheel)
+    assert "theorylr/py.typed" in in_wheel and not any(n.startswith(("tests/", "benchmarks/")) for n in in_wheel)
