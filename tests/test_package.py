@@ -105,3 +105,13 @@ def test_distributions_carry_the_license_and_the_sdist_its_tests(tmp_path: Path)
         in_wheel = wheel.namelist()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in in_wheel)
     assert "theorylr/py.typed" in in_wheel and not any(n.startswith(("tests/", "benchmarks/")) for n in in_wheel)
+
+
+def test_citations_name_the_papers_not_files_users_do_not_have() -> None:
+    """``suggest``'s ref lines and REPRODUCTION.md cited ``papers/004_...txt``: files outside the package and repo."""
+    root = Path(theorylr.__file__).parent
+    for path in root.rglob("*.py"):
+        assert "papers/" not in path.read_text(encoding="utf-8"), path
+    from theorylr.lab.reproduce import exact_adam, lars, lipschitz
+
+    assert "Gitman" in lars.REFERENCE and "Yedida" in lipschitz.REFERENCE and "Exact" in exact_adam.REFERENCE

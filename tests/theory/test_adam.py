@@ -1,4 +1,4 @@
-"""The exact constant step size of papers/003, by hand."""
+"""The exact constant step size of the exact-step Adam paper, by hand."""
 
 from __future__ import annotations
 

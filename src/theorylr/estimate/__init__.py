@@ -5,7 +5,7 @@
 * :func:`power_iteration`, :func:`lanczos`: extreme eigenvalues of any symmetric matvec, stopped on the residual.
 * :func:`hessian_spectral_norm`: ``||H||_2 = max(|lambda_max|, |lambda_min|)`` at the current weights.
 * :func:`smoothness`: ``K_hat``, the largest spectral norm over initialisation samples (Algorithm 2 of
-  ``papers/003``), the smoothness constant behind :func:`theorylr.optim.exact_adam.exact_step_adam`.
+  the exact-step Adam paper), the smoothness constant behind :func:`theorylr.optim.exact_adam.exact_step_adam`.
 
 Every estimator leaves the model as it found it (weights, buffers, train/eval flags, global RNG state).
 

@@ -166,7 +166,7 @@ def power_iteration(
         2.0
 
     Reference:
-        The power method of Algorithm 2, step 5, in ``papers/003`` (Müntz, 1913).
+        The power method of Algorithm 2, step 5, in the exact-step Adam paper (Müntz, 1913).
     """
     check_int("max_iters", max_iters, min_value=1)
     check_number("tol", tol, min_value=0.0)
@@ -260,8 +260,9 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
         (-10.0, 5.0, -10.0, 16)
 
     Reference:
-        Lanczos (1950); Golub & Van Loan, *Matrix Computations*, Section 10.1. ``papers/003`` uses the power method
-        (Algorithm 2, step 5); Lanczos gives the same spectral norm with far fewer matvecs (``benchmarks/curvature``).
+        Lanczos (1950); Golub & Van Loan, *Matrix Computations*, Section 10.1. The exact-step Adam paper uses the power
+        method (Algorithm 2, step 5); Lanczos gives the same spectral norm with far fewer matvecs
+        (``benchmarks/curvature``).
     """
     check_int("k", k, min_value=1)
     check_number("tol", tol, min_value=0.0)

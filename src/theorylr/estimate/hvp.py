@@ -266,7 +266,7 @@ class HessianOperator:
         True
 
     Reference:
-        The curvature that Algorithm 2 of the "exact step size" Adam paper (``papers/003``, Section 4.3) maximises;
+        The curvature that Algorithm 2 of the "exact step size" Adam paper (Section 4.3) maximises;
         Pearlmutter (1994) for Hessian-vector products by differentiation.
     """
 

@@ -293,8 +293,8 @@ def smoothness(
         True
 
     Reference:
-        ``papers/003``, Algorithm 2 and Theorem 4 (``K_hat`` converges in distribution to ``K`` as ``N`` grows,
-        provided ``W`` has full support).
+        The exact-step Adam paper, Algorithm 2 and Theorem 4 (``K_hat`` converges in distribution to ``K`` as ``N``
+        grows, provided ``W`` has full support).
 
     .. note::
         Departures from the paper: the spectral norm is computed by Lanczos by default instead of the power

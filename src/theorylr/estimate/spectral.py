@@ -154,7 +154,7 @@ def hessian_spectral_norm(
         (9.0, 1.0, 2, True)
 
     Reference:
-        ``papers/003``, Algorithm 2 step 5 (spectral norm of the Hessian by the power method) and Theorem 3
+        The exact-step Adam paper, Algorithm 2 step 5 (spectral norm of the Hessian by the power method) and Theorem 3
         (``K = sup ||H||_2``).
 
     .. note::

@@ -9,11 +9,11 @@ row                                optimizer  learning rate
 =================================  =========  ======================================================================
 ``gd-descent``                     sgd        :math:`1/K`, :math:`K = \|\nabla^2 L(w)\|_2` at the current weights
 ``gd-stability``                   sgd        :math:`2/K`: the largest stable step on the local quadratic (a limit)
-``lipschitz-paper``                sgd        LipschitzLR's :math:`1/L` with the paper's closed form (papers/004)
+``lipschitz-paper``                sgd        LipschitzLR's :math:`1/L` with the paper's closed form (Yedida & Saha)
 ``lipschitz-rigorous``             sgd        :math:`1/B`, ``B`` a true bound on the last-layer gradient norm
-``exact-adam``                     adam       :math:`\alpha = \sqrt{2 L(w_0) / (\hat K T)}` (papers/003 §4.2)
+``exact-adam``                     adam       :math:`\alpha = \sqrt{2 L(w_0) / (\hat K T)}` (exact-step Adam paper §4.2)
 ``lars-trust-ratios``              lars       :math:`\|w_l\| / (\|g_l\| + \epsilon)` per tensor (not an lr)
-``lars-corollary-2.1``             lars       :math:`\eta = \sqrt{\epsilon / (3 C_2)}` (papers/000 Corollary 2.1)
+``lars-corollary-2.1``             lars       :math:`\eta = \sqrt{\epsilon / (3 C_2)}` (Gitman et al. Corollary 2.1)
 ``lars-corollary-2.1-rigorous``    lars       :math:`\eta = \epsilon / (2 C_2')` from the bound the proof supports
 ``range-test-<optimizer>``         any        ``lr_at_min / 10`` of an LR range test on a copy (``range_test=True``)
 =================================  =========  ======================================================================
@@ -395,11 +395,14 @@ def detect_loss(loss_fn: Any) -> str | None:
 # ----------------------------------------------------------------------------------------------------------------
 # The rules
 # ----------------------------------------------------------------------------------------------------------------
-_REF_GD = "descent lemma for a K-smooth loss (Nesterov 2004, Lemma 1.2.3); K as in papers/003 Algorithm 2 step 5"
+_REF_GD = (
+    "descent lemma for a K-smooth loss (Nesterov 2004, Lemma 1.2.3); K as in the exact-step Adam paper's Algorithm 2"
+    " step 5"
+)
 _REF_LIPSCHITZ = {
-    "softmax": "papers/004 (LipschitzLR) §5.2 eq. 23",
-    "bce": "papers/004 (LipschitzLR) §5.1 eq. 18",
-    "least_squares": "papers/004 (LipschitzLR) §4.2 eq. 9 with K_a = K K_z (eq. 12)",
+    "softmax": "Yedida & Saha (LipschitzLR) §5.2 eq. 23",
+    "bce": "Yedida & Saha (LipschitzLR) §5.1 eq. 18",
+    "least_squares": "Yedida & Saha (LipschitzLR) §4.2 eq. 9 with K_a = K K_z (eq. 12)",
 }
 _FORMULA_PAPER = {
     "softmax": "1/L, L = s (k-1) K_z / (k m)",
@@ -502,7 +505,7 @@ def _least_squares_scale(info: _LossInfo, y: Tensor, m: int) -> float:
     return {"paper": 1.0, "mse": 2.0 / outputs, "half_mean": 1.0 / outputs}[info.scale]
 
 
-_LIPSCHITZ_REF_RIGOROUS = "papers/004 §3.1 (L = sup ||grad_W E||) made a true bound: theorylr.lipschitz.bounds"
+_LIPSCHITZ_REF_RIGOROUS = "Yedida & Saha §3.1 (L = sup ||grad_W E||) made a true bound: theorylr.lipschitz.bounds"
 _LIPSCHITZ_CAVEAT_PAPER = "the paper's L is not an upper bound on the gradient norm (see the rigorous row)"
 _LIPSCHITZ_CAVEAT_RIGOROUS = "bounds the last layer's gradient only; conservative (up to ~2 sqrt(m) below the paper's)"
 _FORMULA_RIGOROUS = "1/B, B = s * gradient_norm_bound(A, y)"
@@ -522,7 +525,9 @@ def _lipschitz_pair(
         lr = 1.0 / value if value is not None and value > 0 else None
         paper_row = name == "lipschitz-paper"
         formula = (_FORMULA_PAPER.get(kind or "", "1/L (the paper's closed form)")) if paper_row else _FORMULA_RIGOROUS
-        reference = _REF_LIPSCHITZ.get(kind or "", "papers/004") if paper_row else _LIPSCHITZ_REF_RIGOROUS
+        reference = (
+            _REF_LIPSCHITZ.get(kind or "", "Yedida & Saha (LipschitzLR)") if paper_row else _LIPSCHITZ_REF_RIGOROUS
+        )
         caveat = _LIPSCHITZ_CAVEAT_PAPER if paper_row else _LIPSCHITZ_CAVEAT_RIGOROUS
         rows.append(SuggestionRow(name, "sgd", lr, formula, quantities, reference, caveat, message))
     return rows
@@ -673,7 +678,7 @@ def _adam_row(
         alpha,
         "sqrt(2 L(w0) / (K_hat T)), K_hat = max_j ||H(w_j)||_2",
         quantities,
-        "papers/003 §4.2 (simplified step), Algorithm 2 (K_hat), Theorems 1-2",
+        "exact-step Adam paper §4.2 (simplified step), Algorithm 2 (K_hat), Theorems 1-2",
         "assumes L(w*) = 0 and drops delta^2 = gamma^2/rho^2 (§4.2); keep lr constant for the T steps",
         message,
     )
@@ -735,7 +740,7 @@ def _trust_ratio_row(
         None,
         "||w_l|| / (||g_l|| + eps) per tensor l",
         quantities,
-        "papers/000 eq. (1) and §6.1 (eps, SGD fallback near the origin)",
+        "Gitman et al. eq. (1) and §6.1 (eps, SGD fallback near the origin)",
         "at the current weights only; a ratio multiplies the global lr, so it is not an lr itself",
         "per-tensor trust ratios (not an lr): the step of tensor l is lr * ratio_l * ||g_l|| = lr * ||w_l||",
     )
@@ -768,7 +773,7 @@ def _corollary_rows(
 ) -> list[SuggestionRow]:
     formula_paper = "sqrt(eps / (3 C2)), C2 = L (||w*|| + M1)^2 / 2"
     formula_rigorous = "eps / (2 C2'), C2' = L M1 (||w*|| + M1)^2 / (2 M2)"
-    reference = "papers/000 Theorem 2, Corollary 2.1 (§4.2); theorylr.theory.lars"
+    reference = "Gitman et al. Theorem 2, Corollary 2.1 (§4.2); theorylr.theory.lars"
     if target_accuracy is None:
         reason = "name target_accuracy (eps: the target gap min_k f(w_k) - f(w*), in loss units) for this lr"
         return [
@@ -1021,7 +1026,7 @@ def suggest(
         True
 
     Reference:
-        ``papers/003`` §4.2 and Algorithm 2, ``papers/004`` §3-§5, ``papers/000`` eq. (1), Theorem 2 and
+        the exact-step Adam paper §4.2 and Algorithm 2, Yedida & Saha §3-§5, Gitman et al. eq. (1), Theorem 2 and
         Corollary 2.1; the classical :math:`1/K` (descent lemma) and :math:`2/K` (stability) bounds.
 
     .. note::

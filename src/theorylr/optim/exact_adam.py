@@ -1,4 +1,4 @@
-"""Adam with the "exact" constant step size of ``papers/003``, in one call."""
+"""Adam with the "exact" constant step size, in one call (the exact-step Adam paper, Section 4.2)."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def exact_step_adam(
         True
 
     Reference:
-        ``papers/003``: Section 4.2 (the step), Algorithm 2 (``K_hat``), Theorems 1-2.
+        The exact-step Adam paper: Section 4.2 (the step), Algorithm 2 (``K_hat``), Theorems 1-2.
 
     .. note::
         ``torch.optim.Adam`` adds bias correction, which the paper's Algorithm 1 does not have, and ``eps`` plays

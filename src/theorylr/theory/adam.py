@@ -1,4 +1,4 @@
-r"""The "exact" constant step size of Adam (``papers/003``, Theorems 1-2 and Section 4.2).
+r"""The "exact" constant step size of Adam (the exact-step Adam paper, Theorems 1-2 and Section 4.2).
 
 Theorems 1 (deterministic) and 2 (stochastic) give Adam (Algorithm 1: moments ``m_t``, ``v_t`` and the update
 ``w_{t+1} = w_t - alpha (V_t^{1/2} + rho I)^{-1} m_t``) a constant step
@@ -55,7 +55,7 @@ def constant_step(
     gamma: float | None = None,
     rho: float | None = None,
 ) -> float:
-    r"""Adam's constant step size from ``papers/003``.
+    r"""Adam's constant step size from the exact-step Adam paper.
 
     .. math::
         \alpha = \sqrt{\frac{2\,(L(w_0) - L(w^*))}{K\,\delta^2\,T}}
@@ -88,7 +88,7 @@ def constant_step(
         0.05
 
     Reference:
-        ``papers/003``: Theorem 1 and Theorem 2 (full form), Section 4.2 (simplified form).
+        the exact-step Adam paper: Theorem 1 and Theorem 2 (full form), Section 4.2 (simplified form).
 
     .. note::
         The paper's Remark 2 prints the step as :math:`\sqrt{2(L(w_0) - L(w^*))} / K\delta^2 T`, with the root over

@@ -178,7 +178,7 @@ class PaperResult:
     Attributes:
         paper: the key (``lars``).
         title: the paper's title and authors.
-        reference: the paper's file under ``papers/``.
+        reference: the paper's citation (authors and title).
         scale: the scale's name (``quick``, ``full`` or a custom one).
         claims: the :class:`Claim` rows.
         figures: ``(path, caption)`` pairs, paths relative to the paper's results directory.
@@ -245,7 +245,7 @@ def write_result(directory: str | os.PathLike[str], result: PaperResult) -> Path
     Example:
         >>> import tempfile
         >>> d = tempfile.mkdtemp()
-        >>> r = PaperResult("lars", "t", "papers/000", "quick", [Claim("a", "lars", "§3", "c", "r", "m", "k", HOLDS)])
+        >>> r = PaperResult("lars", "t", "ref", "quick", [Claim("a", "lars", "§3", "c", "r", "m", "k", HOLDS)])
         >>> write_result(d, r).name
         'claims.json'
         >>> read_result(d).claims[0].verdict

@@ -1,5 +1,5 @@
 r"""Reproduction of *A Theoretical and Empirical Study on the Convergence of Adam with an "Exact" Constant Step Size
-in Non-Convex Settings* (``papers/003``): §5.2 (Figs. 1-2), §5.3 (Figs. 3-5), §5.4, App. C.4 and Theorem 4.
+in Non-Convex Settings* (anonymous, under review): §5.2 (Figs. 1-2), §5.3 (Figs. 3-5), §5.4, App. C.4 and Theorem 4.
 
 Adam with :math:`\alpha = \sqrt{2 L(w_0) / (\hat K T)}` (``T`` = optimizer steps of the run, :math:`\hat K` from
 Algorithm 2 over ``N`` draws of the workload's own initialisation) runs through the lab against
@@ -65,7 +65,10 @@ __all__ = [
 
 PAPER = "exact-adam"
 TITLE = 'A Theoretical and Empirical Study on the Convergence of Adam with an "Exact" Constant Step Size'
-REFERENCE = "papers/003_9fbce135f4f8329b.txt"
+REFERENCE = (
+    "\"A Theoretical and Empirical Study on the Convergence of Adam with an 'Exact' Constant Step Size in Non-Convex"
+    ' Settings" (anonymous, under review)'
+)
 EXACT = "exact-adam"
 #: App. C.4's schemes (the criterion is computed over these); torch's default is reported beside them.
 INIT_SCHEMES = ("kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")

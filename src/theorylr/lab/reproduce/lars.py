@@ -1,5 +1,5 @@
 r"""Reproduction of Gitman, Dilipkumar & Parr, *Convergence Analysis of Gradient Descent Algorithms with
-Proportional Updates* (``papers/000``): LARS' 1-D theory, Fig. 1, Theorems 2-3, Corollary 2.1, Figs. 2-3.
+Proportional Updates* (Gitman, Dilipkumar & Parr): LARS' 1-D theory, Fig. 1, Theorems 2-3, Corollary 2.1, Figs. 2-3.
 
 Analytic experiments run the real :class:`theorylr.optim.lars.LARS` (``momentum=0``, ``eps=0``, ``min_norm=0``
 unless stated: the paper's eq. (1), ``w <- w - lr ||w|| / ||g|| g``) in float64 on functions whose constants are
@@ -73,7 +73,7 @@ __all__ = [
 
 PAPER = "lars"
 TITLE = "Gitman, Dilipkumar & Parr -- Convergence Analysis of Gradient Descent Algorithms with Proportional Updates"
-REFERENCE = "papers/000_53750f0760ec60f6.txt"
+REFERENCE = 'Gitman, Dilipkumar & Parr, "Convergence Analysis of Gradient Descent Algorithms with Proportional Updates"'
 
 Loss1D = Callable[[torch.Tensor, float], torch.Tensor]
 

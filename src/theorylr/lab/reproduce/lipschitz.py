@@ -1,5 +1,5 @@
 r"""Reproduction of Yedida & Saha, *LipschitzLR: Using theoretically computed adaptive learning rates for fast
-convergence* (``papers/004``): Tables 1-3, Fig. 3, and the paper's constants against rigorous bounds.
+convergence* (Yedida & Saha): Tables 1-3, Fig. 3, and the paper's constants against rigorous bounds.
 
 * **Table 1** (§7.1) -- epochs of full-batch gradient descent until the training loss falls below a threshold
   ``T_L``, with ``lr = 0.1`` and with ``lr = 1/L``, on the embedded sets: breast cancer (logistic regression) and
@@ -65,7 +65,7 @@ __all__ = [
 
 PAPER = "lipschitz"
 TITLE = "Yedida & Saha -- LipschitzLR: Using theoretically computed adaptive learning rates for fast convergence"
-REFERENCE = "papers/004_8119a118a538bf06.txt"
+REFERENCE = 'Yedida & Saha, "LipschitzLR: Using theoretically computed adaptive learning rates for fast convergence"'
 
 #: Table 1 rows: ``(data set, loss, threshold T_L or None, the paper's row or None)``. ``None`` as threshold for
 #: least squares means the loss of the best constant predictor, (1/2m) sum (y - mean y)^2 ("learn the intercept").

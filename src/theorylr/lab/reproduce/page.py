@@ -10,7 +10,7 @@ Example:
     >>> from theorylr.lab.reproduce.claims import HOLDS, Claim, PaperResult, write_result
     >>> out = Path(tempfile.mkdtemp())
     >>> claim = Claim("x-1", "lars", "§3", "a claim", "paper", "measured", "criterion", HOLDS)
-    >>> _ = write_result(out / "lars" / "quick", PaperResult("lars", "A paper", "papers/000", "quick", [claim]))
+    >>> _ = write_result(out / "lars" / "quick", PaperResult("lars", "A paper", "Gitman et al.", "quick", [claim]))
     >>> md, html = write_page(out, "quick")
     >>> "| x-1 |" in md.read_text().replace("**", ""), html.name
     (True, 'REPRODUCTION.html')
