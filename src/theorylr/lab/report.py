@@ -466,10 +466,11 @@ def report(
     )
     doc.items(_environment_lines(runs))
     doc.p(
-        "How to read it: each rule is shown at its best trial (tuned rules searched a log-grid of learning rates; "
-        "see docs/lab.md for the protocol). Curves are medians over seeds with a min-max band. Time to target is "
-        "the wall time of the first epoch whose evaluation reaches the workload's target; the 'incl. tuning' "
-        "column and the cost-inclusive profile add the compute the tuning spent."
+        "How to read it: each rule is shown at its best trial (tuned rules searched a log-grid of learning "
+        "rates; the protocol is in docs/lab.md of theorylr's source tree and sdist). Curves are medians over "
+        "seeds with a min-max band. Time to target is the wall time of the first epoch whose evaluation "
+        "reaches the workload's target; the 'incl. tuning' column and the cost-inclusive profile add the "
+        "compute the tuning spent."
     )
 
     drawn: list[Path] = []
