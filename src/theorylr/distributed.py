@@ -352,7 +352,11 @@ class DistributedActivationTracker(ActivationTracker):
     one for the first batch without ``initial_lr``). Tensor reads stay on the device except :attr:`batch_size` (a
     Python int) and, in :meth:`epoch_stats`, the batch counts and the ``examples`` count (host reads, once per
     call). The per-batch reads do not check the ranks' counts (that would be a host read per step): a rank that
-    has made more passes than the others pairs its latest batch with theirs.
+    has made more passes than the others pairs its latest batch with theirs, and every rank must read as often as
+    the others. So torch's uneven-input ``Join`` context does not serve the per-step readers: a rank that has
+    joined shadows DDP's collectives, not this one, and the others wait for it until the group's timeout. Give the
+    ranks the same number of batches (``DistributedSampler`` pads), or use ``LipschitzLR``, whose per-epoch read
+    checks the counts and raises.
 
     Args:
         model: the local model (or its DDP wrapper).
@@ -389,6 +393,8 @@ class DistributedActivationTracker(ActivationTracker):
         decompose across ranks). Both raise ``ValueError``.
     """
 
+    _global_batches = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -411,7 +417,8 @@ class DistributedActivationTracker(ActivationTracker):
         if rigorous:
             raise ValueError(
                 "rigorous must be False for a DistributedActivationTracker (the rigorous bound of the global batch "
-                "does not follow from the ranks' bounds); use the paper's forms, or a single-process tracker"
+                "does not follow from the ranks' bounds); use the paper's forms (rigorous=False). A single-process "
+                "tracker is no way out under DDP: it gives every rank its own L, and the replicas drift apart"
             )
         _check_group_arg(process_group)
         # Set before the parent's constructor, which calls reset_epoch().
@@ -452,6 +459,11 @@ class DistributedActivationTracker(ActivationTracker):
         zero = torch.zeros((), dtype=dtype, device=activations.device)
         bound = self.weight_bound() if self.needs_targets else None
         self._add_row(_Row(zero, 0, bound, zero.clone() if self.needs_targets else None))
+
+    def _latest_pass(self) -> object:
+        """The latest row, new for every pass, an empty share of a global batch included (:meth:`record_empty`
+        leaves the parent's latest batch as it was)."""
+        return self._last
 
     def _add_row(self, row: _Row) -> None:
         self._dtype = row.share.dtype  # what the readers return (the table itself is float64)

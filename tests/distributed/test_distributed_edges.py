@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import traceback
+import warnings
 from typing import Any
 
 import pytest
@@ -87,6 +88,70 @@ def _scenarios(rank: int) -> dict[str, Any]:
         out["group_empty"] = "stepped"
     except RuntimeError as exc:
         out["group_empty"] = str(exc)
+    out.update(_ddp_scenarios(rank))
+    return out
+
+
+HVP_SPLIT = {0: (6, 4), 1: (7,)}  # rank 0 holds two local batches, rank 1 one
+EMPTY_SHARES = ((4, 4), (0, 4), (4, 4))  # the global batches' rows per rank: rank 0's share of batch 1 is empty
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+
+
+def _hvp_batches(rank: int) -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(17, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (17,), generator=g)
+    start = sum(sum(HVP_SPLIT[r]) for r in range(rank))
+    batches = []
+    for m in HVP_SPLIT[rank]:
+        batches.append((x[start : start + m], y[start : start + m]))
+        start += m
+    return batches
+
+
+def _ddp_scenarios(rank: int) -> dict[str, Any]:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from theorylr.estimate import hessian_spectral_norm
+    from theorylr.lipschitz.scheduler import LipschitzLR
+    from theorylr.optim.adaptive import AdaMo
+
+    out: dict[str, Any] = {}
+    # The DDP wrapper given to an estimator, with BatchNorm and unequal batch counts: DDP's forward broadcasts the
+    # buffers at every pass, so the ranks' collectives did not pair (a deadlock until the group's timeout).
+    ddp = DistributedDataParallel(_bn_net())
+    reduce = mean_reduce(num_samples=sum(HVP_SPLIT[rank]))
+    kwargs: dict[str, Any] = {"seed": 0, "tol": 1e-8, "reduce": reduce}
+    out["hvp_ddp"] = hessian_spectral_norm(ddp, nn.CrossEntropyLoss(), _hvp_batches(rank), **kwargs).value
+    out["hvp_module"] = hessian_spectral_norm(ddp.module, nn.CrossEntropyLoss(), _hvp_batches(rank), **kwargs).value
+
+    # A single-process tracker on a replicated model: every rank would get its own lr (the replicas drift apart).
+    net = DistributedDataParallel(nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double())
+    try:
+        LipschitzLR(torch.optim.SGD(net.parameters(), lr=1.0), net, "softmax", rigorous=True)
+        out["local_tracker"] = "built"
+    except ValueError as exc:
+        out["local_tracker"] = str(exc)
+
+    # AdaMo reading the global batch when this rank's share is empty: it warned of a stale L, yet used a fresh one.
+    tracker = DistributedActivationTracker(net, "softmax")
+    opt = AdaMo(net.parameters(), lr=0.5, tracker=tracker)
+    messages = []
+    for b, shares in enumerate(EMPTY_SHARES):
+        n = shares[rank]
+        x = torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(10 * b + rank))
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), torch.zeros(n, dtype=torch.long), reduction="sum")
+        (loss * WORLD / sum(shares)).backward()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            opt.step()
+        messages += [str(w.message) for w in caught]
+    out["adamo_warnings"] = messages
+    opt.close()
     return out
 
 
@@ -181,3 +246,20 @@ def test_mean_reduce_weights_unequal_shares_and_leaves_its_input_alone(ranks: li
     for res in ranks:
         torch.testing.assert_close(res["weighted"], (5 * torch.tensor([2.0, 4.0]) + 3 * torch.tensor([4.0, 8.0])) / 8)
         assert res["weighted_input_unchanged"]
+
+
+def test_an_estimator_given_the_ddp_wrapper_runs_on_its_module(ranks: list[dict[str, Any]]) -> None:
+    """With BatchNorm and unequal batch counts, DDP's per-forward buffer broadcast deadlocked the ranks."""
+    values = [(res["hvp_ddp"], res["hvp_module"]) for res in ranks]
+    assert values[0] == values[1] and values[0][0] == pytest.approx(values[0][1], rel=1e-12)
+
+
+def test_a_single_process_tracker_refuses_a_model_replicated_on_several_ranks(ranks: list[dict[str, Any]]) -> None:
+    for res in ranks:
+        assert res["local_tracker"].startswith("model is a DistributedDataParallel replicated on 2 ranks")
+        assert "distributed_lipschitz_lr" in res["local_tracker"]
+
+
+def test_adamo_does_not_warn_of_a_stale_l_when_this_ranks_share_is_empty(ranks: list[dict[str, Any]]) -> None:
+    for res in ranks:
+        assert res["adamo_warnings"] == []

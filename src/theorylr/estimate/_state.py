@@ -329,7 +329,13 @@ def forward(model: nn.Module, x: Any, training: bool) -> Any:
 
     A training pass may update buffers in place (BatchNorm statistics): on copies, the model's own buffers stay as
     they are, and neither a graph's saved tensors nor the caller's autograd versions are touched.
+
+    A ``DistributedDataParallel`` wrapper is looked through: the pass runs on its ``module``. DDP's own forward
+    broadcasts the buffers and readies its gradient reducer at every call, collectives that ranks holding different
+    numbers of batches would not pair (a deadlock). Across ranks, an estimate is combined by its ``reduce``.
     """
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     if not training:
         return model(x)
     from torch.func import functional_call

@@ -249,7 +249,10 @@ class HessianOperator:
 
         op = HessianOperator(model, loss_fn, local_batches, reduce=average)
 
-    With unequal shards, weight each rank's contribution by its sample count inside ``reduce``.
+    With unequal shards, weight each rank's contribution by its sample count inside ``reduce``
+    (:func:`theorylr.distributed.mean_reduce` does both). ``model`` may be the ``DistributedDataParallel`` wrapper:
+    the passes run on its ``module``, since DDP's forward would add collectives of its own (a buffer broadcast per
+    batch) that ranks with different numbers of batches would not pair.
 
     Example:
         >>> import torch

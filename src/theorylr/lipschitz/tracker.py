@@ -265,6 +265,23 @@ class _InertHook:
         return None
 
 
+def _refuse_replicated(model: nn.Module) -> None:
+    """Refuse a ``DistributedDataParallel`` model replicated on more than one rank: a tracker of local batches would
+    give every rank its own constant, and the replicas would drift apart without an error."""
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return
+    import torch.distributed as dist
+
+    ranks = dist.get_world_size(model.process_group) if dist.is_initialized() else 1
+    if ranks > 1:
+        raise ValueError(
+            f"model is a DistributedDataParallel replicated on {ranks} ranks, but this tracker reads this rank's "
+            "batches only: each rank would get its own L and lr, and the replicas would drift apart. Use "
+            "theorylr.distributed.distributed_lipschitz_lr, or pass tracker=DistributedActivationTracker(model, "
+            "...) to an adaptive optimizer (their rigorous=False forms are those of the global batch)"
+        )
+
+
 class ActivationTracker:
     r"""Hooks the penultimate layer and keeps, as tensors, what the closed-form Lipschitz constant needs.
 
@@ -358,6 +375,9 @@ class ActivationTracker:
     Reference: Yedida & Saha, *LipschitzLR*, §3.3 (eq. 6, 10), §4.2-§5.3, §7.4, §8.
     """
 
+    # Whether the statistics are those of the global batch across data-parallel ranks (the distributed subclass).
+    _global_batches = False
+
     def __init__(
         self,
         model: nn.Module,
@@ -374,6 +394,8 @@ class ActivationTracker:
         check_choice("loss", loss, LOSSES)
         check_choice("activation_norm", activation_norm, ACTIVATION_NORMS)
         check_bool("rigorous", rigorous)
+        if not self._global_batches:
+            _refuse_replicated(model)
         if weight_bound is not None:
             check_number("weight_bound", weight_bound, min_value=0.0)
         if loss == "softmax":
@@ -539,6 +561,11 @@ class ActivationTracker:
         else:  # folded, without activations or targets: only its K_z, m and cached constant change
             batch.k_z, batch.m, batch.lipschitz = k_z, m, None
         self._fold(k_z, m, None)
+
+    def _latest_pass(self) -> object:
+        """An object that is new for every recorded training pass (``None`` before the first): the adaptive
+        optimizers compare it between steps to warn of a constant reused from an earlier batch."""
+        return getattr(self._batch, "k_z", None)
 
     def record_empty(self, activations: Tensor) -> None:
         """What the hook does with a batch of no example (``activations`` has no element): nothing here.

@@ -761,7 +761,7 @@ class _LipschitzAdaptive(Optimizer):
         self._cohorts: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         # The K_z tensor of the batch the last step read (a new tensor per recorded batch), and whether a step that
         # found no newer one has warned (see _estimates).
-        self._last_k_z: Tensor | None = None
+        self._last_pass: object = None
         self._warned = False
         if self._owns_tracker and self.tracker is not None:
             self._finalizer: weakref.finalize | None = weakref.finalize(self, self.tracker.close)
@@ -845,7 +845,7 @@ class _LipschitzAdaptive(Optimizer):
         self.__dict__.setdefault("_owns_tracker", False)
         self.__dict__.setdefault("_coupled", self.tracker is not None)
         self.__dict__.setdefault("_finalizer", None)
-        self.__dict__.setdefault("_last_k_z", None)
+        self.__dict__.setdefault("_last_pass", None)
         self.__dict__.setdefault("_warned", False)
         for group in self.param_groups:
             # A checkpoint that lacks a key gets this optimizer's own default (its constructor's arguments: AdaMo
@@ -944,8 +944,8 @@ class _LipschitzAdaptive(Optimizer):
                     "lipschitz='closed_form' reads the tracker's activations, but the tracker is closed (its hook "
                     "removed by close()); its L would be stale. Use lipschitz='observed' or a new optimizer"
                 )
-            latest = getattr(self.tracker._batch, "k_z", None)  # a new tensor for every recorded batch
-            if latest is not None and latest is self._last_k_z and not self._warned:
+            latest = self.tracker._latest_pass()  # a new object for every recorded pass
+            if latest is not None and latest is self._last_pass and not self._warned:
                 warnings.warn(
                     f"{type(self).__name__}: no training forward pass of the tracked module since the last step "
                     "(the model in eval() mode, or under no_grad?): this step reuses the previous batch's L",
@@ -955,7 +955,7 @@ class _LipschitzAdaptive(Optimizer):
                 self._warned = True
             bound = self.tracker.weight_bound(foreach=foreach) if "closed_form" in need_bound else None
             out["closed_form"] = (self.tracker.batch_lipschitz(), bound)
-            self._last_k_z = latest  # once read: a step that raised (targets missing) has not used this batch
+            self._last_pass = latest  # once read: a step that raised (targets missing) has not used this batch
         return out
 
     @torch.no_grad()
