@@ -77,3 +77,23 @@ def test_lab_names_suggest_the_closest_rule_and_workload() -> None:
         resolve_rule("lasr")
     with pytest.raises(ValueError, match=r"\(got 'minst-lenet'; did you mean 'mnist-lenet'\?\)"):
         get_workload("minst-lenet")
+
+
+def test_an_int_past_floats_range_is_refused_by_name() -> None:
+    """``float(10**400)`` raised a bare OverflowError that named no argument."""
+    with pytest.raises(ValueError, match=r"lr must be a finite number >= 0.0 \(got 1000"):
+        check_number("lr", 10**400, min_value=0.0)
+
+
+def test_seeds_past_torchs_range_are_refused_by_name() -> None:
+    import torch
+    from torch import nn
+
+    from theorylr._validation import SEED_MAX
+    from theorylr.estimate import hessian_spectral_norm
+
+    model = nn.Linear(2, 1)
+    data = (torch.randn(4, 2), torch.randn(4, 1))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0 and <= 9223372036854775807"):
+        hessian_spectral_norm(model, nn.MSELoss(), data, seed=2**64)
+    assert hessian_spectral_norm(model, nn.MSELoss(), data, seed=SEED_MAX).value > 0

@@ -14,10 +14,16 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: The largest seed the library takes: torch's generators take seeds below ``2**64``, and the half of that range
+#: kept here leaves room for the offsets added to a seed (trials, samples, ranks).
+SEED_MAX = 2**63 - 1
+
 __all__ = [
+    "SEED_MAX",
     "check_bool",
     "check_choice",
     "check_int",
+    "check_module",
     "check_number",
     "check_probability",
 ]
@@ -81,9 +87,12 @@ def check_number(
     if max_value is not None:
         parts.append(f"{'<=' if max_inclusive else '<'} {max_value}")
     allowed = "a finite number" + (" " + " and ".join(parts) if parts else "")
-    if not _is_real(value) or not math.isfinite(float(value)):
+    try:
+        v = float(value) if _is_real(value) else math.nan
+    except OverflowError:  # an int past float's range (10**400)
+        v = math.inf
+    if not math.isfinite(v):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
-    v = float(value)
     if min_value is not None and (v < min_value or (not min_inclusive and v == min_value)):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
     if max_value is not None and (v > max_value or (not max_inclusive and v == max_value)):
@@ -109,6 +118,14 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, max_value:
     v = int(value)
     if (min_value is not None and v < min_value) or (max_value is not None and v > max_value):
         raise ValueError(f"{name} must be {allowed} (got {value!r})")
+
+
+def check_module(name: str, value: Any) -> None:
+    """Check that ``value`` is a ``torch.nn.Module`` (imports torch only when called)."""
+    from torch import nn
+
+    if not isinstance(value, nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module (got {type(value).__name__})")
 
 
 def check_bool(name: str, value: Any) -> None:

@@ -197,7 +197,7 @@ def test_lars_mean_ratio_with_sharded_norm_fn_is_refused_or_exact(ranks: list[di
 def test_batch_and_example_counts_past_float32_integers(world_of_one: None) -> None:
     """m and the epoch's example count are integers: a float32 row table rounds them above 2**24."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(1, 1))  # float32, the default
+    model = nn.Sequential(nn.Linear(1, 2))  # float32, the default
     tracker = DistributedActivationTracker(model, "softmax", num_classes=2)
     single = ActivationTracker(model, "softmax", num_classes=2)
     rows = 2**20 + 1

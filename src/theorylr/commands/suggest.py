@@ -84,13 +84,13 @@ def build_inputs(
     """
     import torch
 
-    from theorylr._validation import check_int
+    from theorylr._validation import SEED_MAX, check_int
     from theorylr.commands._common import check_device
     from theorylr.data import iterate_batches
     from theorylr.lab import DEFAULT_WORKLOAD, get_workload
     from theorylr.models import init_weights
 
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     if examples is not None:
         check_int("examples", examples, min_value=1)
     check_device("device", device)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from theorylr._validation import check_bool, check_int
+from theorylr._validation import SEED_MAX, check_bool, check_int
 
 __all__ = ["iterate_batches", "split_indices"]
 
@@ -47,7 +47,7 @@ def split_indices(y: Tensor, num_test: int, *, stratify: bool = True, seed: int 
     n = int(y.shape[0])
     check_int("num_test", num_test, min_value=0, max_value=n)
     check_bool("stratify", stratify)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     rng = np.random.default_rng(seed)
     if not stratify:
         perm = rng.permutation(n)
@@ -87,10 +87,11 @@ def iterate_batches(
     visited in order, or in the order ``torch.randperm(n, generator=generator)`` when ``shuffle`` is true; the
     last batch is smaller when ``batch_size`` does not divide ``n`` unless ``drop_last``. The permutation is drawn
     on the generator's device and moved to ``x``'s, so a CPU generator gives the same batches on any device; the
-    same generator state gives the same batches. Without a generator, shuffling uses torch's global RNG.
+    same generator state gives the same batches. Without a generator, shuffling uses torch's global RNG. The
+    arguments are checked when the function is called, before the first batch is asked for.
 
     Args:
-        x, y: tensors with the same first dimension ``n``.
+        x, y: tensors with the same first dimension ``n`` (both required: ``y=None`` is a ValueError).
         batch_size: examples per batch (``>= 1``), or ``None`` for full batch.
         shuffle: visit the examples in a random order.
         generator: the source of that order.
@@ -105,6 +106,10 @@ def iterate_batches(
         >>> sorted(sum((yb.tolist() for _, yb in iterate_batches(x, y, 2, shuffle=True, generator=g)), []))
         [0, 1, 2, 3, 4]
     """
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, Tensor) or t.ndim == 0:
+            got = f"a 0-dim tensor {t!r}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a torch.Tensor with one row per example (got {got})")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of examples (got {x.shape[0]} and {y.shape[0]})")
     if batch_size is not None:
@@ -113,6 +118,13 @@ def iterate_batches(
     check_bool("drop_last", drop_last)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None (got {type(generator).__name__})")
+    return _batches(x, y, batch_size, shuffle, generator, drop_last)
+
+
+def _batches(
+    x: Tensor, y: Tensor, batch_size: int | None, shuffle: bool, generator: torch.Generator | None, drop_last: bool
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The generator behind :func:`iterate_batches`, on checked arguments."""
     n = int(x.shape[0])
     if batch_size is None:
         yield x, y

@@ -81,7 +81,10 @@ class Dataset:
                 if y.dtype != torch.int64:
                     raise ValueError(f"y_{split} must hold int64 class labels (got {y.dtype})")
                 if y.numel() and (int(y.min()) < 0 or int(y.max()) >= int(num_classes)):
-                    raise ValueError(f"y_{split} labels must lie in [0, {int(num_classes)}) (got {int(y.min())}..)")
+                    raise ValueError(
+                        f"y_{split} labels must lie in [0, {int(num_classes)}) "
+                        f"(got labels from {int(y.min())} to {int(y.max())})"
+                    )
             if self.class_names is not None and len(self.class_names) != self.num_classes:
                 raise ValueError(
                     f"class_names must have num_classes={self.num_classes} entries (got {len(self.class_names)})"

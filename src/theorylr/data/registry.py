@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from theorylr._validation import check_bool, check_choice, check_int, check_number
+from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int, check_number
 from theorylr.data.batching import split_indices
 from theorylr.data.dataset import Dataset
 from theorylr.data.files import load_cifar10, load_mnist
@@ -264,7 +264,7 @@ def load_dataset(
         raise ValueError(f"name must be one of {', '.join(map(repr, DATASETS))} (got {name!r})")
     check_choice("scaling", scaling, SCALINGS)
     check_number("test_fraction", test_fraction, min_value=0.0, max_value=1.0, min_inclusive=False, max_inclusive=False)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch dtype such as torch.float32 (got {dtype!r})")
     allowed = COMMON_OPTIONS + info.options

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from theorylr._validation import check_bool, check_choice
+from theorylr._validation import check_bool, check_choice, check_number
 
 __all__ = ["SCALINGS", "scale_features"]
 
@@ -42,9 +42,11 @@ def scale_features(
 
     Args:
         x_train, x_test: tensors ``(N, ...)`` with the same trailing shape; integer ones (raw ``uint8`` pixels)
-            are scaled as float32.
+            are scaled as float32. ``x_train`` must have at least one row for the scalings fitted on it
+            (``"standardize"``, ``"sum_to_one"``, and ``"unit"`` without ``pixel_max``).
         scaling: one of :data:`SCALINGS`.
-        pixel_max: the largest possible raw value, for ``"unit"`` on pixel data.
+        pixel_max: the largest possible raw value, for ``"unit"`` on pixel data: a finite number ``> 0`` (or a
+            one-element tensor), checked whenever given.
         inplace: overwrite ``x_train`` and ``x_test`` (floating tensors the caller owns) instead of allocating new
             ones; saves a copy of a large image set.
 
@@ -65,6 +67,9 @@ def scale_features(
     """
     check_choice("scaling", scaling, SCALINGS)
     check_bool("inplace", inplace)
+    if pixel_max is not None:
+        check_number("pixel_max", pixel_max, min_value=0.0, min_inclusive=False, allow_tensor=True)
+        pixel_max = float(pixel_max)
     for name, x in (("x_train", x_train), ("x_test", x_test)):
         if not isinstance(x, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor (got {type(x).__name__})")
@@ -79,6 +84,10 @@ def scale_features(
         )
     if scaling is None:
         return (x_train, x_test) if inplace else (x_train.clone(), x_test.clone())
+    if (scaling != "unit" or pixel_max is None) and (x_train.ndim == 0 or x_train.shape[0] == 0):
+        raise ValueError(
+            f"x_train must have at least one row to fit scaling={scaling!r} on (got shape {tuple(x_train.shape)})"
+        )
     if scaling == "standardize":
         per_channel = x_train.ndim == 4
         # var_mean accumulates in float64 on the CPU even for float32 inputs (Welford), without a float64 copy; but it
@@ -106,9 +115,7 @@ def scale_features(
         return _affine(x_train, x_test, torch.zeros_like(total), total, inplace)
     # "unit"
     if pixel_max is not None:
-        if not pixel_max > 0:
-            raise ValueError(f"pixel_max must be > 0 (got {pixel_max!r})")
-        scale = torch.full((1,) * x_train.ndim, float(pixel_max), dtype=torch.float64)
+        scale = torch.full((1,) * x_train.ndim, pixel_max, dtype=torch.float64)
         return _affine(x_train, x_test, torch.zeros_like(scale), scale, inplace)
     low = x_train.amin(dim=0, keepdim=True).double()
     span = x_train.amax(dim=0, keepdim=True).double() - low

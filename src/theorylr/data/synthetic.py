@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from theorylr._validation import check_bool, check_int, check_number
+from theorylr._validation import SEED_MAX, check_bool, check_int, check_number
 
 __all__ = ["Quadratic", "make_quadratic", "make_separable"]
 
@@ -83,7 +83,7 @@ def make_separable(
     check_int("n", n, min_value=2)
     check_int("dim", dim, min_value=1)
     check_number("margin", margin, min_value=0.0, min_inclusive=False)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     check_bool("return_hyperplane", return_hyperplane)
     _check_float_dtype(dtype)
     (x, y), _test, w, b = _separable_sets(n, 0, dim, margin, int(seed))
@@ -125,6 +125,9 @@ class Quadratic:
         minimizer: ``w*``, shape ``(d,)``.
         min_value: ``f* = f(w*)``.
 
+    The constructor checks that both are tensors of these shapes with the same ``d >= 1`` and that ``min_value``
+    is a finite number (a ValueError otherwise); it does not check that ``H`` is symmetric positive definite.
+
     Calling the object evaluates :meth:`loss`. Its smoothness constant is ``L = λ_max(H)`` and its strong
     convexity constant ``μ = λ_min(H)``.
 
@@ -137,6 +140,20 @@ class Quadratic:
     hessian: Tensor
     minimizer: Tensor
     min_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        h, w = self.hessian, self.minimizer
+        if not isinstance(h, Tensor) or h.ndim != 2 or h.shape[0] != h.shape[1] or h.shape[0] == 0:
+            got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"hessian must be a square (d, d) torch.Tensor with d >= 1 (got {got})")
+        d = int(h.shape[0])
+        if not isinstance(w, Tensor) or tuple(w.shape) != (d,):
+            got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(
+                f"minimizer must be a torch.Tensor of shape ({d},) to match the ({d}, {d}) hessian (got {got})"
+            )
+        check_number("min_value", self.min_value)
+        object.__setattr__(self, "min_value", float(self.min_value))
 
     @property
     def dim(self) -> int:
@@ -223,7 +240,7 @@ def make_quadratic(
         0.0
     """
     eigenvalues = _as_number_list(eigenvalues)
-    if not eigenvalues or isinstance(eigenvalues, (str, bytes)):
+    if not isinstance(eigenvalues, Sequence) or isinstance(eigenvalues, (str, bytes)) or not eigenvalues:
         raise ValueError(f"eigenvalues must be a non-empty sequence of numbers > 0 (got {eigenvalues!r})")
     for i, e in enumerate(eigenvalues):
         check_number(f"eigenvalues[{i}]", e, min_value=0.0, min_inclusive=False)  # refuses strings and bools
@@ -235,7 +252,7 @@ def make_quadratic(
     for i, m in enumerate(minimizer):
         check_number(f"minimizer[{i}]", m)
     check_bool("rotate", rotate)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     check_number("min_value", min_value)
     _check_float_dtype(dtype)
     spectrum = torch.tensor(eig, dtype=torch.float64)

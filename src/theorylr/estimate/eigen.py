@@ -84,8 +84,10 @@ class EigenResult:
         return float(self.eigenvalues[0])
 
 
-def _unit(v0: Tensor) -> Tensor:
-    """``v0`` normalised, in the solvers' working dtype (:func:`_working_dtype`)."""
+def _unit(v0: Tensor, matvec: MatVec) -> Tensor:
+    """``v0`` normalised, in the solvers' working dtype (:func:`_working_dtype`), after checking both arguments."""
+    if not callable(matvec):
+        raise ValueError(f"matvec must be a callable Tensor -> Tensor (got {matvec!r})")
     if not isinstance(v0, Tensor) or v0.dim() != 1 or v0.numel() == 0:
         raise ValueError(
             f"v0 must be a non-empty 1-D tensor (got {type(v0) if not isinstance(v0, Tensor) else v0.shape})"
@@ -171,7 +173,7 @@ def power_iteration(
     check_int("max_iters", max_iters, min_value=1)
     check_number("tol", tol, min_value=0.0)
     check_number("shift", shift)
-    v = _unit(v0)
+    v = _unit(v0, matvec)
     mu = 0.0
     residual = math.inf
     converged = False
@@ -267,7 +269,7 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
     check_int("k", k, min_value=1)
     check_number("tol", tol, min_value=0.0)
     check_choice("which", which, ("norm", "both"))
-    q = _unit(v0)
+    q = _unit(v0, matvec)
     n = q.numel()
     k = min(k, n)
     basis = torch.empty((k, n), dtype=q.dtype, device=q.device)

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from theorylr._validation import check_bool, check_choice, check_int
+from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int
 from theorylr.estimate._state import (
     MODES,
     as_batches,
@@ -81,7 +81,17 @@ def default_backend(device: torch.device | str) -> str:
         >>> default_backend("cpu")
         'double_backward'
     """
-    return _DEFAULT_BACKEND.get(torch.device(device).type, "double_backward")
+    return _DEFAULT_BACKEND.get(_device(device).type, "double_backward")
+
+
+def _device(device: Any) -> torch.device:
+    """``torch.device(device)``, with a message that names the argument."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0' (got {device!r})"
+        ) from None
 
 
 def _free_host_memory() -> int | None:
@@ -122,7 +132,7 @@ def default_graph_budget(device: torch.device | str) -> int:
         >>> default_graph_budget("cpu") > 0
         True
     """
-    device = torch.device(device)
+    device = _device(device)
     free: int | None = None
     if device.type == "cuda":
         free = int(torch.cuda.mem_get_info(device)[0])
@@ -291,7 +301,7 @@ class HessianOperator:
             raise ValueError(f"model must be a torch.nn.Module (got {type(model)!r})")
         check_loss_fn(loss_fn)
         check_choice("mode", mode, MODES)
-        check_int("seed", seed, min_value=0)
+        check_int("seed", seed, min_value=0, max_value=SEED_MAX)
         if reduce is not None and not callable(reduce):
             raise ValueError(f"reduce must be a callable Tensor -> Tensor or None (got {reduce!r})")
         self.params = select_params(model, params)
@@ -554,7 +564,10 @@ def hvp(
     ) as op:
         if isinstance(vector, Tensor):
             return op(vector)
-        parts = list(vector)
+        try:
+            parts = list(vector)
+        except TypeError:
+            parts = []  # not a sequence: the message below
         if len(parts) != len(op.params) or any(
             not isinstance(t, Tensor) or t.shape != p.shape for t, p in zip(parts, op.params)
         ):

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from theorylr._validation import check_bool, check_int
+from theorylr._validation import SEED_MAX, check_bool, check_int, check_module
 from theorylr.estimate._state import as_batches, check_loss_fn, preserved, seed_global, select_params
 from theorylr.estimate.hvp import LossFn, Reduce
 from theorylr.estimate.spectral import SpectralNormResult, hessian_spectral_norm
@@ -126,6 +126,9 @@ def reset_parameters_sampler(model: nn.Module, generator: torch.Generator) -> No
         >>> torch.equal(w, model.weight)
         True
     """
+    check_module("model", model)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator (got {type(generator).__name__})")
     _reset_parameters(model, generator, keep=())
 
 
@@ -305,8 +308,9 @@ def smoothness(
         algorithm to an appendix that our copy lacks; we read it as the same Algorithm 2 on the batch-size-weighted
         loss over one fixed list of batches.
     """
+    check_module("model", model)
     check_int("num_samples", num_samples, min_value=1)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     check_bool("at_current", at_current)
     if progress is not None:
         check_bool("progress", progress)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from theorylr._validation import check_choice, check_int, check_number
+from theorylr._validation import SEED_MAX, check_choice, check_int, check_module, check_number
 from theorylr.estimate._state import (
     MODES,
     as_batches,
@@ -71,7 +71,7 @@ class SpectralNormResult:
 
 def _start_seed(seed: int | None) -> int:
     if seed is not None:
-        check_int("seed", seed, min_value=0)
+        check_int("seed", seed, min_value=0, max_value=SEED_MAX)
         return seed
     # Derive a seed from the global CPU generator without advancing it: reproducible under torch.manual_seed,
     # and the caller's RNG stream is left exactly where it was.
@@ -162,6 +162,7 @@ def hessian_spectral_norm(
         default to Lanczos (same quantity, typically several times fewer Hessian-vector products) and, for the
         power method, add the shifted second run so that both ends are reported.
     """
+    check_module("model", model)
     method = check_choice("method", method, METHODS)
     check_number("tol", tol, min_value=0.0)
     check_int("max_matvecs", max_matvecs, min_value=1)
@@ -237,8 +238,9 @@ def data_loss(
         >>> data_loss(model, nn.MSELoss(), data)  # (1 * 4 + 3 * 0) / 4
         1.0
     """
+    check_module("model", model)
     check_choice("mode", mode, MODES)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
     check_loss_fn(loss_fn)
     first = next(iter(model.parameters()), None)
     batches = as_batches(data, first.device if first is not None else None)

@@ -37,7 +37,7 @@ from torch.optim import Optimizer
 
 from theorylr._validation import check_int, check_number
 
-__all__ = ["RangeTestResult", "lr_range_test"]
+__all__ = ["RangeTestResult", "check_range_test_options", "lr_range_test"]
 
 
 @dataclass
@@ -69,6 +69,18 @@ class RangeTestResult:
         }
 
 
+def check_range_test_options(
+    start_lr: Any = 1e-6, end_lr: Any = 10.0, num_steps: Any = 50, smoothing: Any = 0.05, diverge_factor: Any = 4.0
+) -> None:
+    """Check :func:`lr_range_test`'s options (its defaults stand in for those not given): ``ValueError`` naming the
+    first bad one. :func:`theorylr.suggest` calls it before its estimates, so a bad option fails at once."""
+    check_number("start_lr", start_lr, min_value=0.0, min_inclusive=False)
+    check_number("end_lr", end_lr, min_value=start_lr, min_inclusive=False)
+    check_int("num_steps", num_steps, min_value=2)
+    check_number("smoothing", smoothing, min_value=0.0, max_value=1.0, min_inclusive=False)
+    check_number("diverge_factor", diverge_factor, min_value=1.0, min_inclusive=False)
+
+
 def lr_range_test(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -98,11 +110,18 @@ def lr_range_test(
     Returns:
         a :class:`RangeTestResult`.
     """
-    check_number("start_lr", start_lr, min_value=0.0, min_inclusive=False)
-    check_number("end_lr", end_lr, min_value=start_lr, min_inclusive=False)
-    check_int("num_steps", num_steps, min_value=2)
-    check_number("smoothing", smoothing, min_value=0.0, max_value=1.0, min_inclusive=False)
-    check_number("diverge_factor", diverge_factor, min_value=1.0, min_inclusive=False)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a callable (outputs, targets) -> scalar loss (got {loss_fn!r})")
+    if not callable(optimizer_factory):
+        raise ValueError(
+            f"optimizer_factory must be a callable (parameters, lr) -> optimizer (got {optimizer_factory!r})"
+        )
+    check_range_test_options(start_lr, end_lr, num_steps, smoothing, diverge_factor)
+    listed = list(batches)
+    if not listed:
+        raise ValueError("batches must hold at least one (inputs, targets) batch (got none)")
 
     trial = copy.deepcopy(model)
     trial.train()
@@ -110,7 +129,7 @@ def lr_range_test(
     ratio = end_lr / start_lr
     result = RangeTestResult()
     average, best, lr = 0.0, math.inf, start_lr
-    source = itertools.cycle(list(batches))
+    source = itertools.cycle(listed)
     # The loss measured before step i is the outcome of the step taken at lr_(i-1): record it against that lr.
     for i in range(num_steps + 1):
         x, y = next(source)

@@ -302,6 +302,8 @@ def get_rule(name: str) -> Rule:
 
 def resolve_rule(spec: str) -> Rule:
     """A rule from a command-line spec: ``name`` or ``name@lr`` (a fixed-lr variant, see :meth:`Rule.with_lr`)."""
+    if not isinstance(spec, str):
+        raise ValueError(f"rule spec must be a string NAME or NAME@LR (got {spec!r})")
     name, sep, lr_text = spec.strip().partition("@")
     rule = get_rule(name)
     if not sep:

@@ -65,7 +65,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from theorylr._validation import check_int
+from theorylr._validation import SEED_MAX, check_choice, check_int
 from theorylr.lab._files import (
     load_checkpoint,
     locked,
@@ -216,7 +216,13 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
         check_int("seeds", seeds, min_value=1)
         values = list(range(seeds))
     else:
-        values = [int(s) for s in seeds]
+        try:
+            listed = list(seeds)
+        except TypeError:
+            raise ValueError(f"seeds must be a count or a list of integers (got {seeds!r})") from None
+        for i, seed in enumerate(listed):  # 1.5 was truncated to 1
+            check_int(f"seeds[{i}]", seed, min_value=0, max_value=SEED_MAX)
+        values = [int(s) for s in listed]
     if not values or len(set(values)) != len(values) or min(values) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers (got {seeds!r})")
     return values
@@ -325,6 +331,9 @@ def evaluate(
     Returns:
         ``{"loss", "accuracy"}`` (accuracy only for classification losses) and ``"grad_norm"`` when asked.
     """
+    check_int("batch_size", batch_size, min_value=1)
+    if grad_samples is not None:
+        check_int("grad_samples", grad_samples, min_value=1)
     was_training = model.training
     model.eval()
     n = x.shape[0]
@@ -987,6 +996,9 @@ def _resolve_rules(rules: Sequence[str | Rule] | str | None) -> list[Rule]:
     specs: Sequence[str | Rule] = DEFAULT_RULES if rules is None else rules
     if not specs:
         raise ValueError(f"rules must name at least one rule, one of {', '.join(sorted(RULES))} (got none)")
+    for spec in specs:
+        if not isinstance(spec, (str, Rule)):
+            raise ValueError(f"rules must be rule names or Rule objects (got {spec!r})")
     resolved = [resolve_rule(r) if isinstance(r, str) else r for r in specs]
     if len({r.name for r in resolved}) != len(resolved):
         raise ValueError(f"rules must not repeat (got {', '.join(r.name for r in resolved)})")
@@ -1048,10 +1060,14 @@ def compare(
         >>> result.counts()
         {'finished': 4}
     """
+    if not isinstance(workload, (str, Workload)):
+        raise ValueError(f"workload must be a workload name or a Workload (got {type(workload).__name__})")
     w = get_workload(workload) if isinstance(workload, str) else workload
     resolved = _resolve_rules(rules)
     check_int("trials", trials, min_value=1)
     check_int("jobs", jobs, min_value=1)
+    if start_method is not None:
+        check_choice("start_method", start_method, multiprocessing.get_all_start_methods())
     if threads is not None:
         check_int("threads", threads, min_value=1)
     n_epochs = w.epochs if epochs is None else epochs

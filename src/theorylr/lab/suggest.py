@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from theorylr._validation import check_bool, check_choice, check_int, check_number
+from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int, check_number
 from theorylr.estimate import Sampler, SpectralNormResult, data_loss, hessian_spectral_norm, smoothness
 from theorylr.estimate._state import (
     MODES,
@@ -65,7 +65,7 @@ from theorylr.estimate._state import (
     seed_global,
     to_device,
 )
-from theorylr.lab.range_test import RangeTestResult, lr_range_test
+from theorylr.lab.range_test import RangeTestResult, check_range_test_options, lr_range_test
 from theorylr.lipschitz.bounds import LOSSES as LIPSCHITZ_LOSSES
 from theorylr.lipschitz.bounds import gradient_norm_bound
 from theorylr.lipschitz.closed_form import (
@@ -933,8 +933,9 @@ def _check_arguments(
     check_bool("range_test", range_test)
     for key in range_test_options:
         check_choice("range_test_options key", key, _RANGE_OPTIONS)
+    check_range_test_options(**range_test_options)
     check_choice("mode", mode, MODES)
-    check_int("seed", seed, min_value=0)
+    check_int("seed", seed, min_value=0, max_value=SEED_MAX)
 
 
 def suggest(
@@ -1036,6 +1037,10 @@ def suggest(
         ``L``, ``||w*||``, ``M1``, ``M2`` are here the local curvature and stand-ins; LARS applies its lr per
         tensor. The ``gd-*`` rows use the local ``K``, not a global smoothness constant.
     """
+    if range_test_options is not None and not isinstance(range_test_options, Mapping):
+        raise ValueError(f"range_test_options must be a mapping of option to value (got {range_test_options!r})")
+    if sampler is not None and not callable(sampler):
+        raise ValueError(f"sampler must be None or a callable (model, generator) -> None (got {sampler!r})")
     range_options = dict(range_test_options or {})
     bounds_args = {"w_star_norm": w_star_norm, "distance_bound": distance_bound, "min_weight_norm": min_weight_norm}
     _check_arguments(

@@ -132,7 +132,8 @@ def gradient_norm_bound(
             does not depend on ``k``); ``None`` or 1 for ``"bce"``; ``None`` for ``"least_squares"``.
         targets: optional for classification, required for ``"least_squares"``. ``"bce"``: shape ``(m,)`` or
             ``(m, 1)``, values in [0, 1]. ``"softmax"``: class indices ``(m,)`` (integer dtype) or probabilities
-            ``(m, k)``. ``"least_squares"``: ``(m,)`` or ``(m, outputs)``. Values are not checked (no host read).
+            ``(m, k)``. ``"least_squares"``: ``(m,)`` or ``(m, outputs)``. Values are not checked (no host read),
+            except that a class index outside ``[0, num_classes)`` makes the bound ``nan``.
         weight_bound: ``K``, required for ``"least_squares"``: the bound holds for :math:`\|W\|_F \le K`
             (:math:`\|[W, b]\|_F \le K` with ``bias=True``).
         bias: append a column of ones to the activations (default ``False``, see above).
@@ -205,7 +206,13 @@ def gradient_norm_bound(
         if num_classes is None:
             raise ValueError("num_classes is required with class-index targets for loss='softmax'")
         k = num_classes
-        ya = a.new_zeros(k, a.shape[1]).index_add_(0, targets.detach().long(), a)
+        index = targets.detach().long()
+        # No host read to check the range (the bound is sync-free): an index outside [0, k) makes the bound nan,
+        # where index_add_ would fail with an indexing error (a device-side assert on CUDA).
+        outside = ((index < 0) | (index >= k)).any()
+        index = index.clamp(0, k - 1)
+        a = torch.where(outside, math.nan, a)
+        ya = a.new_zeros(k, a.shape[1]).index_add_(0, index, a)
     elif targets.ndim == 2 and targets.is_floating_point():
         k = targets.shape[1]
         if num_classes is not None and num_classes != k:

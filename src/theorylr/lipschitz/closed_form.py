@@ -77,9 +77,14 @@ def _check_classes(name: str, value: int | Tensor) -> None:
 def _as_matrix(name: str, a: Tensor) -> Tensor:
     """``a`` as an ``(m, features)`` matrix: one row per example, trailing dimensions flattened; float16 and
     bfloat16 as float32 (their products and norms would round to 11 or 8 bits, and some linalg routines refuse
-    them)."""
+    them); integers and bools in the default float dtype, as :func:`~theorylr.lipschitz.bounds.gradient_norm_bound`
+    takes them."""
     if not isinstance(a, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor with one row per example (got {type(a).__name__})")
+    if a.is_complex():
+        raise ValueError(f"{name} must be a real tensor (got {a.dtype})")
+    if not a.is_floating_point():
+        a = a.to(torch.get_default_dtype())
     if a.ndim < 2 or a.shape[0] == 0:
         raise ValueError(
             f"{name} must have shape (m, features...) with m >= 1 examples and at least 2 dimensions "
@@ -257,6 +262,11 @@ def least_squares(x: Tensor, y: Tensor, weight_bound: float | Tensor, *, check: 
     x, y, m = _least_squares_parts(x, y)
     value = (weight_bound * torch.linalg.matrix_norm(x.mT @ x) - torch.linalg.vector_norm(x.mT @ y)) / m
     if check and not value > 0:
+        if torch.isnan(value):
+            raise ValueError(
+                "the paper's least-squares L is nan: x or y holds a nan or an infinity (the norms of finite data "
+                "are finite)"
+            )
         raise ValueError(
             f"the paper's least-squares L = (K/m)||X^T X|| - (1/m)||X^T y|| = {float(value)!r} is <= 0, which is no "
             "Lipschitz constant: subtracting norms is not a valid bound (the triangle inequality adds them); use "

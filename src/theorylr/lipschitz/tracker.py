@@ -417,6 +417,16 @@ class ActivationTracker:
             raise ValueError(f"num_classes must be None for loss='least_squares' (got {num_classes!r})")
 
         module, mode = self._resolve(model, penultimate)
+        if (
+            loss == "softmax"
+            and mode == "input"
+            and isinstance(module, nn.Linear)
+            and num_classes != module.out_features
+        ):
+            raise ValueError(
+                f"num_classes must equal the out_features of the tracked nn.Linear, whose input is the penultimate "
+                f"activation (got {num_classes}, the layer has {module.out_features}): k sets the constant (k - 1) / k"
+            )
         self.model = model
         self.module = module
         self.mode = mode

@@ -53,6 +53,8 @@ def binary_hinge_loss(
     check_number("margin", margin, min_value=0.0)
     check_bool("squared", squared)
     check_choice("reduction", reduction, REDUCTIONS)
+    _check_tensor("outputs", outputs)
+    _check_tensor("targets", targets)
     scores = _squeeze_column(outputs, "outputs")
     labels = _squeeze_column(targets, "targets")
     if scores.shape != labels.shape:
@@ -87,7 +89,8 @@ def multiclass_hinge_loss(
 
     Args:
         outputs: scores ``(N, C)``.
-        targets: ``int64`` labels ``(N,)``.
+        targets: integer labels ``(N,)`` in ``[0, C)`` (a floating or bool tensor is a ValueError; so is a label
+            outside that range on the CPU, while on an accelerator it fails in ``gather``: no host read there).
         margin: the margin (default 1).
         form: ``"crammer_singer"`` or ``"weston_watkins"``.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
@@ -103,15 +106,32 @@ def multiclass_hinge_loss(
     check_number("margin", margin, min_value=0.0)
     check_choice("form", form, HINGE_FORMS)
     check_choice("reduction", reduction, REDUCTIONS)
+    _check_tensor("outputs", outputs)
+    _check_tensor("targets", targets)
     if outputs.ndim != 2 or targets.ndim != 1 or outputs.shape[0] != targets.shape[0]:
         raise ValueError(
             f"outputs must be (N, C) and targets (N,) (got {tuple(outputs.shape)} and {tuple(targets.shape)})"
+        )
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be an integer tensor of class labels (got dtype {targets.dtype})")
+    num_classes = outputs.shape[1]
+    # Checked where a read costs nothing (the CPU); on an accelerator it would be a sync per training step, so
+    # there a label out of range fails in the gather below, as it does in torch's own losses.
+    if targets.device.type == "cpu" and targets.numel() and bool(((targets < 0) | (targets >= num_classes)).any()):
+        raise ValueError(
+            f"targets must be class labels in [0, {num_classes}) for outputs with {num_classes} columns "
+            f"(got labels from {int(targets.min())} to {int(targets.max())})"
         )
     index = targets.long().unsqueeze(1)
     true_score = outputs.gather(1, index)
     gaps = (outputs - true_score + margin).scatter(1, index, 0.0).clamp_min(0.0)
     losses = gaps.amax(dim=1) if form == "crammer_singer" else gaps.sum(dim=1)
     return _reduce(losses, reduction)
+
+
+def _check_tensor(name: str, value: object) -> None:
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor (got {type(value).__name__})")
 
 
 def _squeeze_column(t: Tensor, name: str) -> Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from theorylr._validation import check_module
 from theorylr.models.cnn import VGG9, LeNet5, LipschitzCNN
 from theorylr.models.mlp import MLP, LinearModel
 from theorylr.models.resnet import ResNet20
@@ -47,12 +48,13 @@ def final_linear(model: nn.Module) -> nn.Linear:
     the LipschitzLR formulas use.
 
     Raises:
-        ValueError: the model has no Linear layer.
+        ValueError: ``model`` is not a :class:`torch.nn.Module`, or it has no Linear layer.
 
     Example:
         >>> final_linear(build_model("resnet20")).in_features
         64
     """
+    check_module("model", model)
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):

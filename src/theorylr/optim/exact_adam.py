@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from theorylr._validation import check_int, check_number
+from theorylr._validation import check_int, check_module, check_number
 from theorylr.estimate import SmoothnessEstimate, data_loss, smoothness
 from theorylr.theory.adam import constant_step
 
@@ -140,6 +140,7 @@ def exact_step_adam(
         ``torch.optim.Adam`` adds bias correction, which the paper's Algorithm 1 does not have, and ``eps`` plays
         the role of the paper's ``rho``; the step size is used unchanged, as in the paper's experiments.
     """
+    check_module("model", model)
     check_int("total_steps", total_steps, min_value=1)
     check_int("num_samples", num_samples, min_value=1)
     check_number("final_loss", final_loss)

@@ -16,15 +16,18 @@ statements into numbers that the tests compare with the real :class:`theorylr.op
 * §5 / Fig. 1: the size of the region that fixed-lr LARS ends in on a strongly convex function (derived here;
   the paper only shows it exists): :func:`region_radius`, :func:`region_lower_bound`.
 
-Only ``math`` is used: the functions take and return Python numbers.
+Only ``math`` is used: the functions take Python numbers or NumPy scalars (``np.float32(0.1)``, not bools
+or tensors) and return Python numbers.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 from theorylr._validation import check_int, check_number
 
@@ -50,20 +53,54 @@ __all__ = [
 ]
 
 
-def _check_lr(lr: float) -> None:
-    if not (isinstance(lr, (int, float)) and 0.0 < lr < 1.0):
-        raise ValueError(f"lr must be a number in (0, 1) (got {lr!r})")
+# The checks below take Python numbers and NumPy scalars (np.float32(0.1), np.int64(3)), never bools or tensors, and
+# return Python numbers, so that the arithmetic after them (Fraction, math, comparisons) sees a float or an int.
+def _real(name: str, value: Any, allowed: str = "a finite number") -> float:
+    """``value`` as a Python float, when it is a finite real number; else a ValueError naming ``name``."""
+    try:
+        check_number(name, value)
+    except ValueError:
+        raise ValueError(f"{name} must be {allowed} (got {value!r})") from None
+    return float(value)
 
 
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'} (got {value!r})")
+def _int(name: str, value: Any, *, min_value: int) -> int:
+    """``value`` as a Python int, when it is an integer ``>= min_value``; else a ValueError naming ``name``."""
+    check_int(name, value, min_value=min_value)
+    return int(value)
+
+
+def _check_lr(lr: Any) -> float:
+    """``lr`` as a Python float, when it is a finite number in ``(0, 1)``."""
+    allowed = "a finite number in (0, 1)"
+    value = _real("lr", lr, allowed)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"lr must be {allowed} (got {lr!r})")
+    return value
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as a Python float, when it is a finite number ``> 0`` (``>= 0`` with ``allow_zero``)."""
+    allowed = f"a finite number {'>= 0' if allow_zero else '> 0'}"
+    v = _real(name, value, allowed)
+    if not (v >= 0 if allow_zero else v > 0):
+        raise ValueError(f"{name} must be {allowed} (got {value!r})")
+    return v
+
+
+def _as_list(name: str, values: Any, allowed: str = "a sequence of numbers") -> list[Any]:
+    """The elements of ``values`` (a list, a tuple, a 1-D NumPy array or tensor) as a list; a ValueError naming
+    ``name`` for anything else (a number, a string, ``None``). The elements are left for the caller to check."""
+    if getattr(values, "ndim", None) == 1 and hasattr(values, "tolist"):
+        return list(values.tolist())
+    if isinstance(values, Sequence) and not isinstance(values, (str, bytes)):
+        return list(values)
+    raise ValueError(f"{name} must be {allowed} (got {values!r})")
 
 
 def _same_sign(w0: float, a: float) -> tuple[float, float]:
-    check_number("w0", w0)
-    check_number("a", a)
+    w0 = _real("w0", w0)
+    a = _real("a", a)
     if a == 0 or w0 == 0:
         raise ValueError(f"w0 and a must be non-zero (got w0={w0!r}, a={a!r}): eq. (1) never leaves 0")
     if (w0 > 0) != (a > 0):
@@ -89,8 +126,8 @@ def invariant_interval(a: float, lr: float) -> tuple[float, float]:
         >>> invariant_interval(2.0, 0.25)
         (1.5, 2.5)
     """
-    _check_lr(lr)
-    check_number("a", a)
+    lr = _check_lr(lr)
+    a = _real("a", a)
     ends = (a * (1 - lr), a * (1 + lr))
     return (min(ends), max(ends))
 
@@ -132,7 +169,7 @@ def steps_to_interval(w0: float, a: float, lr: float) -> int:
         >>> steps_to_interval(0.1, 1.0, 0.1)  # 0.1 * 1.1**k >= 0.9 first at k = 24
         24
     """
-    _check_lr(lr)
+    lr = _check_lr(lr)
     w, a_abs = _same_sign(w0, a)
     low, high = a_abs * (1 - lr), a_abs * (1 + lr)
     if low <= w <= high:
@@ -175,7 +212,7 @@ def steps_to_interval_approx(w0: float, a: float, lr: float) -> float:
         >>> round(steps_to_interval_approx(0.1, 1.0, 0.1), 2)
         23.03
     """
-    _check_lr(lr)
+    lr = _check_lr(lr)
     w, a_abs = _same_sign(w0, a)
     return abs(_log_ratio(a_abs, w)) / lr
 
@@ -185,26 +222,25 @@ def lars_1d_trajectory(w0: float, a: float, lr: float | Sequence[float], steps: 
 
     ``w_{k+1} = w_k - lr_k |w_k| sign(w_k - a)``: the update depends on ``f`` only through the sign of
     ``f'(w) = sign(w - a)``. ``lr`` is a constant (then ``steps`` is required) or the sequence ``lr_0 ..
-    lr_{K-1}``. This is the real optimizer's prediction with ``momentum=0``, ``eps=0`` and ``min_norm=0``.
+    lr_{K-1}`` (a list, a tuple, or a 1-D array or tensor), each a finite number ``>= 0``. This is the real
+    optimizer's prediction with ``momentum=0``, ``eps=0`` and ``min_norm=0``.
 
     Example:
         >>> lars_1d_trajectory(0.5, 1.0, 0.5, 3)
         [0.5, 0.75, 1.125, 0.5625]
     """
-    check_number("w0", w0)
-    check_number("a", a)
-    if isinstance(lr, (int, float)):
+    w = _real("w0", w0)
+    a = _real("a", a)
+    if isinstance(lr, numbers.Real):  # a bool too: refused here by name
+        eta = _check_positive("lr", lr, allow_zero=True)
         if steps is None:
             raise ValueError("steps is required when lr is a number")
-        check_int("steps", steps, min_value=0)
-        lrs = [float(lr)] * steps
+        lrs = [eta] * _int("steps", steps, min_value=0)
     else:
-        lrs = [float(x) for x in lr]
-        if steps is not None and steps != len(lrs):
+        items = _as_list("lr", lr, "a finite number >= 0 or a sequence of them")
+        lrs = [_check_positive(f"lr[{i}]", x, allow_zero=True) for i, x in enumerate(items)]
+        if steps is not None and _int("steps", steps, min_value=0) != len(lrs):
             raise ValueError(f"steps must equal len(lr) (got steps={steps}, len(lr)={len(lrs)})")
-    for eta in lrs:
-        _check_positive("lr", eta, allow_zero=True)
-    w = float(w0)
     out = [w]
     for eta in lrs:
         w = w - eta * abs(w) * ((w > a) - (w < a))
@@ -222,9 +258,9 @@ def origin_attraction(w0: float, lr: float, k: int) -> float:
         >>> origin_attraction(-2.0, 0.5, 3)
         -0.25
     """
-    _check_lr(lr)
-    check_number("w0", w0)
-    check_int("k", k, min_value=0)
+    lr = _check_lr(lr)
+    w0 = _real("w0", w0)
+    k = _int("k", k, min_value=0)
     return (1 - lr) ** k * w0
 
 
@@ -241,9 +277,9 @@ def steps_to_fallback(w0: float, lr: float, min_norm: float) -> int:
         >>> steps_to_fallback(1.0, 0.5, 0.125)  # |w_3| = 0.125 is not below 0.125: the 4th step falls back
         4
     """
-    _check_lr(lr)
-    check_number("w0", w0)
-    _check_positive("min_norm", min_norm)
+    lr = _check_lr(lr)
+    w0 = _real("w0", w0)
+    min_norm = _check_positive("min_norm", min_norm)
     if w0 == 0:
         raise ValueError("w0 must be non-zero")
     if abs(w0) < min_norm:
@@ -281,9 +317,8 @@ def theorem2_constants(lipschitz: float, m1: float, m2: float, w_star_norm: floa
         >>> theorem2_constants(2.0, 1.0, 0.5, 3.0)
         (2.0, 16.0)
     """
-    for name, value in (("lipschitz", lipschitz), ("m1", m1), ("m2", m2)):
-        _check_positive(name, value)
-    _check_positive("w_star_norm", w_star_norm, allow_zero=True)
+    lipschitz, m1, m2 = (_check_positive(n, v) for n, v in (("lipschitz", lipschitz), ("m1", m1), ("m2", m2)))
+    w_star_norm = _check_positive("w_star_norm", w_star_norm, allow_zero=True)
     return lipschitz * m1 / (2 * m2), lipschitz * (w_star_norm + m1) ** 2 / 2
 
 
@@ -314,10 +349,10 @@ def theorem2_bound(k: int, lr: float, c1: float, c2: float) -> float:
         >>> fixed_lr_bound(1, 0.1, lipschitz=1.0, m1=10.0, m2=9.0, w_star_norm=10.0, dist0=10.0) >= 50.0
         True
     """
-    check_int("k", k, min_value=1)
-    _check_positive("lr", lr)
-    _check_positive("c1", c1, allow_zero=True)
-    _check_positive("c2", c2, allow_zero=True)
+    k = _int("k", k, min_value=1)
+    lr = _check_positive("lr", lr)
+    c1 = _check_positive("c1", c1, allow_zero=True)
+    c2 = _check_positive("c2", c2, allow_zero=True)
     return c1 / (k * lr) + lr**2 * c2
 
 
@@ -341,8 +376,7 @@ def corollary_2_1(eps: float, c1: float, c2: float) -> tuple[float, int]:
         >>> round(lr, 6), k
         (0.014434, 20785)
     """
-    for name, value in (("eps", eps), ("c1", c1), ("c2", c2)):
-        _check_positive(name, value)
+    eps, c1, c2 = (_check_positive(n, v) for n, v in (("eps", eps), ("c1", c1), ("c2", c2)))
     lr = math.sqrt(eps / (3 * c2))
     bound = 3 * math.sqrt(3 * c2) * c1 / 2 / eps / math.sqrt(eps)  # divided in turn: eps^1.5 may underflow
     return lr, _steps_above("corollary_2_1", bound)
@@ -380,11 +414,12 @@ def fixed_lr_bound(
         >>> round(fixed_lr_bound(100, 0.1, lipschitz=2.0, m1=1.0, m2=0.5, w_star_norm=3.0, dist0=1.0), 6)
         3.4
     """
-    check_int("k", k, min_value=1)
-    for name, value in (("lr", lr), ("lipschitz", lipschitz), ("m1", m1), ("m2", m2)):
-        _check_positive(name, value)
-    _check_positive("w_star_norm", w_star_norm, allow_zero=True)
-    _check_positive("dist0", dist0, allow_zero=True)
+    k = _int("k", k, min_value=1)
+    lr, lipschitz, m1, m2 = (
+        _check_positive(n, v) for n, v in (("lr", lr), ("lipschitz", lipschitz), ("m1", m1), ("m2", m2))
+    )
+    w_star_norm = _check_positive("w_star_norm", w_star_norm, allow_zero=True)
+    dist0 = _check_positive("dist0", dist0, allow_zero=True)
     c1 = lipschitz * m1 * dist0**2 / (2 * m2)
     c2 = lipschitz * m1 * (w_star_norm + m1) ** 2 / (2 * m2)
     return c1 / (k * lr) + lr * c2
@@ -401,8 +436,7 @@ def corollary_2_1_rigorous(eps: float, c1: float, c2: float) -> tuple[float, int
         >>> corollary_2_1_rigorous(0.01, 2.0, 16.0)
         (0.0003125, 1280001)
     """
-    for name, value in (("eps", eps), ("c1", c1), ("c2", c2)):
-        _check_positive(name, value)
+    eps, c1, c2 = (_check_positive(n, v) for n, v in (("eps", eps), ("c1", c1), ("c2", c2)))
     return eps / (2 * c2), _steps_above("corollary_2_1_rigorous", 4 * c1 * c2 / eps / eps)
 
 
@@ -412,17 +446,20 @@ def corollary_2_1_rigorous(eps: float, c1: float, c2: float) -> tuple[float, int
 def theorem3_lr(k: int, lr0: float, power: float = 1.0) -> float:
     """A schedule meeting Theorem 3's conditions: ``lr_k = lr0 / (k + 1)^power`` with ``1/2 < power <= 1`` (§4.3).
 
-    Then ``sum lr_k = inf`` (power <= 1) and ``sum lr_k^2 < inf`` (power > 1/2); other powers are rejected.
+    Then ``sum lr_k = inf`` (power <= 1) and ``sum lr_k^2 < inf`` (power > 1/2); other powers (and anything but a
+    finite number) are rejected with a ValueError.
 
     Example:
         >>> theorem3_lr(3, 0.4)
         0.1
     """
-    if not (0.5 < power <= 1.0):
-        raise ValueError(f"power must be in (0.5, 1] for sum lr = inf and sum lr^2 < inf (got {power!r})")
-    _check_positive("lr0", lr0)
-    check_int("k", k, min_value=0)
-    return lr0 / (k + 1) ** power
+    allowed = "a finite number in (0.5, 1] for sum lr = inf and sum lr^2 < inf"
+    p = _real("power", power, allowed)
+    if not 0.5 < p <= 1.0:
+        raise ValueError(f"power must be {allowed} (got {power!r})")
+    lr0 = _check_positive("lr0", lr0)
+    k = _int("k", k, min_value=0)
+    return lr0 / (k + 1) ** p
 
 
 def descent_bound(lrs: Sequence[float], w_norms: Sequence[float], grad_norms: Sequence[float], dist0: float) -> float:
@@ -434,18 +471,21 @@ def descent_bound(lrs: Sequence[float], w_norms: Sequence[float], grad_norms: Se
 
     for eq. (1) on any convex differentiable ``f`` and any step sizes ``lr_0 .. lr_{k-1}`` (§4.3, appendix),
     with ``||w_i||`` and ``||g_i|| > 0`` the norms at step ``i`` (the same norm as the update, L2 in the paper).
+    Each of ``lrs``, ``w_norms``, ``grad_norms`` is a list, a tuple, or a 1-D array or tensor of numbers.
 
     Example:
         >>> round(descent_bound([0.1, 0.1], [1.0, 1.0], [2.0, 2.0], 1.0), 6)
         5.1
     """
+    lrs, w_norms, grad_norms = (
+        _as_list(n, v) for n, v in (("lrs", lrs), ("w_norms", w_norms), ("grad_norms", grad_norms))
+    )
     if not (len(lrs) == len(w_norms) == len(grad_norms)) or not lrs:
         raise ValueError("lrs, w_norms and grad_norms must be non-empty and of equal length")
-    for i, (eta, w, g) in enumerate(zip(lrs, w_norms, grad_norms)):
-        _check_positive(f"lrs[{i}]", eta, allow_zero=True)
-        _check_positive(f"w_norms[{i}]", w, allow_zero=True)
-        _check_positive(f"grad_norms[{i}]", g)  # the bound divides by it
-    _check_positive("dist0", dist0, allow_zero=True)
+    lrs = [_check_positive(f"lrs[{i}]", eta, allow_zero=True) for i, eta in enumerate(lrs)]
+    w_norms = [_check_positive(f"w_norms[{i}]", w, allow_zero=True) for i, w in enumerate(w_norms)]
+    grad_norms = [_check_positive(f"grad_norms[{i}]", g) for i, g in enumerate(grad_norms)]  # the bound divides by it
+    dist0 = _check_positive("dist0", dist0, allow_zero=True)
     num = dist0**2 + sum(eta**2 * w**2 for eta, w in zip(lrs, w_norms))
     den = 2 * sum(eta * w / g for eta, w, g in zip(lrs, w_norms, grad_norms))
     if den == 0:
@@ -457,21 +497,20 @@ def theorem3_bound(lrs: Sequence[float], *, lipschitz: float, m1: float, m2: flo
     """Theorem 3's inequality (8), last form: ``(M1^2 + M3^2 sum lr_i^2) / (2 M2 / (M1 L) sum lr_i)`` (§4.3).
 
     ``M3 = ||w*|| + M1``. Under the conditions of :func:`theorem3_lr` the numerator stays bounded and the
-    denominator grows without bound, so the bound, and ``min f - f*``, go to 0.
+    denominator grows without bound, so the bound, and ``min f - f*``, go to 0. ``lrs`` is a list, a tuple, or a
+    1-D array or tensor of numbers.
 
     Example:
         >>> round(theorem3_bound([0.1] * 10, lipschitz=2.0, m1=1.0, m2=0.5, w_star_norm=3.0), 6)
         5.2
     """
+    lrs = [_check_positive(f"lrs[{i}]", eta, allow_zero=True) for i, eta in enumerate(_as_list("lrs", lrs))]
     if not lrs:
         raise ValueError("lrs must be non-empty")
-    for i, eta in enumerate(lrs):
-        _check_positive(f"lrs[{i}]", eta, allow_zero=True)
     if not sum(lrs) > 0:
         raise ValueError("theorem3_bound: every lr is 0 (no step was taken), so there is no bound")
-    for name, value in (("lipschitz", lipschitz), ("m1", m1), ("m2", m2)):
-        _check_positive(name, value)
-    _check_positive("w_star_norm", w_star_norm, allow_zero=True)
+    lipschitz, m1, m2 = (_check_positive(n, v) for n, v in (("lipschitz", lipschitz), ("m1", m1), ("m2", m2)))
+    w_star_norm = _check_positive("w_star_norm", w_star_norm, allow_zero=True)
     m3 = w_star_norm + m1
     return (m1**2 + m3**2 * sum(eta**2 for eta in lrs)) / (2 * m2 / (m1 * lipschitz) * sum(lrs))
 
@@ -488,9 +527,10 @@ def quadratic_cosine_bound(condition_number: float) -> float:
         >>> quadratic_cosine_bound(1.0), round(quadratic_cosine_bound(9.0), 6)
         (1.0, 0.6)
     """
-    if not (isinstance(condition_number, (int, float)) and math.isfinite(condition_number) and condition_number >= 1):
+    kappa = _real("condition_number", condition_number, "a finite number >= 1")
+    if not kappa >= 1:
         raise ValueError(f"condition_number must be a finite number >= 1 (got {condition_number!r})")
-    return 2 * math.sqrt(condition_number) / (1 + condition_number)
+    return 2 * math.sqrt(kappa) / (1 + kappa)
 
 
 def strongly_convex_cosine_bound(m: float, lipschitz: float) -> float:
@@ -502,8 +542,8 @@ def strongly_convex_cosine_bound(m: float, lipschitz: float) -> float:
         >>> strongly_convex_cosine_bound(1.0, 4.0)
         0.25
     """
-    _check_positive("m", m)
-    _check_positive("lipschitz", lipschitz)
+    m = _check_positive("m", m)
+    lipschitz = _check_positive("lipschitz", lipschitz)
     if m > lipschitz:
         raise ValueError(f"m must be <= lipschitz (got m={m!r}, lipschitz={lipschitz!r})")
     return m / lipschitz
@@ -536,13 +576,14 @@ def region_radius(lr: float, w_star_norm: float, cosine: float) -> float:
         >>> region_radius(0.1, 2.0, 1.0)
         0.31578947368421056
     """
-    _check_positive("lr", lr)
-    _check_positive("w_star_norm", w_star_norm, allow_zero=True)
-    if not (0 < cosine <= 1):
-        raise ValueError(f"cosine must be in (0, 1] (got {cosine!r})")
-    if lr >= 2 * cosine:
-        raise ValueError(f"lr must be < 2 * cosine = {2 * cosine!r} for a bounded region (got {lr!r})")
-    return lr * w_star_norm * (1 + (1 + lr) / (2 * cosine - lr))
+    lr_f = _check_positive("lr", lr)
+    w_star_norm = _check_positive("w_star_norm", w_star_norm, allow_zero=True)
+    c = _real("cosine", cosine, "a finite number in (0, 1]")
+    if not 0 < c <= 1:
+        raise ValueError(f"cosine must be a finite number in (0, 1] (got {cosine!r})")
+    if lr_f >= 2 * c:
+        raise ValueError(f"lr must be < 2 * cosine = {2 * c!r} for a bounded region (got {lr!r})")
+    return lr_f * w_star_norm * (1 + (1 + lr_f) / (2 * c - lr_f))
 
 
 def region_lower_bound(lr: float, w_star_norm: float) -> float:
@@ -556,6 +597,6 @@ def region_lower_bound(lr: float, w_star_norm: float) -> float:
         >>> region_lower_bound(0.1, 2.1)
         0.1
     """
-    _check_positive("lr", lr)
-    _check_positive("w_star_norm", w_star_norm, allow_zero=True)
+    lr = _check_positive("lr", lr)
+    w_star_norm = _check_positive("w_star_norm", w_star_norm, allow_zero=True)
     return lr * w_star_norm / (2 + lr)
