@@ -286,3 +286,28 @@ def test_the_optimizer_classes_still_refuse_complex_parameters_with_their_own_me
     for opt in (AutoAdam([p]), PercentDelta([p], lr=0.1)):
         with pytest.raises(RuntimeError, match="does not support complex parameters"):
             opt.step()
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_float32_second_moments_of_a_parameter_made_float16_are_not_overwritten(foreach: bool) -> None:
+    """``model.half()`` after steps leaves float32 state beside a float16 parameter. The float16 path took its
+    denominator as ``s.float()``, which is ``s`` itself for float32 ``s``, and wrote it into the state (the run went
+    non-finite at step 5; torch's RMSprop keeps working)."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    opt = AdaptiveRMSprop([w], foreach=foreach)
+    w.grad = torch.randn(4, 3)
+    opt.step()
+    before = opt.state[w]["exp_avg_sq"].clone()
+    w.data = w.data.half()
+    g = torch.randn(4, 3).half()
+    w.grad = g
+    opt.step()
+    beta = opt.param_groups[0]["beta"]
+    torch.testing.assert_close(opt.state[w]["exp_avg_sq"], beta * before + (1 - beta) * g.float() ** 2)
+    x = torch.randn(32, 4)
+    for _ in range(20):
+        opt.zero_grad()
+        (x.half() @ w).float().pow(2).mean().backward()
+        opt.step()
+    assert torch.isfinite(w).all()

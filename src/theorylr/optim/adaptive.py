@@ -351,10 +351,10 @@ def _single_tensor_adaptive(
         s = inplace(exp_avg_sqs[i])
         s.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         if param.dtype == torch.float16:  # in float32, as _float16_second_moment_step (see there)
-            wide = s.float()
+            wide = s.to(torch.float32, copy=True)  # a copy even of float32 state (model.half() after steps)
             denom = wide.add_(eps) if correction2 is None else wide.div_(correction2).add_(eps)
             denom.sqrt_().div_(scale).div_(lr.neg().to(denom.dtype) if isinstance(lr, Tensor) else -lr)
-            target.add_(direction.float().div_(denom))
+            target.add_(direction.to(torch.float32, copy=True).div_(denom))
             continue
         denom = s.add(eps) if correction2 is None else s.div(correction2).add_(eps)
         denom.sqrt_().div_(scale)
@@ -648,7 +648,7 @@ def _float16_second_moment_step(
     ``d / scale`` overflows for a small ``initial_step_size``. The loop of :func:`_single_tensor_adaptive` makes the
     same operations on one tensor at a time.
     """
-    denom = [s.float() for s in exp_avg_sqs]
+    denom = [s.to(torch.float32, copy=True) for s in exp_avg_sqs]  # copies even of float32 state (see the loop)
     if corrections2 is not None:
         torch._foreach_div_(denom, corrections2)
     torch._foreach_add_(denom, eps)
