@@ -44,6 +44,7 @@ __all__ = [
     "DISTRIBUTED_ACTIVATION_NORMS",
     "DistributedActivationTracker",
     "distributed_lipschitz_lr",
+    "max_reduce",
     "mean_reduce",
     "sharded_norm_fn",
 ]
@@ -302,6 +303,53 @@ def mean_reduce(process_group: Any = None, *, num_samples: int | None = None) ->
         return out
 
     return reduce
+
+
+def max_reduce(process_group: Any = None) -> Callable[[Tensor], Tensor]:
+    r"""The ``max_fn`` hook of :class:`~theorylr.optim.adaptive.AdaMo`, :class:`~theorylr.optim.adaptive.AutoAdam`
+    and :class:`~theorylr.optim.adaptive.AdaptiveRMSprop` for sharded parameters: the elementwise maximum over
+    ranks.
+
+    With ``lipschitz="observed"`` these optimizers take ``L_t = max_l ||g_l||`` (and the weight bound
+    ``K_w = max_l ||w_l||``) over every parameter tensor. Under ``ZeroRedundancyOptimizer`` (or FSDP with whole
+    tensors per rank) each rank's optimizer holds a shard of the tensors, so its maxima are those of the shard;
+    the global maxima are the maxima of the ranks' ones, which one ``all_reduce(MAX)`` gives every rank. Every
+    rank then takes the same step as a single process holding all the parameters.
+
+    Args:
+        process_group: the group over which the parameters are sharded (default ``None``: the default group).
+
+    Returns:
+        ``max_fn(t) -> Tensor``: a new tensor (the input is not modified).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> from theorylr.optim.adaptive import AdaMo
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> max_reduce()(torch.tensor([2.0, 4.0]))
+        tensor([2., 4.])
+        >>> w = nn.Parameter(torch.tensor([3.0, -4.0]))
+        >>> opt = AdaMo([w], max_fn=max_reduce())  # or ZeroRedundancyOptimizer(..., AdaMo, max_fn=max_reduce())
+        >>> (w ** 2).sum().backward(); opt.step(); w.detach()
+        tensor([ 2.4000, -3.2000])
+        >>> dist.destroy_process_group()
+
+    Reference: Yedida & Saha, *LipschitzLR*, §6 (``L_t`` of the whole network); the maximum over a partition is the
+    maximum of the parts' maxima.
+
+    .. note::
+        Tensors split across ranks (FSDP's flat parameters) are not covered: a tensor's norm would then be the norm
+        of its pieces, which a maximum does not give. ``ZeroRedundancyOptimizer`` keeps whole tensors.
+    """
+    _check_group_arg(process_group)
+    _require_initialized("max_reduce", process_group)
+
+    def max_fn(t: Tensor) -> Tensor:
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=process_group)
+        return out
+
+    return max_fn
 
 
 # ----------------------------------------------------------------------------------------------------------------

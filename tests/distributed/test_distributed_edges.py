@@ -6,6 +6,7 @@ Two gloo CPU ranks with a file rendezvous (one spawn for the module), plus world
 
 from __future__ import annotations
 
+import copy
 import math
 import traceback
 import warnings
@@ -152,7 +153,47 @@ def _ddp_scenarios(rank: int) -> dict[str, Any]:
         messages += [str(w.message) for w in caught]
     out["adamo_warnings"] = messages
     opt.close()
+
+    # The adaptive optimizers under ZeroRedundancyOptimizer: each rank holds a shard of the tensors, so its
+    # "observed" L_t was the shard's largest gradient norm (AdaptiveRMSprop ended 47 away from one process).
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    from theorylr.distributed import max_reduce
+
+    for name, cls in ZERO_RULES.items():
+        zero_net = DistributedDataParallel(_zero_net())
+        zero = ZeroRedundancyOptimizer(zero_net.parameters(), optimizer_class=cls, max_fn=max_reduce(), **ZERO_KWARGS)
+        for x, y in _zero_batches():
+            half = slice(rank * len(y) // WORLD, (rank + 1) * len(y) // WORLD)
+            zero.zero_grad()
+            nn.functional.cross_entropy(zero_net(x[half]), y[half]).backward()
+            zero.step()
+        out[f"zero_{name}"] = [p.detach().clone() for p in zero_net.parameters()]
     return out
+
+
+ZERO_KWARGS: dict[str, Any] = {"lr": 0.3, "weight_decay": 1e-2}
+
+
+def _zero_rules() -> dict[str, type]:
+    from theorylr.optim.adaptive import AdaMo, AdaptiveRMSprop, AutoAdam
+
+    return {"AdaMo": AdaMo, "AutoAdam": AutoAdam, "AdaptiveRMSprop": AdaptiveRMSprop}
+
+
+ZERO_RULES = _zero_rules()
+
+
+def _zero_net() -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(5, 9), nn.Tanh(), nn.Linear(9, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+
+
+def _zero_batches() -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(11)
+    return [
+        (torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)) for _ in range(4)
+    ]
 
 
 def _worker(rank: int, out_dir: str) -> None:
@@ -263,3 +304,44 @@ def test_a_single_process_tracker_refuses_a_model_replicated_on_several_ranks(ra
 def test_adamo_does_not_warn_of_a_stale_l_when_this_ranks_share_is_empty(ranks: list[dict[str, Any]]) -> None:
     for res in ranks:
         assert res["adamo_warnings"] == []
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_RULES))
+def test_adaptive_optimizers_under_zero_with_max_reduce_equal_one_process(
+    ranks: list[dict[str, Any]], name: str
+) -> None:
+    net = _zero_net()
+    opt = ZERO_RULES[name](net.parameters(), **ZERO_KWARGS)
+    for x, y in _zero_batches():
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    for res in ranks:
+        for got, want in zip(res[f"zero_{name}"], net.parameters()):
+            torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_max_fn_is_called_once_per_step_even_without_gradients() -> None:
+    """A rank whose shard holds no gradient must still take part in the collective, or the others wait forever."""
+    from theorylr.optim.adaptive import AdaMo
+
+    calls: list[Tensor] = []
+
+    def record(t: Tensor) -> Tensor:
+        calls.append(t.clone())
+        return t * 2  # what the other ranks held: the step must use what the hook returns
+
+    w = nn.Parameter(torch.tensor([3.0, -4.0], dtype=torch.float64))
+    opt = AdaMo([w], max_fn=record, weight_decay=0.5)
+    opt.step()  # no gradient at all
+    assert len(calls) == 1 and calls[0].tolist() == [0.0, 0.0]
+    w.grad = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    opt.step()
+    assert len(calls) == 2 and calls[1].tolist() == pytest.approx([1.0, 5.0])
+    reference = nn.Parameter(torch.tensor([3.0, -4.0], dtype=torch.float64))
+    reference.grad = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    AdaMo([reference], weight_decay=0.5).step()
+    assert not torch.equal(w.detach(), reference.detach())  # the doubled maxima were used
+    assert copy.deepcopy(opt).max_fn is record  # kept on the optimizer, as LARS keeps its norm_fn
+    with pytest.raises(ValueError, match="max_fn must be a callable"):
+        AdaMo([w], max_fn=3)  # type: ignore[arg-type]

@@ -737,7 +737,11 @@ class _LipschitzAdaptive(Optimizer):
         model: nn.Module | None,
         tracker: ActivationTracker | None,
         tracker_kwargs: dict[str, Any],
+        max_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
+        if max_fn is not None and not callable(max_fn):
+            raise ValueError(f"max_fn must be a callable Tensor -> Tensor, or None (got {max_fn!r})")
+        self.max_fn = max_fn
         if model is not None and tracker is not None:
             raise ValueError("pass either model (the optimizer builds a tracker) or tracker, not both")
         if model is not None and not isinstance(model, nn.Module):
@@ -837,10 +841,14 @@ class _LipschitzAdaptive(Optimizer):
                 "is bound to the live model, which a copy would not track. Save optimizer.state_dict() and, after "
                 "loading, build a new optimizer on the model (model=...) and call load_state_dict()"
             )
-        return super().__getstate__()
+        state = super().__getstate__()
+        if self.max_fn is not None:  # torch's state holds defaults, state and groups only
+            state["max_fn"] = self.max_fn
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("max_fn", None)
         self.__dict__.setdefault("tracker", None)
         self.__dict__.setdefault("_owns_tracker", False)
         self.__dict__.setdefault("_coupled", self.tracker is not None)
@@ -932,7 +940,9 @@ class _LipschitzAdaptive(Optimizer):
         all_params = [p for _, params, _ in groups for p in params]
         foreach = resolve_foreach(self.defaults["foreach"], all_params)
         out: dict[str, tuple[Tensor, Tensor | None]] = {}
-        if "observed" in modes:
+        if self.max_fn is not None:
+            out["observed"] = self._global_maxima(groups, all_params, foreach, "observed" in need_bound)
+        elif "observed" in modes:
             grads = [g for _, _, gs in groups for g in gs]
             bound = _max_norm(all_params, foreach) if "observed" in need_bound else None
             out["observed"] = (_max_norm(grads, foreach), bound)
@@ -958,6 +968,36 @@ class _LipschitzAdaptive(Optimizer):
             self._last_pass = latest  # once read: a step that raised (targets missing) has not used this batch
         return out
 
+    def _global_maxima(
+        self,
+        groups: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]],
+        params: list[Tensor],
+        foreach: bool,
+        need_bound: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(largest gradient norm, largest weight norm)`` over every rank's parameters, through ``max_fn``: called
+        once per step on every rank, with zeros where this rank has no parameter (norms are >= 0), so that the
+        ranks' collectives stay paired whatever their shards hold."""
+        assert self.max_fn is not None
+        observed = [g for group, _, gs in groups if group["lipschitz"] == "observed" for g in gs]
+        if params:
+            device = params[0].device
+        else:
+            device = next((p.device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
+        # Exchanged in float64 (exact for any norm dtype, the same dtype on every rank), returned in the norms' own
+        # dtype, as without a hook.
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        zero = torch.zeros((), dtype=wide, device=device)
+        grad_max = _max_norm(observed, foreach) if observed else None
+        weight_max = _max_norm(params, foreach) if params else None
+        dtype = next((t.dtype for t in (grad_max, weight_max) if t is not None), torch.float32)
+        local = torch.stack([zero if t is None else t.to(device, wide) for t in (grad_max, weight_max)])
+        maxima = self.max_fn(local)
+        if not isinstance(maxima, Tensor) or maxima.shape != (2,):
+            raise RuntimeError(f"max_fn must return a tensor of shape (2,), as it was given (got {maxima!r})")
+        maxima = maxima.to(dtype)
+        return maxima[0], maxima[1] if need_bound else None
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         """Perform one optimization step.
@@ -975,6 +1015,8 @@ class _LipschitzAdaptive(Optimizer):
             params, grads = params_with_grad(group, name)
             groups.append((group, params, grads))
         if not any(params for _, params, _ in groups):
+            if self.max_fn is not None:  # this rank's shard has no gradient: its share of the collective is zeros
+                self._global_maxima(groups, [], False, False)
             return loss
         estimates = self._estimates(groups)
         for index, (group, params, grads) in enumerate(groups):
@@ -1044,6 +1086,13 @@ _COUPLING_DOC = """
         loss, num_classes, penultimate, activation_norm, weight_bound, rigorous: passed to the tracker built from
             ``model`` (defaults ``"softmax"``, ``None``, ``None`` = the input of the last ``nn.Linear``, ``"fro"``,
             ``None`` = the largest weight-tensor norm, ``False`` = the paper's closed form).
+        max_fn: for parameters sharded by tensor over ranks (``ZeroRedundancyOptimizer``): a hook that turns this
+            rank's maxima into the global ones (default ``None``: the parameters are all here).
+            ``lipschitz="observed"`` takes ``L_t`` (and ``K_w``) as maxima over every parameter, of which each rank
+            holds a shard; with a hook, every step calls ``max_fn(t)`` once on a 1-D tensor ``[largest gradient
+            norm, largest weight norm]`` of this rank's parameters (0 for none, on every rank, even one holding no
+            parameter) and uses what it returns. :func:`theorylr.distributed.max_reduce` all-reduces it with
+            ``MAX``. Kept on the optimizer.
 """
 
 
@@ -1131,6 +1180,7 @@ class AdaMo(_LipschitzAdaptive):
         activation_norm: str = "fro",
         weight_bound: float | None = None,
         rigorous: bool = False,
+        max_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1140,7 +1190,7 @@ class AdaMo(_LipschitzAdaptive):
             ),
         }
         tracker_kwargs = _tracker_kwargs(loss, num_classes, penultimate, activation_norm, weight_bound, rigorous)
-        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
+        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs, max_fn=max_fn)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
         return group["beta"], 0.0
@@ -1221,6 +1271,7 @@ class AutoAdam(_LipschitzAdaptive):
         activation_norm: str = "fro",
         weight_bound: float | None = None,
         rigorous: bool = False,
+        max_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1232,7 +1283,7 @@ class AutoAdam(_LipschitzAdaptive):
             ),
         }
         tracker_kwargs = _tracker_kwargs(loss, num_classes, penultimate, activation_norm, weight_bound, rigorous)
-        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
+        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs, max_fn=max_fn)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
         beta1, beta2 = group["betas"]
@@ -1304,6 +1355,7 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
         activation_norm: str = "fro",
         weight_bound: float | None = None,
         rigorous: bool = False,
+        max_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1315,7 +1367,7 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
             ),
         }
         tracker_kwargs = _tracker_kwargs(loss, num_classes, penultimate, activation_norm, weight_bound, rigorous)
-        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs)
+        super().__init__(params, defaults, model=model, tracker=tracker, tracker_kwargs=tracker_kwargs, max_fn=max_fn)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
         return 0.0, group["beta"]
