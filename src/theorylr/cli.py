@@ -55,20 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         top.parse_args([name])  # exits with "invalid choice ... (choose from ...)"
     module_name, text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"theorylr {name}", description=text)
-    module.add_arguments(sub)
-    from theorylr.commands._common import CommandExitError, silence_stdout
-
-    namespace = sub.parse_args(rest)
-    namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
     try:
-        return int(module.run(namespace) or 0)
-    except CommandExitError as stop:  # the command printed why
-        return stop.code
-    except BrokenPipeError:  # stdout closed by its reader (`| head`, a pager quit): stop quietly, as on SIGPIPE;
-        silence_stdout()  # the runs done so far are kept, and a rerun resumes
-        return 141
+        module = importlib.import_module(module_name)
+        sub = argparse.ArgumentParser(prog=f"theorylr {name}", description=text)
+        module.add_arguments(sub)
+        from theorylr.commands._common import CommandExitError, silence_stdout
+
+        namespace = sub.parse_args(rest)
+        namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
+        try:
+            return int(module.run(namespace) or 0)
+        except CommandExitError as stop:  # the command printed why
+            return stop.code
+        except BrokenPipeError:  # stdout closed by its reader (`| head`, a pager quit): stop quietly, as on SIGPIPE;
+            silence_stdout()  # the runs done so far are kept, and a rerun resumes
+            return 141
+    except KeyboardInterrupt:  # Ctrl-C while the command's modules (torch) load, before its own handler is set
+        print(f"theorylr {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -233,3 +233,19 @@ def test_python_dash_m_theorylr_runs_the_command_line() -> None:
         [sys.executable, "-m", "theorylr", "no-such-command"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C in the first second (torch importing) printed a 30-40 line traceback and died of the signal."""
+    import importlib
+
+    from theorylr import cli
+
+    def interrupted(name: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    assert cli.main(["compare", "--workload", "iris-softmax"]) == 130
+    assert capsys.readouterr().err.strip() == "theorylr compare: interrupted"

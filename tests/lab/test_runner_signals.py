@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,27 @@ def test_workers_do_not_outlive_a_killed_comparison(tmp_path: Path) -> None:
         process.wait(timeout=TIMEOUT)
         _wait_for(lambda: not _session_alive(process.pid), "the orphaned workers to exit", timeout=15)
         assert _statuses(out) == {"seed-0": "interrupted", "seed-1": "interrupted"}
+
+
+def test_a_run_directory_is_run_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """Two comparisons into one OUT ran the same cells twice and removed each other's temporary files mid-write
+    (runs failed with FileNotFoundError). The second now waits for the first, then skips the ended run."""
+    import threading
+
+    from tests.lab.conftest import TINY
+    from theorylr.lab._files import locked, write_csv, write_json
+    from theorylr.lab.rules import get_rule
+    from theorylr.lab.runner import plan_cells, run_cell
+
+    cell = plan_cells(TINY, [get_rule("adam")], [0], 2, 1)[0]
+    directory = cell.directory(tmp_path)
+    results: list[Any] = []
+    with locked(directory / ".run"):  # another process running this cell
+        worker = threading.Thread(target=lambda: results.append(run_cell(cell, tmp_path)))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not (directory / "meta.json").exists()  # waiting, nothing written
+        write_json(directory / "meta.json", {"status": "finished", "epochs_done": 0, "wall_time": 1.5})
+        write_csv(directory / "metrics.csv", [{"epoch": 0, "train_loss": 1.0}])
+    worker.join(timeout=60)
+    assert results and results[0].skipped and results[0].status == "finished"

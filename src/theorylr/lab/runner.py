@@ -11,6 +11,7 @@ Layout of a results directory (``compare(..., out=DIR)``)::
         metrics.csv      one row per epoch (epoch 0 = before training)
         checkpoint.pt    the last epoch's state while the run is unfinished (removed when it ends)
         metrics.csv.damaged[-N]   an ended run's metrics.csv found incomplete or unreadable, kept aside (below)
+        .run.lock        empty; held while a process runs the cell, so that two comparisons into one DIR run it once
 
 Every file is written atomically (:mod:`theorylr.lab._files`). ``status`` in ``meta.json`` is ``running`` while a
 cell runs, then ``finished``, ``diverged`` (a non-finite loss; the epoch and step are recorded) or ``failed`` (the
@@ -512,6 +513,24 @@ def run_cell(
     """
     directory = cell.directory(root)
     directory.mkdir(parents=True, exist_ok=True)
+    # One process at a time per run directory: two comparisons into one OUT would otherwise run the same cell
+    # twice and remove each other's temporary files mid-write. The second waits, then finds the run ended and
+    # skips it (or resumes it, if the first was interrupted).
+    with locked(directory / ".run"):
+        return _run_cell(cell, root, data_dir, device, keep_checkpoint, epoch_callback, progress)
+
+
+def _run_cell(
+    cell: Cell,
+    root: str | os.PathLike[str],
+    data_dir: str | None,
+    device: str | torch.device,
+    keep_checkpoint: bool,
+    epoch_callback: Callable[[int], None] | None,
+    progress: Callable[[int], None] | None,
+) -> CellResult:
+    """:func:`run_cell`'s work, under its lock."""
+    directory = cell.directory(root)
     _check_config(directory, cell.config())
     base = CellResult(
         cell.workload.name, cell.rule.name, cell.trial, cell.lr, cell.seed, "running", str(directory), cell.rule.tuned
