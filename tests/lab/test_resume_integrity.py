@@ -218,7 +218,7 @@ def test_a_restarted_run_removes_the_temp_files_of_killed_writes_and_nothing_els
     result = run_cell(cell, tmp_path)
     assert result.status == "finished" and read_json(directory / "meta.json")["resumed_from_epoch"] == 1
     left = sorted(p.name for p in directory.iterdir())
-    assert left == sorted(["config.json", "meta.json", "metrics.csv", *DECOYS])
+    assert left == sorted([".run.lock", "config.json", "meta.json", "metrics.csv", *DECOYS])
 
 
 def test_remove_stale_temp_files_matches_the_names_atomic_writes_use(
