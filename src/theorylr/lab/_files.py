@@ -173,8 +173,18 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    r"""Write ``text`` (UTF-8) atomically. A character UTF-8 cannot encode (the lone surrogates by which Python
+    represents the undecodable bytes of a file name, shown in a report's paths) is written as its escape,
+    ``\udcff``: the file stays valid UTF-8.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.md"
+        >>> write_text(path, "results in /data/\udcff")
+        >>> path.read_text(encoding="utf-8")
+        'results in /data/\\udcff'
+    """
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def _json_default(value: Any) -> Any:

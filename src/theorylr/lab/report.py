@@ -251,15 +251,18 @@ def _remove_stale_figures(target_dir: Path, workloads: list[str], drawn: list[Pa
             path.unlink()
 
 
-def _invocations(results_dir: Path, workload: str) -> dict[str, Any]:
+def _invocations(results_dir: Path, workload: str) -> list[dict[str, Any]]:
+    """The invocations that ``compare.json`` records for ``workload`` (those that are JSON objects: a file edited
+    by hand, or damaged, loses its malformed entries, never the report)."""
     path = results_dir / workload / "compare.json"
     if not path.exists():
-        return {}
+        return []
     try:
         data = read_json(path)
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return []
+    listed = data.get("invocations") if isinstance(data, dict) else None
+    return [inv for inv in listed if isinstance(inv, dict)] if isinstance(listed, list) else []
 
 
 def _workload_section(
@@ -278,29 +281,34 @@ def _workload_section(
     metric = tuning_metric_of(first)
     doc.h(2, f"Workload {workload}")
     seeds = sorted({r.seed for r in runs})
-    epochs = sorted({int(r.config["epochs"]) for r in runs})
+    epochs = [str(n) for n in sorted({int(r.config["epochs"]) for r in runs if r.config.get("epochs") is not None})]
     doc.p(
-        f"{spec.get('description', '')}. Budget: {', '.join(map(str, epochs))} epochs, seeds {seeds}; "
+        f"{spec.get('description', '')}. Budget: {', '.join(epochs) or '?'} epochs, seeds {seeds}; "
         f"batch size {spec.get('batch_size') or 'full batch'}. Target: "
         f"{target.describe() if target else 'none (no time-to-target)'}. Tuned rules pick the trial with the best "
         f"median final {metric}."
     )
-    record = _invocations(results_dir, workload)
-    skipped = {s["rule"]: s["reason"] for inv in record.get("invocations", []) for s in inv.get("skipped", [])}
+    invocations = _invocations(results_dir, workload)
+    skipped: dict[str, str] = {}
+    for inv in invocations:
+        entries = inv.get("skipped")
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and "rule" in entry:
+                skipped[str(entry["rule"])] = str(entry.get("reason", ""))
     ran = {s.rule for s in summaries}
     notes = [reason for rule, reason in sorted(skipped.items()) if rule not in ran]
     if notes:
         doc.p("Rules not run here:")
         doc.items(notes)
-    invocations = [inv for inv in record.get("invocations", []) if isinstance(inv, dict)]
-    unfinished = [inv for inv in invocations if inv.get("status", "complete") != "complete"]
+    unfinished = [inv for inv in invocations if str(inv.get("status", "complete")) != "complete"]
     if unfinished:  # compare.json's record of how each invocation ended (absent from records before it existed)
         ended = {"running": "running, or killed"}
         doc.p(
             f"{len(unfinished)} of the {len(invocations)} 'theorylr compare' invocations recorded for this workload "
             "did not complete ("
             + "; ".join(
-                f"{str(inv.get('time', '?'))[:19]}: {ended.get(inv['status'], inv['status'])}" for inv in unfinished
+                f"{str(inv.get('time', '?'))[:19]}: {ended.get(str(inv['status']), str(inv['status']))}"
+                for inv in unfinished
             )
             + "): the same command again resumes their runs; unfinished runs are listed below."
         )
@@ -399,7 +407,7 @@ def _workload_section(
         where = f"{r.rule} trial {r.trial} seed {r.seed}"
         damaged = f"; {r.problem} (rerun the same compare command to redo it)" if r.problem else ""
         if r.status == "diverged":
-            d = r.meta.get("diverged", {})
+            d = r.meta.get("diverged") or {}
             if d.get("loss") is None:  # raised by the rule (e.g. LipschitzLR's L = 0): no loss value, no step
                 problems.append(
                     f"{where}: diverged ({d.get('where', 'unknown cause')}) at epoch {d.get('epoch')}{damaged}"

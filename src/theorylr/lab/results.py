@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import warnings
@@ -196,7 +197,24 @@ def read_meta(directory: str | os.PathLike[str]) -> tuple[dict[str, Any] | None,
         return None, f"{path} cannot be read ({str(exc) or type(exc).__name__})"
     if not isinstance(meta, dict):
         return None, f"{path} cannot be read (a JSON {type(meta).__name__}, not an object)"
+    for key, (kinds, what) in _META_FIELDS.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return None, f"{path} cannot be read ({key!r} holds {json.dumps(value)[:40]}, not {what})"
     return meta, None
+
+
+# The fields of meta.json that the runner and the report read, and what each must hold where present (a file
+# edited by hand, or written by something else, is otherwise taken for unreadable rather than crashing the report).
+_META_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "status": (str, "a status string"),
+    "wall_time": ((int, float), "a number"),
+    "setup_time": ((int, float), "a number"),
+    "epochs_done": (int, "an integer"),
+    "setup": (dict, "an object"),
+    "diverged": (dict, "an object"),
+    "error": (str, "a string"),
+}
 
 
 def read_metrics(directory: str | os.PathLike[str], meta: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
@@ -271,6 +289,11 @@ def without_prose(config: Mapping[str, Any]) -> dict[str, Any]:
 def _usable_config(config: Any) -> bool:
     """Whether ``config`` (a parsed ``config.json``) has what :class:`Run`'s properties read."""
     if not isinstance(config, dict) or not isinstance(config.get("rule"), dict):
+        return False
+    if not isinstance(config.get("workload"), dict):
+        return False
+    epochs = config.get("epochs")  # the runner writes it; a hand-made config may leave it out
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)):
         return False
     run = Run(Path(), config)
     try:
