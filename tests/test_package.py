@@ -115,3 +115,15 @@ def test_citations_name_the_papers_not_files_users_do_not_have() -> None:
     from theorylr.lab.reproduce import exact_adam, lars, lipschitz
 
     assert "Gitman" in lars.REFERENCE and "Yedida" in lipschitz.REFERENCE and "Exact" in exact_adam.REFERENCE
+
+
+def test_every_lazy_subpackage_is_typed_for_checkers() -> None:
+    """``theorylr.distributed.mean_reduce`` typed as ``Any`` in a user's mypy run: ``__getattr__`` loads the
+    subpackages, so ``__init__`` must also import each under ``TYPE_CHECKING``."""
+    import ast
+
+    tree = ast.parse(Path(theorylr.__file__).read_text(encoding="utf-8"))
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    typed = {a.asname or a.name for n in guarded.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert set(theorylr._SUBMODULES) <= typed
+    assert set(theorylr.__all__) - {"__version__"} <= typed

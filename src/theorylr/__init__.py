@@ -25,7 +25,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what __getattr__ below loads on first use, typed for checkers
+    from theorylr import data as data
+    from theorylr import distributed as distributed
+    from theorylr import estimate as estimate
+    from theorylr import lab as lab
+    from theorylr import lipschitz as lipschitz
+    from theorylr import models as models
+    from theorylr import optim as optim
+    from theorylr import theory as theory
     from theorylr.estimate import hessian_spectral_norm, smoothness
     from theorylr.lab.suggest import Suggestion, suggest
     from theorylr.lipschitz import LipschitzLR, gradient_norm_bound
