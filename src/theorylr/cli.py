@@ -55,24 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         top.parse_args([name])  # exits with "invalid choice ... (choose from ...)"
     module_name, text = COMMANDS[name]
-    try:
+    try:  # a Ctrl-C while the command's modules (torch) load: nothing has started, so one line and 130
         module = importlib.import_module(module_name)
         sub = argparse.ArgumentParser(prog=f"theorylr {name}", description=text)
         module.add_arguments(sub)
         from theorylr.commands._common import CommandExitError, silence_stdout
-
-        namespace = sub.parse_args(rest)
-        namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
-        try:
-            return int(module.run(namespace) or 0)
-        except CommandExitError as stop:  # the command printed why
-            return stop.code
-        except BrokenPipeError:  # stdout closed by its reader (`| head`, a pager quit): stop quietly, as on SIGPIPE;
-            silence_stdout()  # the runs done so far are kept, and a rerun resumes
-            return 141
-    except KeyboardInterrupt:  # Ctrl-C while the command's modules (torch) load, before its own handler is set
+    except KeyboardInterrupt:
         print(f"theorylr {name}: interrupted", file=sys.stderr)
         return 130
+
+    namespace = sub.parse_args(rest)
+    namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
+    try:
+        return int(module.run(namespace) or 0)
+    except CommandExitError as stop:  # the command printed why
+        return stop.code
+    except BrokenPipeError:  # stdout closed by its reader (`| head`, a pager quit): stop quietly, as on SIGPIPE;
+        silence_stdout()  # the runs done so far are kept, and a rerun resumes
+        return 141
 
 
 if __name__ == "__main__":

@@ -345,3 +345,42 @@ def test_max_fn_is_called_once_per_step_even_without_gradients() -> None:
     assert copy.deepcopy(opt).max_fn is record  # kept on the optimizer, as LARS keeps its norm_fn
     with pytest.raises(ValueError, match="max_fn must be a callable"):
         AdaMo([w], max_fn=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_RULES))
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_an_identity_max_fn_changes_nothing_with_observed_and_closed_form_groups(
+    name: str, weight_decay: float
+) -> None:
+    """With the hook, L_t came from the observed groups' gradients only, where the step without it takes every
+    group's: one rank, an identity hook, and the steps differed by up to 0.6."""
+    results = []
+    for hook in (None, lambda t: t.clone()):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+        groups = [
+            {"params": net[0].parameters(), "lipschitz": "observed", "weight_decay": weight_decay},
+            {"params": net[2].parameters(), "lipschitz": "closed_form"},
+        ]
+        opt = ZERO_RULES[name](groups, lr=0.2, model=net, max_fn=hook)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x, y = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        opt.close()
+        results.append([p.detach().clone() for p in net.parameters()])
+    for with_hook, without in zip(results[1], results[0]):
+        assert torch.equal(with_hook, without)
+
+
+def test_max_fn_sends_no_weight_norm_that_no_group_needs() -> None:
+    from theorylr.optim.adaptive import AdaMo
+
+    sent: list[list[float]] = []
+    w = nn.Parameter(torch.tensor([3.0, -4.0]))
+    opt = AdaMo([w], max_fn=lambda t: sent.append(t.tolist()) or t)  # type: ignore[func-returns-value]
+    w.grad = torch.tensor([0.6, 0.8])
+    opt.step()
+    assert sent == [[pytest.approx(1.0), 0.0]]  # no weight decay: ||w|| is not computed

@@ -249,3 +249,16 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(
     monkeypatch.setattr(importlib, "import_module", interrupted)
     assert cli.main(["compare", "--workload", "iris-softmax"]) == 130
     assert capsys.readouterr().err.strip() == "theorylr compare: interrupted"
+
+
+def test_ctrl_c_inside_a_command_still_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the loading of a command is caught: a command's own Ctrl-C handling (or its absence) is unchanged."""
+    from theorylr import cli
+    from theorylr.commands import report
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["report", "somewhere"])

@@ -87,3 +87,22 @@ def test_suggest_checks_range_test_options_and_sampler_before_estimating(
         suggest(model, nn.CrossEntropyLoss(), [batch], range_test_options="x", **common)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sampler must be None or a callable"):
         suggest(model, nn.CrossEntropyLoss(), [batch], optimizer="sgd", sampler="x", total_steps=10)  # type: ignore[arg-type]
+
+
+def test_seed_strings_past_torchs_range_and_huge_counts_are_refused() -> None:
+    """``"0,18446744073709551616"`` (what the CLI passes) was accepted and the run failed in torch."""
+    with pytest.raises(ValueError, match="seeds must be integers <= 9223372036854775807"):
+        parse_seeds("0,18446744073709551616")
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1 and <= 10000"):
+        parse_seeds("1000000000000")  # a count: a list of that many seeds
+    assert parse_seeds("0,9223372036854775807") == [0, 2**63 - 1]
+
+
+def test_a_rule_setup_records_its_info_as_an_object() -> None:
+    """A list as ``info`` was written to meta.json's "setup", which the reader then refused: the run was redone at
+    every resume."""
+    from theorylr.lab.rules import RuleSetup
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="info must be a dict"):
+        RuleSetup(opt, info=["chosen"])  # type: ignore[arg-type]

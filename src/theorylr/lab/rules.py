@@ -164,6 +164,8 @@ class RuleSetup:
 
     def __post_init__(self) -> None:
         check_choice("scheduler_interval", self.scheduler_interval, ("step", "epoch"))
+        if self.info is not None and not isinstance(self.info, dict):  # meta.json's "setup" is an object
+            raise ValueError(f"info must be a dict of JSON-able set-up results (got {type(self.info).__name__})")
 
 
 @dataclass(frozen=True)

@@ -209,12 +209,12 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
                 raise ValueError(
                     f"seeds must be a count or a comma-separated list of integers (got {seeds!r})"
                 ) from None
-            check_int("seeds", count, min_value=1)
+            check_int("seeds", count, min_value=1, max_value=MAX_SEED_COUNT)
             values = list(range(count))
     elif isinstance(seeds, bool):
         raise ValueError(f"seeds must be a count or a list of integers (got {seeds!r})")
     elif isinstance(seeds, int):
-        check_int("seeds", seeds, min_value=1)
+        check_int("seeds", seeds, min_value=1, max_value=MAX_SEED_COUNT)
         values = list(range(seeds))
     else:
         try:
@@ -226,7 +226,13 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
         values = [int(s) for s in listed]
     if not values or len(set(values)) != len(values) or min(values) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers (got {seeds!r})")
+    if max(values) > SEED_MAX:  # "0,18446744073709551616": torch's generators would fail in the run
+        raise ValueError(f"seeds must be integers <= {SEED_MAX} (got {seeds!r})")
     return values
+
+
+#: The most seeds a count may ask for (``seeds=3`` means seeds 0, 1, 2): a count is a number of runs per trial.
+MAX_SEED_COUNT = 10_000
 
 
 def plan_cells(

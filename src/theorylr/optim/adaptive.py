@@ -979,7 +979,10 @@ class _LipschitzAdaptive(Optimizer):
         once per step on every rank, with zeros where this rank has no parameter (norms are >= 0), so that the
         ranks' collectives stay paired whatever their shards hold."""
         assert self.max_fn is not None
-        observed = [g for group, _, gs in groups if group["lipschitz"] == "observed" for g in gs]
+        grads = [g for _, _, gs in groups for g in gs]  # every group's, as without a hook
+        # Decided from the groups' settings, which every rank holds alike (ZeRO shards the tensors, not the groups),
+        # so that no rank skips its part; a norm nobody needs is sent as 0.
+        bound_used = any(g["lipschitz"] == "observed" and g["weight_decay"] != 0.0 for g in self.param_groups)
         if params:
             device = params[0].device
         else:
@@ -988,8 +991,8 @@ class _LipschitzAdaptive(Optimizer):
         # dtype, as without a hook.
         wide = torch.float32 if device.type == "mps" else torch.float64
         zero = torch.zeros((), dtype=wide, device=device)
-        grad_max = _max_norm(observed, foreach) if observed else None
-        weight_max = _max_norm(params, foreach) if params else None
+        grad_max = _max_norm(grads, foreach) if grads else None
+        weight_max = _max_norm(params, foreach) if params and bound_used else None
         dtype = next((t.dtype for t in (grad_max, weight_max) if t is not None), torch.float32)
         local = torch.stack([zero if t is None else t.to(device, wide) for t in (grad_max, weight_max)])
         maxima = self.max_fn(local)
