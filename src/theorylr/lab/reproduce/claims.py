@@ -46,6 +46,7 @@ __all__ = [
     "read_result",
     "verdict_all",
     "verdict_ratio",
+    "verdict_universal",
     "write_result",
 ]
 
@@ -76,6 +77,20 @@ def verdict_all(checks: Sequence[bool]) -> str:
     if passed == len(checks):
         return HOLDS
     return PARTLY if passed else DOES_NOT_HOLD
+
+
+def verdict_universal(checks: Sequence[bool]) -> str:
+    """The verdict of a claim stated for every case ("for every k", "never diverges"): ``holds`` when every check
+    passed, ``does not hold`` otherwise. One failing setting is a counterexample, not a partial success (which
+    :func:`verdict_all` would call ``partly``).
+
+    Example:
+        >>> verdict_universal([True, True]), verdict_universal([True, False])
+        ('holds', 'does not hold')
+    """
+    if not checks:
+        raise ValueError("checks must be non-empty: a claim with nothing measured has no verdict")
+    return HOLDS if all(bool(c) for c in checks) else DOES_NOT_HOLD
 
 
 def verdict_ratio(value: float, holds_below: float, partly_below: float) -> str:

@@ -53,6 +53,7 @@ from theorylr.lab.reproduce.claims import (
     fmt,
     not_run,
     verdict_all,
+    verdict_universal,
 )
 from theorylr.lab.rules import Rule, get_rule, resolve_rule
 from theorylr.lab.scores import RuleSummary
@@ -66,6 +67,7 @@ __all__ = [
     "early_speed_verdict",
     "fig2_optimum_check",
     "fig2_oscillation_check",
+    "fig2_speed_level",
     "lars_trajectory",
     "loss_increases",
     "run_lars",
@@ -120,6 +122,9 @@ _COR_FAR_EPS = (5.0, 2.0, 1.0, 0.5)
 _THM3_LR0 = 0.2
 _THM3_POWERS = (1.0, 0.6)
 _EARLY_LEVEL = 0.1  # Fig. 1 "faster early": steps to 10 % of the initial gap f(w0) - f*
+#: Fig. 1's "LARS can converge faster" is a claim that some lr exists: LARS is searched over this grid (lr < 1, as
+#: eq. (1) needs), against GD at the better of its two classical fixed steps.
+_EARLY_LRS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,6 +301,9 @@ def _fig1(steps: int) -> dict[str, Any]:
             }
         )
         paths[f"lars {lr:g}"] = {"path": traj[:80].tolist(), "gap": [float(gaps[i]) for i in _log_index(steps + 1)]}
+    early_rows = [
+        {"lr": lr, "steps_to_level": to_level(_gaps(q, lars_trajectory(q.loss, w0, lr, steps)))} for lr in _EARLY_LRS
+    ]
     gd_rows = []
     for label, lr in (("1/L", 1.0 / smooth), ("2/(m+L)", 2.0 / (smooth + strong))):
         traj = lars_trajectory(q.loss, w0, lr, steps, optimizer="gd")
@@ -304,6 +312,7 @@ def _fig1(steps: int) -> dict[str, Any]:
         paths[f"gd {label}"] = {"path": traj[:80].tolist(), "gap": [float(gaps[i]) for i in _log_index(steps + 1)]}
     return {
         "lars": lars_rows,
+        "lars_early": early_rows,
         "gd": gd_rows,
         "gap0": gap0,
         "level": level,
@@ -314,6 +323,21 @@ def _fig1(steps: int) -> dict[str, Any]:
         "index": _log_index(steps + 1),
         "paths": paths,
     }
+
+
+def fig2_speed_level(finals: Mapping[str, float], initial: float) -> float:
+    """The train loss at which Fig. 2's speed claims compare LARS, GD and Adam: 95 % of the way from the initial
+    loss to the **worst** of their finite final losses, a level all three reach. (A level near the best final
+    rewards the rule that ends lowest, which ``lars-fig2-optimum`` judges, not the one that gets there first.)
+    A rule that diverged (a non-finite final) never reaches it.
+
+    Example:
+        >>> round(fig2_speed_level({"lars": 0.03, "gd": 0.8, "adam": 0.4, "lars-decay": 0.9}, 1.0), 6)
+        0.81
+    """
+    compared = [finals[k] for k in ("lars", "gd", "adam") if k in finals and math.isfinite(finals[k])]
+    worst = max(compared) if compared else math.nan
+    return worst + 0.05 * (initial - worst)
 
 
 def early_speed_verdict(lars_steps: Sequence[int], gd_steps: int) -> str:
@@ -753,7 +777,6 @@ def _claims_fig1(ctx: Context, data: dict[str, Any], fig: str) -> list[Claim]:
     lars_rows = data["lars"]
     tails = [r["tail_max"] for r in lars_rows]
     grows = [b > a for a, b in itertools.pairwise(tails)]
-    gd = next(r for r in data["gd"] if r["label"] == "1/L")
     within = [r["lower"] <= r["tail_max"] <= r["radius"] for r in lars_rows]
     lrs = [r["lr"] for r in lars_rows]
     return [
@@ -799,14 +822,21 @@ def _claims_fig1(ctx: Context, data: dict[str, Any], fig: str) -> list[Claim]:
             reported="plots (a), (b) (no numbers)",
             measured="steps to f - f* <= 10% of f(w0) - f*: LARS "
             + ", ".join(
-                f"lr {r['lr']:g}: {r['steps_to_level'] if r['steps_to_level'] >= 0 else 'never'}" for r in lars_rows
+                f"lr {r['lr']:g}: {r['steps_to_level'] if r['steps_to_level'] >= 0 else 'never'}"
+                for r in data["lars_early"]
             )
-            + f"; GD at lr = 1/L: {gd['steps_to_level']}, at 2/(m+L): "
-            + str(next(r for r in data["gd"] if r["label"] == "2/(m+L)")["steps_to_level"]),
-            criterion="LARS at some tested lr needs fewer steps than GD at lr = 1/L",
-            verdict=early_speed_verdict([r["steps_to_level"] for r in lars_rows], gd["steps_to_level"]),
-            setting="as lars-fig1-region",
-            values={"lars": lars_rows, "gd": data["gd"]},
+            + "; GD "
+            + ", ".join(
+                f"at {r['label']}: {r['steps_to_level'] if r['steps_to_level'] >= 0 else 'never'}" for r in data["gd"]
+            ),
+            criterion="LARS at some lr of the grid (0.02 to 0.9: the claim is that such an lr exists) needs fewer "
+            "steps than GD at the better of its fixed steps 1/L and 2/(m+L)",
+            verdict=early_speed_verdict(
+                [r["steps_to_level"] for r in data["lars_early"]],
+                min((r["steps_to_level"] for r in data["gd"]), key=lambda k: math.inf if k < 0 else k),
+            ),
+            setting="as lars-fig1-region, LARS' lr searched",
+            values={"lars": data["lars_early"], "gd": data["gd"]},
             sources=[ctx.analytic_path("fig1_quadratic")],
             figures=[fig],
         ),
@@ -850,8 +880,9 @@ def _claims_theorems(
         reported="the bound (a proof, no numbers)",
         measured=f"(a) {_thm2_text(rows)}; (b) {_thm2_text(far_rows)}; the corrected bound (fixed_lr_bound): "
         f"{rigorous} violations",
-        criterion="no k <= steps with measured > bound, at every lr, on both problems",
-        verdict=verdict_all([r["violations"] == 0 for r in rows + far_rows]),
+        criterion="no k <= steps with measured > bound, at every lr, on both problems (the theorem is stated for "
+        "every k and lr: one violation refutes it)",
+        verdict=verdict_universal([r["violations"] == 0 for r in rows + far_rows]),
         setting=setting_both + f", {ctx.scale.lars.theorem_steps} steps, lr " + ", ".join(f"{r['lr']:g}" for r in rows),
         values={"rows": rows, "far_rows": far_rows},
         sources=[ctx.analytic_path("thm2"), ctx.analytic_path("thm2_far")],
@@ -867,8 +898,9 @@ def _claims_theorems(
         reported="O(1/eps^1.5) (a proof, no numbers)",
         measured=f"(a) {_cor_text(crow)}; measured log-log slope {fmt(cor['slope'], 3)} (the bound's is 1.5); "
         f"(b) {_cor_text(far_crow)}",
-        criterion="at every eps the measured steps are at most the corollary's bound, on both problems",
-        verdict=verdict_all([0 < r["measured_steps"] <= r["predicted_steps"] for r in crow + far_crow]),
+        criterion="at every eps the measured steps are at most the corollary's bound, on both problems (stated for "
+        "every eps: one eps over the bound refutes it)",
+        verdict=verdict_universal([0 < r["measured_steps"] <= r["predicted_steps"] for r in crow + far_crow]),
         setting=setting_both,
         values={"rows": crow, "slope": cor["slope"], "far_rows": far_crow},
         sources=[ctx.analytic_path("cor2_1"), ctx.analytic_path("cor2_1_far")],
@@ -937,13 +969,18 @@ def _fig2(ctx: Context) -> tuple[list[Claim], list[tuple[str, str]]]:
             if any(map(math.isfinite, finals.values()))
             else math.nan
         )
-        level = best + 0.05 * (initial - best)
+        level = fig2_speed_level(finals, initial)
         reach = {k: median(first_reach(r, "train_loss", level) for r in s.best_runs) for k, s in named.items()}
+        near_best = best + 0.05 * (initial - best)
         panel_values[label] = {
             "final_train_loss": finals,
             "initial_train_loss": initial,
             "level": level,
             "epochs_to_level": reach,
+            "level_near_best": near_best,
+            "epochs_to_level_near_best": {
+                k: median(first_reach(r, "train_loss", near_best) for r in s.best_runs) for k, s in named.items()
+            },
             "tail_lars": fixed_tail,
             "tail_lars_decay": decay_tail,
         }
@@ -1008,8 +1045,8 @@ def _fig2(ctx: Context) -> tuple[list[Claim], list[tuple[str, str]]]:
             "on the SVM, LARS converges much quicker than GD and Adam",
             "'LARS tends to converge much quicker than the other two'",
             lines_svm,
-            "epochs to within 5% (of the total decrease) of the best final loss: LARS fewer than GD and Adam, in "
-            "both SVM panels",
+            "epochs to a level all three reach (within 5% of the total decrease of the worst of their final "
+            "losses): LARS fewer than GD and Adam, in both SVM panels",
             svm_speed,
         ),
         claim(
@@ -1019,7 +1056,8 @@ def _fig2(ctx: Context) -> tuple[list[Claim], list[tuple[str, str]]]:
             "'LARS appears to outperform ADAM in terms of epochs needed to reach the optimum, but it is slower to "
             "converge than SGD'",
             lines_log,
-            "epochs to within 5% of the best final loss: GD < LARS < Adam, in every logistic-regression panel",
+            "epochs to a level all three reach (within 5% of the worst of their final losses): GD < LARS < Adam, in "
+            "every logistic-regression panel",
             logreg_order,
         ),
     ]
@@ -1113,7 +1151,11 @@ def run_lars(ctx: Context) -> PaperResult:
     s = ctx.scale.lars
     interval = ctx.cached("sec3_interval", {"steps": s.steps_1d, "cases": CASES_1D}, lambda: _interval_1d(s.steps_1d))
     origin = ctx.cached("sec3_origin", {"steps": s.steps_1d, "cases": ORIGIN_CASES}, lambda: _origin_1d(s.steps_1d))
-    fig1 = ctx.cached("fig1_quadratic", {"steps": s.steps_2d, **_FIG1.config()}, lambda: _fig1(s.steps_2d))
+    fig1 = ctx.cached(
+        "fig1_quadratic",
+        {"steps": s.steps_2d, **_FIG1.config(), "early_lrs": list(_EARLY_LRS)},
+        lambda: _fig1(s.steps_2d),
+    )
     thm2 = ctx.cached("thm2", {"steps": s.theorem_steps, **_THM2.config()}, lambda: _theorem2(s.theorem_steps))
     thm2_far = ctx.cached(
         "thm2_far", {"steps": s.theorem_steps, **_THM2_FAR.config()}, lambda: _theorem2(s.theorem_steps, _THM2_FAR)
