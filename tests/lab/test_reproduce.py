@@ -32,7 +32,7 @@ from theorylr.lab.reproduce import exact_adam as ea
 from theorylr.lab.reproduce import lars as lr_
 from theorylr.lab.reproduce import lipschitz as lp
 from theorylr.lab.reproduce._common import Context, _decode
-from theorylr.lab.reproduce.claims import verdict_all, verdict_ratio
+from theorylr.lab.reproduce.claims import verdict_all, verdict_ratio, verdict_universal
 from theorylr.lab.reproduce.scale import AdamScale, LarsScale, LipschitzScale
 from theorylr.theory import lars as theory
 
@@ -310,8 +310,10 @@ def test_lars_measured_numbers_are_the_run_files(smoke: Path) -> None:
     assert all(
         r["predicted_steps"] == theory.steps_to_interval(r["w0"], r["a"], r["lr"]) for r in interval.values["rows"]
     )
-    assert interval.verdict == verdict_all(
-        [r["measured_steps"] == r["predicted_steps"] and not r["left_interval"] for r in interval.values["rows"]]
+    long_enough = [r for r in interval.values["rows"] if r["predicted_steps"] <= r["steps_run"]]
+    assert len(long_enough) < len(interval.values["rows"])  # this tiny scale stops before some predicted steps
+    assert interval.verdict == verdict_universal(
+        [r["measured_steps"] == r["predicted_steps"] and not r["left_interval"] for r in long_enough]
     )
 
 

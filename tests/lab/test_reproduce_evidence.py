@@ -193,12 +193,19 @@ def test_fig3_early_train_error_is_read_at_3000_steps_or_a_third_of_the_run() ->
 
 def test_fig2_speed_is_judged_at_a_level_every_compared_rule_reaches() -> None:
     """The level near the *best* final loss made 'LARS converges quicker' true whenever LARS ended lowest (GD and
-    Adam never reached it): speed is now compared where all three arrive."""
+    Adam never reached it); one near the *worst* final made the worst-ending rule the slowest by construction. Speed
+    is now compared half way down to the worst final among the rules that decreased."""
     finals = {"lars": 0.0329, "gd": 0.818, "adam": 0.439, "lars-decay": 0.05}
     level = lr_.fig2_speed_level(finals, 1.0)
-    assert all(level > finals[k] for k in ("lars", "gd", "adam")) and level == pytest.approx(0.818 + 0.05 * 0.182)
-    diverged = lr_.fig2_speed_level({**finals, "gd": math.inf}, 1.0)
-    assert diverged == pytest.approx(0.439 + 0.05 * 0.561)  # a diverged rule never reaches any level
+    assert level == pytest.approx(1.0 - 0.5 * (1.0 - 0.818)) and all(level > finals[k] for k in ("lars", "gd", "adam"))
+    # a rule that ended above its start (or diverged) sets no level ...
+    assert lr_.fig2_speed_level({"lars": 0.05, "gd": 0.5, "adam": 2.5}, 1.0) == pytest.approx(0.75)
+    assert lr_.fig2_speed_level({**finals, "gd": math.inf}, 1.0) == pytest.approx(1.0 - 0.5 * (1.0 - 0.439))
+    assert math.isnan(lr_.fig2_speed_level({"lars": 2.0, "gd": math.nan, "adam": 1.5}, 1.0))
+    # ... and never reaches it, whenever it passed it on the way up
+    assert lr_.fig2_epochs_to_level(1.0, 2.5, 0.75) == math.inf
+    assert lr_.fig2_epochs_to_level(1.0, math.nan, 0.75) == math.inf
+    assert lr_.fig2_epochs_to_level(4.0, 0.05, 0.75) == 4.0
 
 
 def test_fig1_early_searches_lars_lr_against_gds_better_step(tmp_path: Path) -> None:

@@ -3,14 +3,16 @@
 A :class:`Claim` carries the claim in one line with its section, what the paper reported, what we measured on the
 same (or the closest embedded) setting, the criterion, and the verdict. The numbers behind ``measured`` are kept in
 ``values`` and the files they were read from in ``sources``, so a claims table can be checked against the run
-files. Verdicts are computed by the small pure functions below (:func:`verdict_all`, :func:`verdict_ratio`), never
-typed by hand.
+files. Verdicts are computed by the small pure functions below (:func:`verdict_all`, :func:`verdict_universal`,
+:func:`verdict_ratio`), never typed by hand.
 
 Verdicts:
 
 * ``"holds"`` -- the criterion is met in every setting it was checked on;
-* ``"partly"`` -- met in some settings only (or met by a weaker threshold the criterion names);
-* ``"does not hold"`` -- met in none;
+* ``"partly"`` -- met in some settings only (or met by a weaker threshold the criterion names), for a claim about
+  typical behaviour;
+* ``"does not hold"`` -- met in none; or, for a claim stated for every case (a theorem, "never"), missed in one
+  (:func:`verdict_universal`: a counterexample refutes it);
 * ``"not run (...)"`` -- the experiment needs files (``--data-dir``) or the full form (not ``--quick``).
 
 Example:
