@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,40 @@ def test_fig1_early_searches_lars_lr_against_gds_better_step(tmp_path: Path) -> 
     ctx = Context(tmp_path, QUICK, verbose=False)
     early = next(c for c in lr_._claims_fig1(ctx, data, "f.png") if c.id == "lars-fig1-early")
     assert early.verdict == HOLDS and "lr 0.4: 2" in early.measured
+
+
+def test_a_scheduler_is_compared_at_its_best_trial_that_learned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tuned for the lowest final gradient norm, three LeNet schedulers chose lr 1e-3, where the network learned
+    nothing (a small gradient norm too), and dropped out of the comparison although lr 1e-2 learned."""
+    from theorylr.lab.results import Run, group_runs
+    from theorylr.lab.scores import summarize_rule
+
+    def run(trial: int, lr: float, seed: int, grad: float, accuracy: float) -> Run:
+        config = {
+            "workload": {"name": "w", "tuning_metric": "grad_norm"},
+            "rule": {"name": "adam-cosine", "kind": "tuned", "search": {}},
+            "trial": trial,
+            "seed": seed,
+            "lr": lr,
+            "epochs": 1,
+        }
+        rows = [
+            {"epoch": 0, "step": 0, "wall_time": 0.0, "grad_norm": 1.0, "test_accuracy": 0.1, "train_loss": 2.3},
+            {"epoch": 1, "step": 9, "wall_time": 1.0, "grad_norm": grad, "test_accuracy": accuracy, "train_loss": 1.0},
+        ]
+        return Run(tmp_path / f"t{trial}s{seed}", config, {"status": "finished", "epochs_done": 1}, rows)
+
+    runs = [run(0, 1e-3, s, 0.04, 0.10) for s in (0, 1)] + [run(1, 1e-2, s, 0.30, 0.60) for s in (0, 1)]
+    chosen = summarize_rule("adam-cosine", group_runs(runs)["w"]["adam-cosine"])
+    assert chosen.best_trial == 0  # the lab's choice: the collapsed trial
+    monkeypatch.setattr(ea, "load_runs", lambda path: runs)
+    ctx = Context(tmp_path, QUICK, verbose=False)
+    workload = dataclasses.replace(ea._lenet(ctx), name="w")
+    redone = ea._best_trials_that_learned(ctx, workload, {"adam-cosine": chosen}, ["adam-cosine"])
+    assert redone["adam-cosine"].best_trial == 1 and redone["adam-cosine"].lr == 1e-2
+    # a rule whose chosen trial learned, or none of whose trials did, keeps the lab's choice
+    assert ea._best_trials_that_learned(ctx, workload, {"adam-cosine": redone["adam-cosine"]}, ["adam-cosine"]) == {}
+    monkeypatch.setattr(ea, "load_runs", lambda path: runs[:2])
+    assert ea._best_trials_that_learned(ctx, workload, {"adam-cosine": chosen}, ["adam-cosine"]) == {}

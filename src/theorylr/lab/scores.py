@@ -41,6 +41,7 @@ __all__ = [
     "best_trial",
     "performance_profile",
     "summarize",
+    "summarize_rule",
     "target_of",
     "time_to_target",
     "tuning_score",
@@ -128,7 +129,8 @@ class RuleSummary:
         return {k: v for k, v in self.__dict__.items() if k not in ("best_runs", "trial_scores")}
 
 
-def _summarize_rule(rule: str, trials: Mapping[int, list[Run]]) -> RuleSummary:
+def summarize_rule(rule: str, trials: Mapping[int, list[Run]]) -> RuleSummary:
+    """One rule's :class:`RuleSummary` from its runs by trial (the best trial by the workload's tuning metric)."""
     first = next(iter(trials.values()))[0]
     metric = tuning_metric_of(first)
     best = best_trial(trials, metric)
@@ -189,7 +191,7 @@ def summarize(runs: Sequence[Run]) -> dict[str, list[RuleSummary]]:
     order = {"theory": 0, "lr-free": 1, "tuned": 2, "baseline": 3}
     out: dict[str, list[RuleSummary]] = {}
     for workload, rules in group_runs(runs).items():
-        rows = [_summarize_rule(rule, trials) for rule, trials in rules.items()]
+        rows = [summarize_rule(rule, trials) for rule, trials in rules.items()]
         rows.sort(key=lambda s: (order.get(s.kind, 9), s.rule))
         out[workload] = rows
     return out
