@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int
+from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int, check_module
 from theorylr.estimate._state import (
     MODES,
     as_batches,
@@ -297,8 +297,7 @@ class HessianOperator:
         reduce: Reduce | None = None,
         seed: int = 0,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module (got {type(model)!r})")
+        check_module("model", model)
         check_loss_fn(loss_fn)
         check_choice("mode", mode, MODES)
         check_int("seed", seed, min_value=0, max_value=SEED_MAX)

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from theorylr._validation import check_int, check_number
+from theorylr._validation import check_int, check_module, check_number
 
 __all__ = ["RangeTestResult", "check_range_test_options", "lr_range_test"]
 
@@ -110,8 +110,7 @@ def lr_range_test(
     Returns:
         a :class:`RangeTestResult`.
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+    check_module("model", model)
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be a callable (outputs, targets) -> scalar loss (got {loss_fn!r})")
     if not callable(optimizer_factory):

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int, check_number
+from theorylr._validation import SEED_MAX, check_bool, check_choice, check_int, check_module, check_number
 from theorylr.estimate import Sampler, SpectralNormResult, data_loss, hessian_spectral_norm, smoothness
 from theorylr.estimate._state import (
     MODES,
@@ -917,8 +917,7 @@ def _check_arguments(
     mode: str,
     seed: int,
 ) -> None:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+    check_module("model", model)
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("model must have at least one parameter that requires grad")
     check_int("total_steps", total_steps, min_value=1)

@@ -23,7 +23,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
-from theorylr._validation import check_bool, check_choice, check_int, check_number
+from theorylr._validation import check_bool, check_choice, check_int, check_module, check_number
 from theorylr.lipschitz.bounds import LOSSES, gradient_norm_bound
 from theorylr.lipschitz.closed_form import (
     ACTIVATION_NORMS,
@@ -389,8 +389,7 @@ class ActivationTracker:
         weight_bound: float | None = None,
         rigorous: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+        check_module("model", model)
         check_choice("loss", loss, LOSSES)
         check_choice("activation_norm", activation_norm, ACTIVATION_NORMS)
         check_bool("rigorous", rigorous)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from theorylr._validation import check_choice
+from theorylr._validation import check_choice, check_module
 
 __all__ = ["INIT_SCHEMES", "init_weights"]
 
@@ -65,8 +65,7 @@ def init_weights(
         >>> round(m.weight.var().item() * 400, 1), m.bias.abs().max().item()
         (2.0, 0.0)
     """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+    check_module("model", model)
     check_choice("scheme", scheme, INIT_SCHEMES)
     check_choice("nonlinearity", nonlinearity, _NONLINEARITIES)
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from theorylr._validation import check_bool, check_choice, check_int, check_number, check_probability
+from theorylr._validation import check_bool, check_choice, check_int, check_module, check_number, check_probability
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import (
     LR,
@@ -744,8 +744,8 @@ class _LipschitzAdaptive(Optimizer):
         self.max_fn = max_fn
         if model is not None and tracker is not None:
             raise ValueError("pass either model (the optimizer builds a tracker) or tracker, not both")
-        if model is not None and not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module (got {type(model).__name__})")
+        if model is not None:
+            check_module("model", model)
         if tracker is not None and not isinstance(tracker, ActivationTracker):
             raise ValueError(f"tracker must be an ActivationTracker (got {type(tracker).__name__})")
         self._owns_tracker = model is not None
