@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from theorylr.lab import Target, Workload
+from theorylr.lab.results import Run
 
 # Mini-batches (3 per epoch) so that per-step and per-epoch schedules, shuffling and the last partial batch are
 # all exercised; an MLP so that LipschitzLR's penultimate layer is a hidden layer.
@@ -53,3 +56,17 @@ def tiny() -> Workload:
 @pytest.fixture
 def tiny_dropout() -> Workload:
     return TINY_DROPOUT
+
+
+def hand_run(rows: list[dict], status: str = "finished", trial: int = 0, seed: int = 0) -> Run:
+    """A run made by hand, for the scores' tests: workload ``w`` (tuned on train_loss, target test accuracy 0.9),
+    tuned rule ``r`` at lr ``0.1 * (trial + 1)``, the given metric rows."""
+    config = {
+        "workload": {"name": "w", "tuning_metric": "train_loss", "target": {"metric": "test_accuracy", "value": 0.9}},
+        "rule": {"name": "r", "kind": "tuned", "search": {"low": 0.1, "high": 1.0}},
+        "trial": trial,
+        "seed": seed,
+        "lr": 0.1 * (trial + 1),
+        "epochs": len(rows) - 1,
+    }
+    return Run(Path("."), config, {"status": status}, rows)

@@ -7,25 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.conftest import hand_run as _run
 from theorylr.lab._files import write_csv
-from theorylr.lab.results import Run, read_metrics
+from theorylr.lab.results import read_metrics
 from theorylr.lab.scores import best_trial, summarize, time_to_target
 from theorylr.lab.tuning import LogGrid
 from theorylr.lab.workloads import Target
 
 NAN = math.nan
-
-
-def _run(rows: list[dict], status: str = "finished", trial: int = 0, seed: int = 0) -> Run:
-    config = {
-        "workload": {"name": "w", "tuning_metric": "train_loss", "target": {"metric": "test_accuracy", "value": 0.9}},
-        "rule": {"name": "r", "kind": "tuned", "search": {"low": 0.1, "high": 1.0}},
-        "trial": trial,
-        "seed": seed,
-        "lr": 0.1 * (trial + 1),
-        "epochs": len(rows) - 1,
-    }
-    return Run(Path("."), config, {"status": status}, rows)
 
 
 def _rows(losses: list[float], accuracies: list[float] | None = None) -> list[dict]:

@@ -17,9 +17,9 @@ import pytest
 
 import theorylr
 from tests.lab.conftest import TINY, TINY_BINARY
+from tests.lab.conftest import hand_run as _run
 from theorylr.lab import compare, get_workload, load_runs, performance_profile, report, summarize
 from theorylr.lab._files import read_csv, read_json
-from theorylr.lab.results import Run
 from theorylr.lab.scores import best_trial, time_to_target
 from theorylr.lab.workloads import Target
 
@@ -175,18 +175,6 @@ def test_unfinished_runs_are_listed(results: Path, tmp_path: Path) -> None:
 def test_report_of_an_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no runs"):
         report(tmp_path)
-
-
-def _run(rows: list[dict], status: str = "finished", trial: int = 0, seed: int = 0) -> Run:
-    config = {
-        "workload": {"name": "w", "tuning_metric": "train_loss", "target": {"metric": "test_accuracy", "value": 0.9}},
-        "rule": {"name": "r", "kind": "tuned", "search": {"low": 0.1, "high": 1.0}},
-        "trial": trial,
-        "seed": seed,
-        "lr": 0.1 * (trial + 1),
-        "epochs": len(rows) - 1,
-    }
-    return Run(Path("."), config, {"status": status}, rows)
 
 
 def test_time_to_target_and_best_trial_by_hand() -> None:

@@ -507,6 +507,16 @@ def test_resuming_with_the_optimizer_loaded_before_the_scheduler_is_built(initia
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(1.0 / max(values), rel=1e-9)
     sched2.close()
+    # An lr the user set after the construction is the user's: the checkpoint's is not put back over it (the class
+    # docstring: only while the lrs are still those the construction wrote).
+    opt3 = torch.optim.SGD(model.parameters(), lr=1.0)
+    opt3.load_state_dict(saved_opt)
+    sched3 = LipschitzLR(opt3, model, initial_lr=initial_lr)
+    opt3.param_groups[0]["lr"] = 0.2
+    sched3.load_state_dict(saved_sched)
+    assert lr != pytest.approx(0.2) and opt3.param_groups[0]["lr"] == 0.2
+    assert sched3.history == sched.history
+    sched3.close()
 
 
 def test_a_second_scheduler_on_one_optimizer_and_a_group_added_later_are_clear_errors() -> None:
