@@ -38,7 +38,7 @@ from theorylr.lipschitz.closed_form import binary_cross_entropy, l2_term, least_
 from theorylr.lipschitz.scheduler import LipschitzLR
 from theorylr.lipschitz.tracker import ActivationTracker, EpochStats, stats_values
 from theorylr.optim._base import resolve_foreach
-from theorylr.optim.lars import NormFn, local_norms
+from theorylr.optim._norms import NormFn, local_norms
 
 __all__ = [
     "DISTRIBUTED_ACTIVATION_NORMS",

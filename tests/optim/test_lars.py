@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from theorylr.optim.lars import _L1_CHUNK_BYTES, LARS, PercentDelta, lars, local_norms
+from theorylr.optim._norms import _L1_CHUNK_BYTES, local_norms
+from theorylr.optim.lars import LARS, PercentDelta, lars
 from theorylr.optim.param_groups import lars_param_groups
 
 W0 = [0.5, -1.5, 2.0, 0.25]
@@ -1064,7 +1065,7 @@ def test_compiled_l2_norms_match_vector_norm() -> None:
     """``_compiled_l2_norms`` (the compiled step's L2 norms, called here eagerly) on the row path (sizes that divide
     by 4096), the flat path, a non-contiguous tensor, an empty one and bfloat16 tensors (accumulated in float32);
     a nan in ``p`` leaves the norm of ``u`` as it is."""
-    from theorylr.optim.lars import _compiled_l2_norms
+    from theorylr.optim._norms import _compiled_l2_norms
 
     torch.manual_seed(9)
     shapes = [(2, 4096), (8192,), (3, 5000), (7,), (0,)]

@@ -17,9 +17,10 @@ Example:
 
 from __future__ import annotations
 
+from theorylr.optim._norms import local_norms
 from theorylr.optim.adaptive import AdaMo, AdaptiveRMSprop, AutoAdam
 from theorylr.optim.exact_adam import ExactStep, NonFiniteStepError, exact_step_adam
-from theorylr.optim.lars import LARS, PercentDelta, lars, local_norms
+from theorylr.optim.lars import LARS, PercentDelta, lars
 from theorylr.optim.param_groups import lars_param_groups
 from theorylr.optim.registry import OPTIMIZERS, OptimInfo, get_optimizer_info
 

@@ -71,7 +71,7 @@ from theorylr.optim._base import (
     scalar_lr,
     scaled,
 )
-from theorylr.optim.lars import local_norms
+from theorylr.optim._norms import local_norms
 
 __all__ = [
     "L2_ESTIMATES",
