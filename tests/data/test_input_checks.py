@@ -100,3 +100,32 @@ def test_quadratic_still_constructs_from_matching_tensors() -> None:
     q = Quadratic(torch.eye(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), 1)
     assert q.min_value == 1.0 and type(q.min_value) is float
     assert float(q(torch.zeros(2, dtype=torch.float64))) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("hessian", "minimizer", "match"),
+    [
+        (torch.tensor([[2.0, 1.0], [0.0, 2.0]]), torch.ones(2), r"hessian must be symmetric .*\|H - Hᵀ\| entry 1"),
+        (torch.diag(torch.tensor([1.0, -1.0])), torch.ones(2), r"positive definite .*eigenvalue is -1"),
+        (torch.zeros(2, 2), torch.ones(2), "positive definite"),  # convex but not strongly: condition number 0/0
+        (torch.eye(2, dtype=torch.int64), torch.ones(2), r"hessian must be a floating-point tensor .*torch.int64"),
+        (torch.eye(2), torch.ones(2, dtype=torch.int64), "minimizer must be a floating-point tensor"),
+        (torch.tensor([[1.0, float("nan")], [float("nan"), 1.0]]), torch.ones(2), "hessian must have finite"),
+        (torch.eye(2), torch.tensor([1.0, float("inf")]), "minimizer must have finite"),
+    ],
+)
+def test_quadratic_checks_the_hessian_is_symmetric_positive_definite(
+    hessian: torch.Tensor, minimizer: torch.Tensor, match: str
+) -> None:
+    """The docstring promises a symmetric positive definite ``H``: the smoothness, strong convexity and condition
+    number it reports are meaningless otherwise (``condition_number`` of ``H = 0`` was ``nan``)."""
+    with pytest.raises(ValueError, match=match):
+        Quadratic(hessian, minimizer)
+
+
+def test_quadratic_accepts_rounding_asymmetry() -> None:
+    """``A Aᵀ`` in float32 is symmetric only up to rounding: that is accepted."""
+    a = torch.randn(50, 50, generator=torch.Generator().manual_seed(0))
+    h = a @ a.T + torch.eye(50)
+    q = Quadratic(h, torch.zeros(50))
+    assert q.strong_convexity > 0

@@ -125,8 +125,10 @@ class Quadratic:
         minimizer: ``w*``, shape ``(d,)``.
         min_value: ``f* = f(w*)``.
 
-    The constructor checks that both are tensors of these shapes with the same ``d >= 1`` and that ``min_value``
-    is a finite number (a ValueError otherwise); it does not check that ``H`` is symmetric positive definite.
+    The constructor checks (a ValueError otherwise) that both are floating-point tensors of these shapes with the
+    same ``d >= 1`` and finite values, that ``H`` is symmetric (to ``4 d`` units of rounding of its dtype, relative
+    to its largest entry) and positive definite (``λ_min > 0``, one ``eigvalsh`` in float64), and that
+    ``min_value`` is a finite number.
 
     Calling the object evaluates :meth:`loss`. Its smoothness constant is ``L = λ_max(H)`` and its strong
     convexity constant ``μ = λ_min(H)``.
@@ -151,6 +153,24 @@ class Quadratic:
             got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
             raise ValueError(
                 f"minimizer must be a torch.Tensor of shape ({d},) to match the ({d}, {d}) hessian (got {got})"
+            )
+        for name, t in (("hessian", h), ("minimizer", w)):
+            if not t.is_floating_point():
+                raise ValueError(f"{name} must be a floating-point tensor (got dtype {t.dtype})")
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} must have finite values (got inf or nan)")
+        scale = float(h.abs().max())
+        asymmetry = float((h - h.mT).abs().max())
+        if asymmetry > 4 * d * torch.finfo(h.dtype).eps * scale:
+            raise ValueError(
+                f"hessian must be symmetric (largest |H - Hᵀ| entry {asymmetry:.3g}, against a largest |H| entry of "
+                f"{scale:.3g})"
+            )
+        smallest = float(torch.linalg.eigvalsh(0.5 * (h + h.mT).double())[0])
+        if not smallest > 0:
+            raise ValueError(
+                f"hessian must be positive definite (its smallest eigenvalue is {smallest:.3g}); for a convex "
+                "quadratic that is not strongly convex, add a small multiple of the identity"
             )
         check_number("min_value", self.min_value)
         object.__setattr__(self, "min_value", float(self.min_value))
