@@ -109,6 +109,19 @@ def test_norm_layers_are_reset_and_all_layers_redrawn() -> None:
             assert not module.weight.equal(before[f"{name}.weight"]), name
 
 
+@pytest.mark.skipif(not hasattr(nn, "RMSNorm"), reason="torch without nn.RMSNorm")
+@pytest.mark.parametrize("norm", ["LayerNorm", "GroupNorm", "RMSNorm"])
+def test_every_norm_layer_is_reset(norm: str) -> None:
+    """RMSNorm's gain was left as trained: the "fresh initialisation of the whole network" that the exact-step
+    smoothness sampler draws kept a trained transformer's norm gains."""
+    layer = nn.GroupNorm(2, 4) if norm == "GroupNorm" else getattr(nn, norm)(4)
+    model = nn.Sequential(nn.Linear(4, 4), layer)
+    with torch.no_grad():
+        layer.weight.fill_(5.0)
+    init_weights(model, "kaiming_normal", torch.Generator().manual_seed(0))
+    assert layer.weight.eq(1).all()
+
+
 def test_generator_values_do_not_depend_on_param_dtype() -> None:
     a = init_weights(nn.Linear(8, 8).double(), "xavier_normal", torch.Generator().manual_seed(4))
     b = init_weights(nn.Linear(8, 8), "xavier_normal", torch.Generator().manual_seed(4))

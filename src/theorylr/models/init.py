@@ -8,8 +8,8 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
 
+from theorylr._layers import NORM_LAYERS
 from theorylr._validation import check_choice, check_module
 
 __all__ = ["INIT_SCHEMES", "init_weights"]
@@ -17,7 +17,6 @@ __all__ = ["INIT_SCHEMES", "init_weights"]
 INIT_SCHEMES = ("default", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
 _NONLINEARITIES = ("relu", "leaky_relu", "tanh", "sigmoid", "linear", "selu")
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_NORMS = (_NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def init_weights(
@@ -41,7 +40,7 @@ def init_weights(
       fan_out)``; bias 0 (Glorot & Bengio, 2010; Keras' default).
     * ``"xavier_normal"``: ``W ~ N(0, 2 / (fan_in + fan_out))``; bias 0.
 
-    Normalisation layers (BatchNorm, InstanceNorm, GroupNorm, LayerNorm) are reset too (weight 1, bias 0,
+    Normalisation layers (BatchNorm, InstanceNorm, GroupNorm, LayerNorm, RMSNorm) are reset too (weight 1, bias 0,
     running statistics cleared), so the result is a fresh initialisation of the whole network; other modules
     with parameters are left as they are. This is the sampler behind the exact-step-Adam paper's App. C.4
     (learning rate vs. initialisation scheme) and the initial points of Algorithm 2's smoothness estimate.
@@ -80,8 +79,8 @@ def init_weights(
         for module in model.modules():
             if isinstance(module, _WEIGHTED):
                 _init_layer(module, scheme, generator, nonlinearity)
-            elif isinstance(module, _NORMS):
-                module.reset_parameters()
+            elif isinstance(module, NORM_LAYERS):
+                module.reset_parameters()  # type: ignore[operator]  # every NORM_LAYERS type has it
     return model
 
 

@@ -8,19 +8,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from theorylr._layers import NORM_LAYERS
 from theorylr._validation import check_bool
 
 __all__ = ["lars_param_groups"]
 
 ExcludeRule = Callable[[str, Tensor], bool] | Iterable[str] | None
-
-# Norm layers: their gains and shifts are never adapted, whatever their shape (LayerNorm((2, 3)) has 2-D ones).
-_NORMS: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
 
 
 def _excluder(exclude: ExcludeRule) -> Callable[[str, Tensor], bool]:
@@ -97,7 +90,10 @@ def lars_param_groups(
     )
     norm_params: set[int] = set()
     if isinstance(model_or_named_params, nn.Module):
-        norm_params = {id(p) for m in model_or_named_params.modules() if isinstance(m, _NORMS) for p in m.parameters()}
+        # Norm layers' gains and shifts are never adapted, whatever their shape (LayerNorm((2, 3)) has 2-D ones).
+        norm_params = {
+            id(p) for m in model_or_named_params.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()
+        }
     adapted: list[Tensor] = []
     plain: list[Tensor] = []
     seen: set[int] = set()
