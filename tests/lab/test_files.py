@@ -94,6 +94,18 @@ def test_json_writes_non_finite_as_null(tmp_path: Path) -> None:
     assert read_json(tmp_path / "x.json") == {"a": None, "b": [1.0, None], "c": [1, 2], "t": 2.5}
 
 
+def test_json_writes_non_finite_tensors_and_numpy_scalars_as_null(tmp_path: Path) -> None:
+    """A one-element tensor's inf was written as ``Infinity`` (not JSON: strict readers refuse the file), and a
+    NumPy float32 could not be written at all."""
+    import numpy as np
+
+    values = {"t": torch.tensor(math.inf), "n": np.float32("nan"), "f": np.float32(0.5), "i": np.int64(3)}
+    write_json(tmp_path / "x.json", values)
+    text = (tmp_path / "x.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert read_json(tmp_path / "x.json") == {"t": None, "n": None, "f": 0.5, "i": 3}
+
+
 def test_checkpoint_round_trip_and_refuses_arbitrary_objects(tmp_path: Path) -> None:
     state = {
         "model": {"w": torch.randn(3, 2)},

@@ -255,3 +255,17 @@ def test_a_scheduler_is_compared_at_its_best_trial_that_learned(
     assert ea._best_trials_that_learned(ctx, workload, {"adam-cosine": redone["adam-cosine"]}, ["adam-cosine"]) == {}
     monkeypatch.setattr(ea, "load_runs", lambda path: runs[:2])
     assert ea._best_trials_that_learned(ctx, workload, {"adam-cosine": chosen}, ["adam-cosine"]) == {}
+
+
+def test_claims_json_keeps_inf_apart_from_nan(tmp_path: Path) -> None:
+    """``claims.json`` wrote inf and NaN both as ``null``: a ratio that diverged read back like one never measured."""
+    from theorylr.lab.reproduce.claims import HOLDS, Claim, PaperResult, read_result, write_result
+
+    values = {"ratio": math.inf, "low": -math.inf, "missing": math.nan, "runs": [1.0, math.inf], "rule": "lars"}
+    write_result(
+        tmp_path,
+        PaperResult("lars", "t", "ref", "quick", [Claim("a", "lars", "s", "c", "r", "m", "k", HOLDS, values=values)]),
+    )
+    back = read_result(tmp_path).claims[0].values
+    assert back["ratio"] == math.inf and back["low"] == -math.inf and math.isnan(back["missing"])
+    assert back["runs"] == [1.0, math.inf] and back["rule"] == "lars"

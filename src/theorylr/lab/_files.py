@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -198,7 +199,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null so that every reader accepts the file."""
+    """JSON has no NaN/inf: write them as null so that every reader accepts the file. One-element tensors and NumPy
+    scalars are taken as Python numbers first, so that theirs are caught too (a tensor's inf became ``Infinity``)."""
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
@@ -208,9 +212,47 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_LEGACY_NON_FINITE = "__float__"  # the reproduction's analytic caches wrote {"__float__": "inf"} before
+
+
+def encode_non_finite(value: Any) -> Any:
+    """``value`` made JSON-safe without losing inf and NaN: NumPy scalars and one-element tensors become Python
+    numbers, non-finite floats the strings ``"nan"``, ``"inf"`` and ``"-inf"``; dicts, lists and tuples recurse.
+
+    Example:
+        >>> encode_non_finite({"a": [1.0, float("inf")], "b": float("nan")})
+        {'a': [1.0, 'inf'], 'b': 'nan'}
+        >>> decode_non_finite(encode_non_finite({"a": [1.0, float("-inf")]}))
+        {'a': [1.0, -inf]}
+    """
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): encode_non_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_non_finite(v) for v in value]
+    return value
+
+
+def decode_non_finite(value: Any) -> Any:
+    """The inverse of :func:`encode_non_finite` (it also reads the older ``{"__float__": "inf"}`` form)."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, Mapping):
+        if set(value) == {_LEGACY_NON_FINITE}:
+            return float(value[_LEGACY_NON_FINITE])
+        return {k: decode_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_non_finite(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON atomically (non-finite floats become ``null``)."""
-    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, default=_json_default)
+    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
     write_text(path, text + "\n")
 
 

@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -65,6 +64,7 @@ from theorylr.estimate._state import (
     seed_global,
     to_device,
 )
+from theorylr.lab._files import decode_non_finite, encode_non_finite
 from theorylr.lab.range_test import RangeTestResult, check_range_test_options, lr_range_test
 from theorylr.lipschitz.bounds import LOSSES as LIPSCHITZ_LOSSES
 from theorylr.lipschitz.bounds import gradient_norm_bound
@@ -91,34 +91,6 @@ LossFn = Callable[[Any, Any], Tensor]
 # ----------------------------------------------------------------------------------------------------------------
 # Results
 # ----------------------------------------------------------------------------------------------------------------
-def _encode(value: Any) -> Any:
-    """JSON-safe: NumPy scalars become Python numbers, non-finite floats the strings ``"nan"``, ``"inf"``,
-    ``"-inf"``; containers recurse."""
-    if isinstance(value, np.generic):  # np.int64 / np.float32 arguments, which the checks accept
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def _decode(value: Any) -> Any:
-    """The inverse of :func:`_encode`."""
-    if isinstance(value, str) and value in _NON_FINITE:
-        return _NON_FINITE[value]
-    if isinstance(value, Mapping):
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
 @dataclass(frozen=True)
 class SuggestionRow:
     """One rule's learning rate and how it was obtained.
@@ -146,7 +118,7 @@ class SuggestionRow:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (non-finite floats as ``"nan"``/``"inf"``/``"-inf"``)."""
-        return _encode(
+        return encode_non_finite(
             {
                 "name": self.name,
                 "optimizer": self.optimizer,
@@ -162,7 +134,7 @@ class SuggestionRow:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SuggestionRow:
         """The row :meth:`to_dict` described."""
-        data = _decode(dict(data))
+        data = decode_non_finite(dict(data))
         return cls(
             name=data["name"],
             optimizer=data["optimizer"],
@@ -213,7 +185,7 @@ class Cost:
 
 
 def _range_from_dict(data: Mapping[str, Any]) -> RangeTestResult:
-    data = _decode(dict(data))
+    data = decode_non_finite(dict(data))
     return RangeTestResult(
         lrs=[float(v) for v in data.get("lrs", [])],
         losses=[float(v) for v in data.get("losses", [])],
@@ -265,8 +237,8 @@ class Suggestion:
         return {
             "rows": [row.to_dict() for row in self.rows],
             "cost": self.cost.to_dict(),
-            "settings": _encode(dict(self.settings)),
-            "range_tests": {name: _encode(result.to_dict()) for name, result in self.range_tests.items()},
+            "settings": encode_non_finite(dict(self.settings)),
+            "range_tests": {name: encode_non_finite(result.to_dict()) for name, result in self.range_tests.items()},
         }
 
     @classmethod
@@ -275,7 +247,7 @@ class Suggestion:
         return cls(
             rows=tuple(SuggestionRow.from_dict(row) for row in data.get("rows", [])),
             cost=Cost.from_dict(data.get("cost", {})),
-            settings=_decode(dict(data.get("settings", {}))),
+            settings=decode_non_finite(dict(data.get("settings", {}))),
             range_tests={str(k): _range_from_dict(v) for k, v in dict(data.get("range_tests", {})).items()},
         )
 

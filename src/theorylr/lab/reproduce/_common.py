@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from theorylr.lab._files import atomic_write_bytes, read_json, write_json
+from theorylr.lab._files import atomic_write_bytes, decode_non_finite, encode_non_finite, read_json, write_json
 from theorylr.lab.reproduce.scale import Scale
 from theorylr.lab.results import Run, load_runs
 from theorylr.lab.rules import Rule
@@ -141,39 +141,15 @@ class Context:
             except (OSError, ValueError):
                 saved = None
             if isinstance(saved, dict) and saved.get("config") == wanted:
-                return _decode(saved["result"])
+                return decode_non_finite(saved["result"])
         self.log(f"  analytic: {name}")
-        encoded = _encode(compute())
+        encoded = encode_non_finite(compute())
         write_json(path, {"config": wanted, "result": encoded})
-        return _decode(json.loads(json.dumps(encoded)))  # the same values a rerun reads back
+        return decode_non_finite(json.loads(json.dumps(encoded)))  # the same values a rerun reads back
 
     def analytic_path(self, name: str) -> str:
         """The relative path of an analytic result file."""
         return f"analytic/{name}.json"
-
-
-_NON_FINITE = "__float__"
-
-
-def _encode(value: Any) -> Any:
-    """JSON has no inf/NaN: write them as ``{"__float__": "inf"}`` so that a cached result reads back equal."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return {_NON_FINITE: repr(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {_NON_FINITE}:
-            return float(value[_NON_FINITE])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
 
 
 def summaries_of(runs_dir: Path, workload: str) -> dict[str, RuleSummary]:

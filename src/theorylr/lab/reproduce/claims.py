@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from theorylr.lab._files import read_json, write_json
+from theorylr.lab._files import decode_non_finite, encode_non_finite, read_json, write_json
 
 __all__ = [
     "DOES_NOT_HOLD",
@@ -151,7 +151,8 @@ class Claim:
         criterion: how the verdict is computed from the measured numbers.
         verdict: one of :data:`VERDICTS` (or another ``not run (...)`` reason).
         setting: our setting when it differs from the paper's (data set, sizes).
-        values: the numbers behind ``measured`` (JSON-able; ``claims.json`` stores inf and NaN as ``null``).
+        values: the numbers behind ``measured`` (JSON-able). JSON has no inf or NaN: :meth:`to_dict` writes them as
+            the strings ``"inf"``, ``"-inf"`` and ``"nan"``, and :meth:`from_dict` reads those back as floats.
         sources: the files (relative to the paper's results directory) the numbers were read from.
         figures: figure paths (relative to the paper's results directory).
     """
@@ -179,13 +180,26 @@ class Claim:
         return not self.verdict.startswith("not run")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for ``claims.json``."""
-        return asdict(self)
+        """Plain data for ``claims.json`` (non-finite floats in ``values`` as strings, see :attr:`values`).
+
+        Example:
+            >>> c = Claim("x", "lars", "§3", "c", "r", "m", "k", HOLDS, values={"ratio": float("inf"), "n": [1.0]})
+            >>> c.to_dict()["values"]
+            {'ratio': 'inf', 'n': [1.0]}
+            >>> Claim.from_dict(c.to_dict()).values["ratio"]
+            inf
+        """
+        data = asdict(self)
+        data["values"] = encode_non_finite(data["values"])
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
         """The inverse of :meth:`to_dict`."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "values" in fields:
+            fields["values"] = decode_non_finite(fields["values"])
+        return cls(**fields)
 
 
 @dataclass
@@ -235,6 +249,7 @@ class PaperResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``claims.json``."""
         data = asdict(self)
+        data["claims"] = [c.to_dict() for c in self.claims]
         data["figures"] = [{"path": p, "caption": c} for p, c in self.figures]
         return data
 
