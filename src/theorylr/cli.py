@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from theorylr import __version__
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     namespace = sub.parse_args(rest)
     namespace.cli_args = [name, *rest]  # the command line as given (reproduce shows it on its page)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = format_warning  # restored below: main() may be called in-process (tests, notebooks)
     try:
         return int(module.run(namespace) or 0)
     except CommandExitError as stop:  # the command printed why
@@ -73,6 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed by its reader (`| head`, a pager quit): stop quietly, as on SIGPIPE;
         silence_stdout()  # the runs done so far are kept, and a rerun resumes
         return 141
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """How the command line shows a warning: one line naming the program and the category, not a file and a line of
+    the library (``theorylr: RuntimeWarning: ... the run is redone``). The lab's worker processes use it too."""
+    return f"theorylr: {category.__name__}: {message}\n"
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from theorylr.estimate import (
     reset_parameters_sampler,
     smoothness,
 )
+from theorylr.optim import exact_step_adam
 
 
 def _bn_dropout_model() -> nn.Sequential:
@@ -141,8 +142,13 @@ def test_default_sampler_warns_about_parameters_it_cannot_redraw() -> None:
             return self.fc(x) * self.scale
 
     model = Scaled().to(F64)
-    with pytest.warns(UserWarning, match="scale"):
+    with pytest.warns(UserWarning, match="scale") as caught:
         smoothness(model, nn.CrossEntropyLoss(), classification_data(), num_samples=1)
+    # attributed to this line, not to smoothness.py (stacklevel=3 named a line of the library)
+    assert [w.filename for w in caught] == [__file__]
+    with pytest.warns(UserWarning, match=r"estimate_kwargs=\{'sampler': ...\} for exact_step_adam") as caught:
+        exact_step_adam(model, nn.CrossEntropyLoss(), classification_data(), total_steps=10, num_samples=1)
+    assert [w.filename for w in caught] == [__file__]
 
 
 def test_progress_bar_only_when_asked_or_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:

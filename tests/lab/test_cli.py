@@ -262,3 +262,29 @@ def test_ctrl_c_inside_a_command_still_propagates(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(report, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         cli.main(["report", "somewhere"])
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_warnings_are_one_line_naming_the_program(tmp_path: Path, jobs: str) -> None:
+    """A warning showed a file and line of the library (``runner.py:526`` and its source line) to a command-line
+    user; in worker processes too (``--jobs 2``), which do not inherit the parent's ``warnings.formatwarning``."""
+    import subprocess
+    import sys
+    import warnings
+
+    out = tmp_path / "runs"
+    argv = ["compare", "--workload", "iris-softmax", "--rules", "adam@0.01", "--seeds", "2", "--epochs", "1"]
+    argv += ["--threads", "1", "--out", str(out), "--quiet"]
+    before = warnings.formatwarning
+    assert main(argv) == 0
+    assert warnings.formatwarning is before  # restored after an in-process call
+    for meta in out.glob("iris-softmax/*/*/seed-*/meta.json"):
+        meta.write_text("[]")
+    done = subprocess.run(
+        [sys.executable, "-m", "theorylr", *argv, "--jobs", jobs], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "the run is redone" in line]
+    assert len(lines) == 2, done.stderr
+    assert all(line.startswith("theorylr: RuntimeWarning: ") and "meta.json cannot be read" in line for line in lines)
+    assert "runner.py" not in done.stderr

@@ -376,13 +376,13 @@ def _interrupted_at_2(cell: Cell, root: Path) -> Path:
     return cell.directory(root)
 
 
-@pytest.mark.parametrize("content", ['{"status": "fini', "[]"])
-def test_an_unreadable_meta_json_redoes_a_finished_run(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize(("content", "reason"), [('{"status": "fini', "Unterminated string"), ("[]", "a JSON list")])
+def test_an_unreadable_meta_json_redoes_a_finished_run(tmp_path: Path, content: str, reason: str) -> None:
     cell = _cell(TINY, "adam", trial=1, epochs=3)
     straight = run_cell(cell, tmp_path / "straight")
     directory = Path(run_cell(cell, tmp_path / "damaged").directory)
     (directory / "meta.json").write_text(content)
-    with pytest.warns(RuntimeWarning, match=r"meta\.json cannot be read: the run is redone"):
+    with pytest.warns(RuntimeWarning, match=rf"meta\.json cannot be read \({reason}.*\): the run is redone"):
         again = run_cell(cell, tmp_path / "damaged")
     assert again.status == "finished" and not again.skipped  # no checkpoint left: redone from epoch 0
     assert read_json(directory / "meta.json")["status"] == "finished"

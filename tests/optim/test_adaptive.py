@@ -521,3 +521,22 @@ def test_a_step_with_no_new_training_batch_warns_once_that_it_reuses_the_last_l(
         caught.append([str(m.message) for m in w if issubclass(m.category, RuntimeWarning)])
     assert caught[0] == [] and caught[2] == []  # a training batch, then warned once only
     assert len(caught[1]) == 1 and "reuses the previous batch's L" in caught[1][0]
+
+
+@pytest.mark.parametrize("scheduler", [False, True])
+def test_the_reused_l_warning_names_the_users_line(scheduler: bool) -> None:
+    """It named torch/optim/optimizer.py (a fixed stacklevel=4 cannot see through torch's step wrappers, one more
+    with a scheduler attached), so a filter on the user's module did not match it."""
+    import warnings
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    opt = AdaMo(model.parameters(), model=model)
+    if scheduler:
+        torch.optim.lr_scheduler.StepLR(opt, 1)
+    x, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opt.step()  # no forward pass since the last step
+    assert [w.filename for w in caught if issubclass(w.category, RuntimeWarning)] == [__file__]

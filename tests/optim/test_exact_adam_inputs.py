@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.estimate._reference import classification_data, mlp
 from theorylr.estimate import data_loss
 from theorylr.optim.exact_adam import exact_step_adam
 
@@ -65,3 +66,16 @@ def test_reduce_applies_to_the_initial_loss() -> None:
     assert step.k_hat == pytest.approx(4.0, rel=1e-9)
     assert step.alpha == pytest.approx(0.2, rel=1e-9)
     assert opt.param_groups[0]["lr"] == step.alpha
+
+
+def test_exact_step_adam_names_an_estimate_keyword_given_to_the_optimizer() -> None:
+    """``sampler=`` (which the warning above used to ask for) reached Adam as an unexpected keyword."""
+    model = mlp(nn.Tanh)
+    with pytest.raises(
+        ValueError,
+        match=r"sampler: keyword\(s\) of the smoothness estimate, not of Adam; pass "
+        r"estimate_kwargs=\{'sampler': ...\}",
+    ):
+        exact_step_adam(model, nn.CrossEntropyLoss(), classification_data(), total_steps=10, sampler=lambda m, g: None)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):  # others: the optimizer's own error
+        exact_step_adam(model, nn.CrossEntropyLoss(), classification_data(), total_steps=10, bogus=1)

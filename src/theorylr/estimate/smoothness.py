@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import SEED_MAX, check_bool, check_int, check_module
+from theorylr._warnings import warn
 from theorylr.estimate._state import as_batches, check_loss_fn, preserved, seed_global, select_params
 from theorylr.estimate.hvp import LossFn, Reduce
 from theorylr.estimate.spectral import SpectralNormResult, hessian_spectral_norm
@@ -192,11 +192,11 @@ def _reset_parameters(model: nn.Module, generator: torch.Generator, keep: Sequen
             t.copy_(value)
     left = [name for name, p in model.named_parameters() if id(p) not in covered]
     if left:
-        warnings.warn(
-            f"reset_parameters_sampler: no reset_parameters() re-draws {left}; they keep their current values. "
-            "Pass sampler=... to draw them from your initialisation.",
+        warn(
+            f"reset_parameters_sampler (the default sampler): no reset_parameters() re-draws {left}; they keep their "
+            "current values. Pass a sampler that draws them from your initialisation: smoothness(sampler=...), or "
+            "estimate_kwargs={'sampler': ...} for exact_step_adam and suggest.",
             UserWarning,
-            stacklevel=3,
         )
 
 

@@ -19,7 +19,6 @@ import contextlib
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from theorylr._warnings import warn
 from theorylr.lab._files import read_csv, read_json
 
 __all__ = ["Run", "check_consistent", "group_runs", "load_runs", "read_meta", "read_metrics", "without_prose"]
@@ -153,11 +153,10 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
         read, unreadable = read_meta(directory)
         meta: dict[str, Any] = read or {}
         if unreadable is not None:
-            warnings.warn(
+            warn(
                 f"{unreadable}: the run is shown without its status; run the same 'theorylr compare' command again "
                 "to redo it",
                 RuntimeWarning,
-                stacklevel=2,
             )
         rows, problem = read_metrics(directory, meta)
         if problem is not None:
@@ -169,7 +168,7 @@ def load_runs(root: str | os.PathLike[str]) -> list[Run]:
                 if status in _ENDED
                 else f"the run is shown {shown}"
             )
-            warnings.warn(f"{problem}: {consequence}", RuntimeWarning, stacklevel=2)
+            warn(f"{problem}: {consequence}", RuntimeWarning)
         runs.append(Run(directory, config, meta, rows, problem))
     runs.sort(key=lambda r: (r.workload, r.rule, r.trial, r.seed))
     return runs

@@ -67,6 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from theorylr._validation import SEED_MAX, check_choice, check_int
+from theorylr._warnings import warn
 from theorylr.lab._files import (
     load_checkpoint,
     locked,
@@ -553,11 +554,11 @@ def _run_cell(
             return base
         aside = _set_aside(directory / "metrics.csv")
         note = problem if aside is None else f"{problem}; kept as {aside.name}"
-        warnings.warn(f"{note}: the {previous['status']} run is redone", RuntimeWarning, stacklevel=2)
+        warn(f"{note}: the {previous['status']} run is redone", RuntimeWarning)
         # Redone from epoch 0: a fresh meta.json (this environment, this start), keeping only what was discarded.
         previous = {"discarded_metrics": note}
     if unreadable is not None:
-        warnings.warn(f"{meta_path} cannot be read: the run is redone", RuntimeWarning, stacklevel=2)
+        warn(f"{unreadable}: the run is redone", RuntimeWarning)
     remove_stale_temp_files(directory, _RUN_FILES)  # left by writes killed mid-way; this run is the only writer
 
     meta: dict[str, Any] = previous or {}
@@ -797,7 +798,7 @@ def _load_saved(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     except Exception as exc:  # a truncated or foreign file: torch raises RuntimeError, UnpicklingError, EOFError...
         lines = str(exc).splitlines()
         message = f"{path} cannot be read ({type(exc).__name__}: {lines[0] if lines else ''}); discarded"
-        warnings.warn(f"{message}: the run restarts from epoch 0", RuntimeWarning, stacklevel=2)
+        warn(f"{message}: the run restarts from epoch 0", RuntimeWarning)
         meta["discarded_checkpoint"] = message
         path.unlink(missing_ok=True)
         return None
@@ -871,12 +872,21 @@ _WORKER = _WorkerState()
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _worker_init(threads: int, parent: int) -> None:
+def _worker_init(threads: int, parent: int, formatwarning: Callable[..., str] | None = None) -> None:
     torch.set_num_threads(threads)
+    if formatwarning is not None:  # the command line's one-line warnings, which a spawned worker does not inherit
+        warnings.formatwarning = formatwarning
     _WORKER.parent = parent if os.getppid() == parent else None
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_worker_signal)
     _exit_with_parent()
+
+
+def _cli_formatwarning() -> Callable[..., str] | None:
+    """``theorylr.cli.format_warning`` while the command line runs (a module-level function, so a spawned worker can
+    receive it), else ``None``: a user's own ``warnings.formatwarning`` may not pickle, and workers keep Python's."""
+    current = warnings.formatwarning
+    return current if getattr(current, "__module__", None) == "theorylr.cli" else None
 
 
 def _exit_with_parent() -> None:
@@ -938,7 +948,7 @@ def _run_in_workers(
         max_workers=jobs,
         mp_context=multiprocessing.get_context(start_method),
         initializer=_worker_init,
-        initargs=(threads, os.getpid()),
+        initargs=(threads, os.getpid(), _cli_formatwarning()),
     )
     ended = 0
     try:

@@ -47,7 +47,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -57,6 +56,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from theorylr._validation import check_bool, check_choice, check_int, check_module, check_number, check_probability
+from theorylr._warnings import warn
 from theorylr.lipschitz.tracker import ActivationTracker
 from theorylr.optim._base import (
     LR,
@@ -956,11 +956,10 @@ class _LipschitzAdaptive(Optimizer):
                 )
             latest = self.tracker._latest_pass()  # a new object for every recorded pass
             if latest is not None and latest is self._last_pass and not self._warned:
-                warnings.warn(
+                warn(
                     f"{type(self).__name__}: no training forward pass of the tracked module since the last step "
                     "(the model in eval() mode, or under no_grad?): this step reuses the previous batch's L",
                     RuntimeWarning,
-                    stacklevel=4,
                 )
                 self._warned = True
             bound = self.tracker.weight_bound(foreach=foreach) if "closed_form" in need_bound else None

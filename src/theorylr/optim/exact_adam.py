@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from theorylr._validation import check_int, check_module, check_number
+from theorylr._warnings import warn
 from theorylr.estimate import SmoothnessEstimate, data_loss, smoothness
 from theorylr.theory.adam import constant_step
 
@@ -150,6 +151,15 @@ def exact_step_adam(
         raise ValueError("lr must not be given: exact_step_adam computes it (pass the other optimizer arguments)")
     if "params" in optimizer_kwargs:
         raise ValueError("params must not be given: the optimizer takes model.parameters()")
+    # A keyword of the estimate that the optimizer does not take (sampler=, which the default sampler's warning asks
+    # for, or max_matvecs=): named here rather than as the optimizer's TypeError about an unexpected keyword.
+    accepted = inspect.signature(optimizer_class).parameters
+    misplaced = sorted(set(optimizer_kwargs) & set(inspect.signature(smoothness).parameters) - set(accepted))
+    if misplaced and not any(q.kind is inspect.Parameter.VAR_KEYWORD for q in accepted.values()):
+        raise ValueError(
+            f"{', '.join(misplaced)}: keyword(s) of the smoothness estimate, not of {optimizer_class.__name__}; pass "
+            f"estimate_kwargs={{{', '.join(repr(k) + ': ...' for k in misplaced)}}}"
+        )
     if estimate_kwargs is not None and not isinstance(estimate_kwargs, Mapping):
         raise ValueError(
             f"estimate_kwargs must be a mapping of smoothness() keywords or None (got {estimate_kwargs!r})"
@@ -203,12 +213,11 @@ def exact_step_adam(
             if low
             else ""
         )
-        warnings.warn(
+        warn(
             f"exact_step_adam: {unconverged} of the {len(estimate.samples)} Hessian spectral norms did not converge "
             "within max_matvecs to tol; an unconverged estimate is low, so K_hat may be too small and the step too "
             f"large (raise estimate_kwargs max_matvecs, or loosen tol){hint}",
             RuntimeWarning,
-            stacklevel=2,
         )
     alpha = constant_step(initial_loss, estimate.k_hat, total_steps, final_loss)
     # The parameters the estimate covered: params= if given (the step is the curvature's over those), else all.
