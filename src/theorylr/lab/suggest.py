@@ -520,9 +520,10 @@ def _batch_constants(
 ) -> tuple[float | None, str, float, dict[str, Any]]:
     """One batch: the paper's ``L`` (or ``None`` and why), the rigorous ``B`` and the batch's ``K_z``, ``m``, ``s``.
 
-    The paper's least-squares ``L`` uses ``weight_bound`` (the largest parameter norm, §7.4); the rigorous one
-    bounds the joint gradient of ``[W, b]`` over the ball ``||[W, b]||_F <= ||[W0, b0]||_F`` (a bias shifts the
-    residual, so it must be inside the bound).
+    The paper's least-squares ``L`` uses ``weight_bound`` (the largest parameter norm, §7.4). The rigorous ``B``
+    bounds the joint gradient of ``[W, b]`` (``W`` alone for a layer without bias), as ``LipschitzLR(rigorous=True)``
+    does: for softmax and BCE at every weight, for least squares over the ball ``||[W, b]||_F <= ||[W0, b0]||_F``
+    (a bias shifts the residual, so it must be inside the bound).
 
     Raises:
         ValueError: when the rigorous bound cannot use the targets.
@@ -554,7 +555,7 @@ def _batch_constants(
         num_classes=k if kind == "softmax" else None,
         targets=y,
         weight_bound=_last_layer_norm(last) if least_squares else None,
-        bias=least_squares and last.bias is not None,
+        bias=last.bias is not None,  # as LipschitzLR(rigorous=True): a step moves [W, b], the bias included
     )
     return paper, error, float(bound) * scale, stats
 
@@ -593,10 +594,11 @@ def _lipschitz_rows(
         return _lipschitz_failure(kind, f"softmax needs k >= 2 outputs; the last nn.Linear {name!r} has {k}")
     weight_bound = max(float(torch.linalg.vector_norm(p.detach())) for p in model.parameters())
     common: dict[str, Any] = {"loss": kind, "criterion": info.source, "last_linear": name, "batches": len(batches)}
+    common["bias"] = last.bias is not None  # B bounds the bias's gradient too
     if kind == "softmax":
         common["k"] = k
     elif kind == "least_squares":
-        common.update({"K": weight_bound, "K_last": _last_layer_norm(last), "bias": last.bias is not None})
+        common.update({"K": weight_bound, "K_last": _last_layer_norm(last)})
     paper: tuple[float | None, dict[str, Any], str] = (-math.inf, common, "")
     rigorous: tuple[float | None, dict[str, Any], str] = (-math.inf, common, "")
     for a, (_, y) in zip(activations, batches):
