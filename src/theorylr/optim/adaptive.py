@@ -41,6 +41,10 @@ Example:
     >>> opt.step()
     >>> opt.param_groups[0]["lipschitz"]
     'closed_form'
+    >>> L = float(opt.tracker.batch_lipschitz())  # this batch's (k - 1) ||A||_F / (k m), A the last layer's input
+    >>> K = float(opt.state[model[0].weight]["lipschitz_avg"])  # the EWA after one step: (1 - beta) L
+    >>> abs(K - 0.1 * L) < 1e-12
+    True
     >>> opt.close()
 """
 

@@ -1099,12 +1099,15 @@ class LARS(Optimizer):
     assignment is read at the next step and stacked again.
 
     Example:
-        >>> model = torch.nn.Linear(4, 2)
-        >>> opt = LARS(model.parameters(), lr=0.01, momentum=0.9)
-        >>> model(torch.randn(8, 4)).square().mean().backward()
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
+        >>> opt = LARS([w], lr=0.1, momentum=0.9, eps=0.0, trust_coefficient=1.0)
+        >>> w.grad = torch.tensor([0.0, 100.0])  # ||g|| = 100: the ratio is 5 / 100, the step lr * 5 whatever ||g||
         >>> _ = opt.step()
-        >>> sorted(opt.state[model.weight])
-        ['momentum_buffer', 'momentum_growth', 'momentum_scale', 'trust_ratio']
+        >>> round(float(opt.state[w]["trust_ratio"]), 6), w.detach()
+        (0.05, tensor([3.0000, 3.5000]))
+        >>> _ = opt.step()  # the same gradient; ||w|| = 4.6098 now: buf = 0.9 * 5 + 0.046098 * 100
+        >>> round(float(opt.momentum_buffer(w)[1]), 4), sorted(opt.state[w])
+        (9.1098, ['momentum_buffer', 'momentum_growth', 'momentum_scale', 'trust_ratio'])
 
     Reference: I. Gitman, D. Dilipkumar, B. Parr, *Convergence Analysis of Gradient Descent Algorithms with
     Proportional Updates* (2018), eq. (1), §3.2 and §6.1; Y. You, I. Gitman, B. Ginsburg, *Large Batch Training
