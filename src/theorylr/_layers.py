@@ -2,6 +2,11 @@
 
 :data:`NORM_LAYERS` are the normalisation layers: :func:`theorylr.models.init.init_weights` resets them with the
 rest of the network, and :func:`theorylr.optim.lars_param_groups` never adapts their gains and shifts.
+
+Example:
+    >>> from torch import nn
+    >>> [isinstance(m, NORM_LAYERS) for m in (nn.BatchNorm2d(3), nn.LayerNorm(3), nn.RMSNorm(3), nn.Linear(3, 3))]
+    [True, True, True, False]
 """
 
 from __future__ import annotations
