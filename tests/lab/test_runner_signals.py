@@ -50,6 +50,20 @@ SCRIPT = textwrap.dedent(
     RULE = Rule("slow-sgd", "baseline", "SGD sleeping 20 ms per step (tests)", slow_sgd, defaults={"lr": 0.01})
 
     if __name__ == "__main__":
+        if len(sys.argv) > 3 and sys.argv[3] == "cut-shutdown":
+            # A second Ctrl-C cuts the pool's shutdown short, and the idle workers never get the sentinels that tell
+            # them to exit (neither from the shutdown nor from the executor's exit hook, removed here).
+            import concurrent.futures.process
+            import threading
+
+            def cut_shutdown(self, wait=True, *, cancel_futures=False):
+                raise KeyboardInterrupt
+
+            concurrent.futures.ProcessPoolExecutor.shutdown = cut_shutdown
+            threading._threading_atexits[:] = [
+                hook for hook in threading._threading_atexits
+                if getattr(hook, "func", None) is not concurrent.futures.process._python_exit
+            ]
         try:
             compare(WORKLOAD, [RULE], out=sys.argv[1], seeds=4, jobs=int(sys.argv[2]), threads=1, verbose=False)
         except KeyboardInterrupt:
@@ -100,14 +114,14 @@ def _started(out: Path) -> int:
     return count
 
 
-def _start(tmp_path: Path, jobs: int) -> tuple[subprocess.Popen[bytes], Path]:
+def _start(tmp_path: Path, jobs: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     script = tmp_path / "slow_compare.py"
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "stderr.txt", "wb") as stderr:  # a file, not a pipe: a stray worker cannot block a read
         process = subprocess.Popen(
-            [sys.executable, str(script), str(out), str(jobs)],
+            [sys.executable, str(script), str(out), str(jobs), *extra],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -117,8 +131,8 @@ def _start(tmp_path: Path, jobs: int) -> tuple[subprocess.Popen[bytes], Path]:
 
 
 @contextlib.contextmanager
-def _comparison(tmp_path: Path, jobs: int):  # type: ignore[no-untyped-def]
-    process, out = _start(tmp_path, jobs)
+def _comparison(tmp_path: Path, jobs: int, *extra: str):  # type: ignore[no-untyped-def]
+    process, out = _start(tmp_path, jobs, *extra)
     try:
         _wait_for(lambda: _started(out) >= jobs or process.poll() is not None, "the first runs to start")
         assert process.poll() is None, (tmp_path / "stderr.txt").read_text()
@@ -149,6 +163,22 @@ def test_a_signal_stops_the_comparison_promptly(tmp_path: Path, signum: int, who
         _wait_for(lambda: not _session_alive(process.pid), "the workers to exit", timeout=10)
         # the running runs are recorded as interrupted (resumable); the queued ones were never started
         assert _statuses(out) == {f"seed-{s}": "interrupted" for s in range(jobs)}
+
+
+def test_a_second_ctrl_c_during_the_shutdown_does_not_hang(tmp_path: Path) -> None:
+    """A review saw a comparison hang at exit once, under load, after a Ctrl-C cut the pool's shutdown short: idle
+    workers waited for work and the exit joined them. Not reproduced since (this simulation of it exits with the old
+    code too); the workers left after such a shutdown now get two seconds to record their runs, then are killed."""
+    with _comparison(tmp_path, 2, "cut-shutdown") as (process, out):
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            code = process.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the comparison hung after its shutdown was cut short")
+        assert code == 130, (tmp_path / "stderr.txt").read_text()
+        _wait_for(lambda: not _session_alive(process.pid), "the workers to exit", timeout=10)
+        # recorded as interrupted, or left running if killed first: either way resumable
+        assert set(_statuses(out).values()) <= {"interrupted", "running"}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
@@ -182,3 +212,18 @@ def test_a_run_directory_is_run_by_one_process_at_a_time(tmp_path: Path) -> None
         write_csv(directory / "metrics.csv", [{"epoch": 0, "train_loss": 1.0}])
     worker.join(timeout=60)
     assert results and results[0].skipped and results[0].status == "finished"
+
+
+def test_reap_kills_the_workers_left_after_the_grace() -> None:
+    import multiprocessing
+
+    from theorylr.lab.runner import _reap
+
+    context = multiprocessing.get_context("fork")
+    stuck, done = context.Process(target=time.sleep, args=(60,)), context.Process(target=time.sleep, args=(0,))
+    stuck.start()
+    done.start()
+    done.join()
+    start = time.monotonic()
+    _reap([done, stuck], grace=0.5)
+    assert not stuck.is_alive() and time.monotonic() - start < 5

@@ -966,8 +966,11 @@ def _run_in_workers(
             "them"
         ) from None
     except KeyboardInterrupt:
-        _interrupt_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+        workers = _interrupt_workers(pool)
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:  # a second Ctrl-C can cut the shutdown short before it tells the idle workers to exit
+            _reap(workers, _REAP_GRACE)
         raise
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -975,13 +978,33 @@ def _run_in_workers(
     pool.shutdown(wait=True)
 
 
-def _interrupt_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """SIGTERM to every live worker (a Ctrl-C reached them already; SIGTERM to this process alone did not)."""
-    processes = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
+# Seconds that workers still alive after an interrupted shutdown get to record their runs before they are killed.
+_REAP_GRACE = 2.0
+
+
+def _interrupt_workers(pool: concurrent.futures.ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    """SIGTERM to every live worker (a Ctrl-C reached them already; SIGTERM to this process alone did not); returns
+    the workers, which the pool forgets once shut down."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             if process.is_alive():
                 process.terminate()
+    return processes
+
+
+def _reap(workers: Sequence[multiprocessing.process.BaseProcess], grace: float) -> None:
+    """Join ``workers`` within ``grace`` seconds in all, then kill the ones left. After a complete shutdown none is
+    left. After one cut short by a second Ctrl-C, an idle worker would wait for work forever, and this process would
+    hang at exit joining it (seen once under load: ``multiprocessing.util._exit_function``); a run a killed worker
+    held stays ``running`` and resumes from its checkpoint."""
+    deadline = time.monotonic() + grace
+    for process in workers:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
 
 
 @contextlib.contextmanager
