@@ -567,3 +567,17 @@ def test_a_resume_keeps_the_first_parts_environment_and_records_what_changed(tmp
     assert meta["threads"] == 1 and "git_dirty" in meta
     (part,) = meta["resumed_environment"]
     assert part["threads"] == 2 and part["started"] == meta["resumed"][0] and "torch" not in part
+
+
+def test_a_resume_keeps_the_first_setup_time(tmp_path: Path) -> None:
+    """A resume builds the rule again (exact-step Adam estimates K_hat again, to the same number); meta.json's
+    ``setup_time``, which epoch 0's wall time includes, was overwritten by the resume's."""
+    cell = _cell(TINY, "exact-adam", epochs=3)
+    directory = _interrupted_at_2(cell, tmp_path)
+    first = read_json(directory / "meta.json")
+    assert run_cell(cell, tmp_path).status == "finished"
+    meta = read_json(directory / "meta.json")
+    assert meta["setup_time"] == first["setup_time"] and meta["resume_setup_time"] > 0
+    assert meta["setup"] == first["setup"]  # the same K_hat and step
+    straight = run_cell(cell, tmp_path / "straight")
+    assert "resume_setup_time" not in read_json(Path(straight.directory) / "meta.json")

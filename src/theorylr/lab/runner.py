@@ -664,6 +664,7 @@ def _train(
         importlib.import_module(rule.requires)  # import time is not the rule's cost
     for name in _RULE_MODULES:  # nor is theorylr's own: whichever rule ran first in a process paid it (10-60 ms)
         importlib.import_module(name)
+    first_setup_time = meta.get("setup_time")  # the attempt that made the checkpoint, if any
     begin = time.perf_counter()
     setup = rule.factory(context)
     setup_time = time.perf_counter() - begin
@@ -725,9 +726,12 @@ def _train(
             state.rows = [dict(r) for r in saved["rows"]]
             start_epoch, step, state.elapsed = int(saved["epoch"]), int(saved["step"]), float(saved["elapsed"])
             meta["resumed_from_epoch"] = start_epoch
+            if isinstance(first_setup_time, (int, float)):  # the setup behind epoch 0's wall time stays on record
+                meta["setup_time"], meta["resume_setup_time"] = float(first_setup_time), setup_time
             write_csv(metrics_path, state.rows)  # drops any row written after this checkpoint
         else:
             meta.pop("resumed_from_epoch", None)
+            meta.pop("resume_setup_time", None)
             metrics_path.unlink(missing_ok=True)  # rows of an earlier attempt, if any, do not belong to this one
             start_epoch, step, state.elapsed = 0, 0, setup_time
             row = measure(0, 0, setup_time)
