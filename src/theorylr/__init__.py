@@ -92,14 +92,16 @@ _LAZY = {
 _SUBMODULES = ("data", "distributed", "estimate", "lab", "lipschitz", "models", "optim", "theory")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"theorylr.{name}")
-    raise AttributeError(f"module 'theorylr' has no attribute {name!r}")
+if not TYPE_CHECKING:  # hidden from checkers, which would type every misspelt name as Any (the imports above)
+
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            value = getattr(importlib.import_module(_LAZY[name]), name)
+            globals()[name] = value
+            return value
+        if name in _SUBMODULES:
+            return importlib.import_module(f"theorylr.{name}")
+        raise AttributeError(f"module 'theorylr' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -39,6 +39,18 @@ def make_separable(
 ) -> tuple[Tensor, Tensor, Tensor, float]: ...
 
 
+@overload
+def make_separable(
+    n: int = ...,
+    dim: int = ...,
+    margin: float = ...,
+    seed: int = ...,
+    *,
+    dtype: torch.dtype = ...,
+    return_hyperplane: bool,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, float]: ...
+
+
 def make_separable(
     n: int = 1000,
     dim: int = 2,

@@ -40,7 +40,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
@@ -521,6 +521,36 @@ class HessianOperator:
             out.add_(torch.cat([hv[n].reshape(-1) for n in self._names]), alpha=w)
         self._record_loss(total)
         return out
+
+
+@overload
+def hvp(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    vector: Tensor,
+    *,
+    params: Iterable[Tensor] | None = None,
+    backend: str | None = None,
+    mode: str = "eval",
+    reduce: Reduce | None = None,
+    seed: int = 0,
+) -> Tensor: ...
+
+
+@overload
+def hvp(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    vector: Sequence[Tensor],
+    *,
+    params: Iterable[Tensor] | None = None,
+    backend: str | None = None,
+    mode: str = "eval",
+    reduce: Reduce | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, ...]: ...
 
 
 def hvp(

@@ -18,7 +18,9 @@ from theorylr.estimate.spectral import SpectralNormResult, hessian_spectral_norm
 
 __all__ = ["Sampler", "SmoothnessEstimate", "SmoothnessSample", "reset_parameters_sampler", "smoothness"]
 
-Sampler = Callable[[nn.Module, torch.Generator], None]
+#: ``sampler(model, generator)`` re-draws the model's weights in place; what it returns is ignored (``init_weights``
+#: returns the model).
+Sampler = Callable[[nn.Module, torch.Generator], object]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -14,18 +14,20 @@ from theorylr._validation import check_choice, check_module
 
 __all__ = ["INIT_SCHEMES", "init_weights"]
 
+_M = TypeVar("_M", bound=nn.Module)  # init_weights returns the model it was given, typed as given
+
 INIT_SCHEMES = ("default", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
 _NONLINEARITIES = ("relu", "leaky_relu", "tanh", "sigmoid", "linear", "selu")
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def init_weights(
-    model: nn.Module,
+    model: _M,
     scheme: str = "default",
     generator: torch.Generator | None = None,
     *,
     nonlinearity: str = "relu",
-) -> nn.Module:
+) -> _M:
     """Re-draw the weights of every Linear and convolution of ``model`` in place; return ``model``.
 
     With ``fan_in``/``fan_out`` the weight's input/output size times the kernel size and ``gain = sqrt(2)`` for

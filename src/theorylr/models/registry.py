@@ -11,10 +11,11 @@ from theorylr._validation import check_module
 from theorylr.models.cnn import VGG9, LeNet5, LipschitzCNN
 from theorylr.models.mlp import MLP, LinearModel
 from theorylr.models.resnet import ResNet20
+from theorylr.models.sequential import SequentialModel
 
 __all__ = ["MODELS", "build_model", "final_linear"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, Callable[..., SequentialModel]] = {
     "linear": LinearModel,
     "mlp": MLP,
     "lenet5": LeNet5,
@@ -24,7 +25,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
+def build_model(name: str, **kwargs: Any) -> SequentialModel:
     """Construct the registered model ``name`` with ``kwargs``.
 
     Names: ``"linear"`` (:class:`LinearModel`), ``"mlp"`` (:class:`MLP`), ``"lenet5"`` (:class:`LeNet5`),

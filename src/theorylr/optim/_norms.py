@@ -25,7 +25,7 @@ NormFn = Callable[[list[Tensor], str], Sequence[Tensor]]
 _ORD = {"l1": 1.0, "l2": 2.0, "linf": math.inf}
 
 
-def local_norms(tensors: list[Tensor], norm: str, *, foreach: bool = False) -> list[Tensor]:
+def local_norms(tensors: Sequence[Tensor], norm: str, *, foreach: bool = False) -> list[Tensor]:
     """The default ``norm_fn``: each tensor's own norm, as a 0-dim tensor on its device.
 
     The norm has the tensor's dtype, except for 16-bit floating tensors, whose norms are accumulated and returned

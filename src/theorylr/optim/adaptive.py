@@ -53,11 +53,12 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, overload
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
 
 from theorylr._validation import check_bool, check_choice, check_int, check_module, check_number, check_probability
 from theorylr._warnings import warn
@@ -76,6 +77,8 @@ from theorylr.optim._base import (
     scaled,
 )
 from theorylr.optim._norms import local_norms
+
+_Loss = TypeVar("_Loss")  # what a step's closure returns (a tensor or a float), and so the step
 
 __all__ = [
     "L2_ESTIMATES",
@@ -735,7 +738,7 @@ class _LipschitzAdaptive(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        params: ParamsT,
         defaults: dict[str, Any],
         *,
         model: nn.Module | None,
@@ -1004,8 +1007,14 @@ class _LipschitzAdaptive(Optimizer):
         maxima = maxima.to(dtype)
         return maxima[0], maxima[1] if need_bound else None
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], _Loss]) -> _Loss: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], _Loss] | None = None) -> _Loss | None:
         """Perform one optimization step.
 
         Args:
@@ -1167,7 +1176,7 @@ class AdaMo(_LipschitzAdaptive):
 
     def __init__(
         self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        params: ParamsT,
         lr: float | Tensor = 1.0,
         beta: float = 0.9,
         *,
@@ -1256,7 +1265,7 @@ class AutoAdam(_LipschitzAdaptive):
 
     def __init__(
         self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        params: ParamsT,
         lr: float | Tensor = 1.0,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -1340,7 +1349,7 @@ class AdaptiveRMSprop(_LipschitzAdaptive):
 
     def __init__(
         self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        params: ParamsT,
         lr: float | Tensor = 1.0,
         beta: float = 0.9,
         eps: float = 1e-8,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
 
 from theorylr._validation import check_bool, check_choice, check_number, check_probability
 from theorylr.optim._base import (
@@ -50,6 +51,8 @@ from theorylr.optim._norms import (
     _compiled_on_cpu,
     local_norms,
 )
+
+_Loss = TypeVar("_Loss")  # what a step's closure returns (a tensor or a float), and so the step
 
 __all__ = [
     "DENOMINATORS",
@@ -1207,7 +1210,7 @@ class LARS(Optimizer):
 
     def __init__(
         self,
-        params: Iterable[Any],
+        params: ParamsT,
         lr: float | Tensor = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
@@ -1289,8 +1292,14 @@ class LARS(Optimizer):
             self, state_dict, ("momentum_scale", "trust_ratio"), _check_group, allowed=_STATE_KEYS
         )
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], _Loss]) -> _Loss: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def step(self, closure: Callable[[], _Loss] | None = None) -> _Loss | None:
         """Perform one step; ``closure`` (optional) re-evaluates the loss with gradients enabled and returns it."""
         loss = None
         if closure is not None:
@@ -1465,7 +1474,43 @@ class PercentDelta(LARS):
     *Convergence Analysis of Gradient Descent Algorithms with Proportional Updates*, eq. (1) and footnote 1.
     """
 
-    def __init__(
-        self, params: Iterable[Any], lr: float | Tensor = 1e-3, *args: Any, norm: str = "l1", **kwargs: Any
+    def __init__(  # LARS's arguments spelled out, so that a type checker sees a misspelt one
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        trust_coefficient: float = 1.0,
+        eps: float = 1e-8,
+        norm: str = "l1",
+        denominator: str = "decayed",
+        min_norm: float = 0.01,
+        trust_clip: bool = False,
+        adapt: bool = True,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        norm_fn: NormFn | None = None,
+        factored_momentum: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, *args, norm=norm, **kwargs)
+        super().__init__(
+            params,
+            lr,
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            norm=norm,
+            denominator=denominator,
+            min_norm=min_norm,
+            trust_clip=trust_clip,
+            adapt=adapt,
+            foreach=foreach,
+            maximize=maximize,
+            norm_fn=norm_fn,
+            factored_momentum=factored_momentum,
+        )
