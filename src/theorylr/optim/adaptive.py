@@ -68,6 +68,7 @@ from theorylr.optim._base import (
     check_lr,
     check_real,
     foreach_add_scaled_,
+    foreach_mul_,
     inplace,
     load_keeping_scalar_states,
     params_with_grad,
@@ -292,8 +293,8 @@ def _step_scales(
         scale = torch.where(step <= initial_steps, initial_step_size, scale)
     if correction1 is not None:
         scale = scale.div(correction1)
-    if lr is not None:
-        scale = scale.mul(-lr)
+    if lr is not None:  # a tensor lr in scale's dtype first, as a 1-D stack of scales takes it (float64 lr, float32 w)
+        scale = scale.mul(-(lr.to(scale.dtype) if isinstance(lr, Tensor) else lr))
     return scale, correction2
 
 
@@ -366,7 +367,9 @@ def _single_tensor_adaptive(
         denom = s.add(eps) if correction2 is None else s.div(correction2).add_(eps)
         denom.sqrt_().div_(scale)
         if isinstance(lr, Tensor):  # w += V / (d / -lr): the tensor's value is never read on the host
-            target.addcdiv_(direction, denom.div_(lr.neg().to(denom.dtype)))
+            # lr in the parameter's dtype, as the multi-tensor path takes it (a 0-dim 16-bit parameter's denom is
+            # float32 here: 0-dim s / 0-dim float32 correction promotes)
+            target.addcdiv_(direction, denom.div_(lr.neg().to(param.dtype)))
         else:
             target.addcdiv_(direction, denom, value=-lr)
 
@@ -565,7 +568,7 @@ def _multi_tensor_update(
         torch._foreach_lerp_(exp_avgs, g, 1.0 - beta1)
         direction = exp_avgs
     if exp_avg_sqs is not None:
-        torch._foreach_mul_(exp_avg_sqs, beta2)
+        foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, g, g, value=1.0 - beta2)
     buckets = _dtype_buckets(params)
     if buckets is None:  # one dtype (the usual case): the whole list at once

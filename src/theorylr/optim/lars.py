@@ -32,6 +32,7 @@ from theorylr.optim._base import (
     check_real,
     foreach_add_scaled_,
     foreach_add_times_,
+    foreach_mul_,
     inplace,
     load_keeping_scalar_states,
     params_with_grad,
@@ -615,6 +616,9 @@ def _single_tensor_lars(
     for i, p in enumerate(params):
         u = dirs[i]
         ratio = ratios[i] if adapt else torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
+        # A tensor lr enters the coefficients in the ratio's dtype, as the multi-tensor path's 1-D stacks take it
+        # (two 0-dim tensors would promote to a float64 lr's dtype, and round the product once instead of twice).
+        lr_i = lr.to(ratio.dtype) if isinstance(lr, Tensor) else lr
         if ratio_values is not None:
             ratio_values.append(ratio)
         elif trust_ratios is not None:
@@ -623,7 +627,7 @@ def _single_tensor_lars(
         # that a float16 parameter does not see a ratio or scale above float16's range (65504) as inf.
         if momentum == 0:
             if adapt:
-                add_scaled_(p, u, ratio * (-lr * sign))  # w -= lr * ratio * d
+                add_scaled_(p, u, ratio * (-lr_i * sign))  # w -= lr * ratio * d
             else:
                 add_times_(p, u, -lr * sign)  # bit for bit torch's SGD (a number lr)
             continue
@@ -636,7 +640,7 @@ def _single_tensor_lars(
             else:
                 add_scaled_(inplace(buf).mul_(momentum), u, ratio * (sign * (1.0 - dampening)))
             if nesterov:
-                add_scaled_(p, u, ratio * (-lr * sign))
+                add_scaled_(p, u, ratio * (-lr_i * sign))
             add_times_(p, buf, -lr * (momentum if nesterov else 1.0))
             continue
         # the factored buffer, buf = k * v, updated as buffer_mode says (see _buffer_mode)
@@ -663,10 +667,10 @@ def _single_tensor_lars(
         else:
             inplace(old_k).copy_(k)
         if nesterov:  # step = ratio * d + momentum * buf
-            add_scaled_(p, u, ratio * (-lr * sign))
-            add_scaled_(p, buf, k * (-lr * momentum))
+            add_scaled_(p, u, ratio * (-lr_i * sign))
+            add_scaled_(p, buf, k * (-lr_i * momentum))
         else:
-            add_scaled_(p, buf, k * -lr)
+            add_scaled_(p, buf, k * -lr_i)
     for stack, values in ((trust_ratios, ratio_values), (momentum_scale_list, scale_values)):
         if values and isinstance(stack, Tensor):
             stack.copy_(torch.stack([v.to(stack) for v in values]))
@@ -892,7 +896,7 @@ def _plain_momentum(
     out = list(bufs)
     if old:
         v_old = [cast(Tensor, bufs[k]) for k in old]
-        torch._foreach_mul_(v_old, momentum)
+        foreach_mul_(v_old, momentum)
         coef = sign * (1.0 - dampening)
         if coef == 1.0 and not new and ratio.dtype == dtype:
             c_list = list(ratio.unbind(0))  # the default: no multiply (a GPU step is host-bound)
