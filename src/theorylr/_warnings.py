@@ -24,6 +24,7 @@ _INTERNAL = tuple(
 )
 
 
+@torch.compiler.disable  # dynamo cannot trace sys._getframe: it would break the graph and warn of it
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn(message, category)``, attributed to the first caller outside theorylr and torch.
 

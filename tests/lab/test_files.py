@@ -100,10 +100,11 @@ def test_json_writes_non_finite_tensors_and_numpy_scalars_as_null(tmp_path: Path
     import numpy as np
 
     values = {"t": torch.tensor(math.inf), "n": np.float32("nan"), "f": np.float32(0.5), "i": np.int64(3)}
+    values["s"] = {math.inf}  # a set is written as a list: its non-finite values too
     write_json(tmp_path / "x.json", values)
     text = (tmp_path / "x.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
-    assert read_json(tmp_path / "x.json") == {"t": None, "n": None, "f": 0.5, "i": 3}
+    assert read_json(tmp_path / "x.json") == {"t": None, "n": None, "f": 0.5, "i": 3, "s": [None]}
 
 
 def test_checkpoint_round_trip_and_refuses_arbitrary_objects(tmp_path: Path) -> None:

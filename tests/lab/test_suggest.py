@@ -566,7 +566,9 @@ def test_the_rigorous_row_is_the_lr_lipschitz_lr_takes_on_the_same_batches(probl
     model, (x, y) = problem
     model = copy.deepcopy(model)
     batches = [(x[:24], y[:24]), (x[24:], y[24:])]
-    row = suggest(model, nn.CrossEntropyLoss(), batches, total_steps=T).row("lipschitz-rigorous")
+    s = suggest(model, nn.CrossEntropyLoss(), batches, total_steps=T)
+    row = s.row("lipschitz-rigorous")
+    assert row.quantities["bias"] is True and "bias" not in s.row("lipschitz-paper").quantities  # L has no bias term
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = LipschitzLR(opt, model, loss="softmax", rigorous=True)
     model.train()

@@ -70,16 +70,25 @@ def test_16_bit_momentum_and_second_moment_decay_as_the_loop(dtype: torch.dtype)
 
 
 @pytest.mark.parametrize(
+    ("param_dtype", "lr_dtype"),
+    [(torch.float32, torch.float64), (torch.float32, torch.float16), (torch.float64, torch.float32)],
+)
+@pytest.mark.parametrize(
     "make",
     [
-        lambda ps, fe: AdaMo(ps, lr=torch.tensor(0.05, dtype=torch.float64), beta=0.9, foreach=fe),
-        lambda ps, fe: LARS(ps, lr=torch.tensor(0.05, dtype=torch.float64), momentum=0.9, foreach=fe),
-        lambda ps, fe: LARS(ps, lr=torch.tensor(0.05, dtype=torch.float64), foreach=fe),
+        lambda ps, fe, lr: AdaMo(ps, lr=lr, beta=0.9, foreach=fe),
+        lambda ps, fe, lr: LARS(ps, lr=lr, momentum=0.9, foreach=fe),
+        lambda ps, fe, lr: LARS(ps, lr=lr, momentum=0.9, nesterov=True, foreach=fe),
+        lambda ps, fe, lr: LARS(ps, lr=lr, foreach=fe),
     ],
-    ids=["adamo", "lars-momentum", "lars"],
+    ids=["adamo", "lars-momentum", "lars-nesterov", "lars"],
 )
-def test_a_float64_tensor_lr_on_float32_parameters(make: Callable[[list[nn.Parameter], bool], Any]) -> None:
-    _assert_same(make, [(5, 3), (4,)], torch.float32, 30)
+def test_a_tensor_lr_of_another_dtype(
+    make: Callable[..., Any], param_dtype: torch.dtype, lr_dtype: torch.dtype
+) -> None:
+    """The loop's 0-dim products of a float64 lr promoted to float64; a first fix of that took Nesterov's
+    ``-lr * momentum`` after the cast where the foreach path takes it before (a float16 or float32 lr)."""
+    _assert_same(lambda ps, fe: make(ps, fe, torch.tensor(0.05, dtype=lr_dtype)), [(5, 3), (4,)], param_dtype, 30)
 
 
 @pytest.mark.parametrize(

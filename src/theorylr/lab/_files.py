@@ -207,7 +207,7 @@ def _finite_or_none(value: Any) -> Any:
         return None
     if isinstance(value, Mapping):
         return {str(k): _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_finite_or_none(v) for v in value]
     return value
 

@@ -594,11 +594,10 @@ def _lipschitz_rows(
         return _lipschitz_failure(kind, f"softmax needs k >= 2 outputs; the last nn.Linear {name!r} has {k}")
     weight_bound = max(float(torch.linalg.vector_norm(p.detach())) for p in model.parameters())
     common: dict[str, Any] = {"loss": kind, "criterion": info.source, "last_linear": name, "batches": len(batches)}
-    common["bias"] = last.bias is not None  # B bounds the bias's gradient too
     if kind == "softmax":
         common["k"] = k
     elif kind == "least_squares":
-        common.update({"K": weight_bound, "K_last": _last_layer_norm(last)})
+        common.update({"K": weight_bound, "K_last": _last_layer_norm(last), "bias": last.bias is not None})
     paper: tuple[float | None, dict[str, Any], str] = (-math.inf, common, "")
     rigorous: tuple[float | None, dict[str, Any], str] = (-math.inf, common, "")
     for a, (_, y) in zip(activations, batches):
@@ -610,8 +609,8 @@ def _lipschitz_rows(
             paper = (None, common, error)
         elif paper[0] is not None and value > paper[0]:
             paper = (value, {**common, "L": value, **stats}, "")
-        if bound > (rigorous[0] or -math.inf):
-            rigorous = (bound, {**common, "B": bound, **stats}, "")
+        if bound > (rigorous[0] or -math.inf):  # B bounds the bias's gradient too, where there is one
+            rigorous = (bound, {**common, "B": bound, "bias": last.bias is not None, **stats}, "")
     return _lipschitz_pair(kind, paper, rigorous)
 
 

@@ -616,9 +616,7 @@ def _single_tensor_lars(
     for i, p in enumerate(params):
         u = dirs[i]
         ratio = ratios[i] if adapt else torch.ones((), dtype=scalar_dtype(p.dtype), device=p.device)
-        # A tensor lr enters the coefficients in the ratio's dtype, as the multi-tensor path's 1-D stacks take it
-        # (two 0-dim tensors would promote to a float64 lr's dtype, and round the product once instead of twice).
-        lr_i = lr.to(ratio.dtype) if isinstance(lr, Tensor) else lr
+        step_u, step_v = _lr_products(lr, sign, momentum if nesterov else 1.0, ratio.dtype)  # -lr sign, -lr m
         if ratio_values is not None:
             ratio_values.append(ratio)
         elif trust_ratios is not None:
@@ -627,7 +625,7 @@ def _single_tensor_lars(
         # that a float16 parameter does not see a ratio or scale above float16's range (65504) as inf.
         if momentum == 0:
             if adapt:
-                add_scaled_(p, u, ratio * (-lr_i * sign))  # w -= lr * ratio * d
+                add_scaled_(p, u, ratio * step_u)  # w -= lr * ratio * d
             else:
                 add_times_(p, u, -lr * sign)  # bit for bit torch's SGD (a number lr)
             continue
@@ -640,7 +638,7 @@ def _single_tensor_lars(
             else:
                 add_scaled_(inplace(buf).mul_(momentum), u, ratio * (sign * (1.0 - dampening)))
             if nesterov:
-                add_scaled_(p, u, ratio * (-lr_i * sign))
+                add_scaled_(p, u, ratio * step_u)
             add_times_(p, buf, -lr * (momentum if nesterov else 1.0))
             continue
         # the factored buffer, buf = k * v, updated as buffer_mode says (see _buffer_mode)
@@ -667,13 +665,22 @@ def _single_tensor_lars(
         else:
             inplace(old_k).copy_(k)
         if nesterov:  # step = ratio * d + momentum * buf
-            add_scaled_(p, u, ratio * (-lr_i * sign))
-            add_scaled_(p, buf, k * (-lr_i * momentum))
+            add_scaled_(p, u, ratio * step_u)
+            add_scaled_(p, buf, k * step_v)
         else:
-            add_scaled_(p, buf, k * -lr_i)
+            add_scaled_(p, buf, k * step_v)
     for stack, values in ((trust_ratios, ratio_values), (momentum_scale_list, scale_values)):
         if values and isinstance(stack, Tensor):
             stack.copy_(torch.stack([v.to(stack) for v in values]))
+
+
+def _lr_products(lr: LR, sign: float, factor: float, dtype: torch.dtype) -> tuple[LR, LR]:
+    """``(-lr * sign, -lr * factor)``; for a tensor ``lr`` taken in its own dtype, then cast to ``dtype`` (the
+    ratio's), as the multi-tensor path's 1-D stacks take them: two 0-dim tensors would promote to a float64 lr's
+    dtype, and the loop would then round otherwise than the foreach path."""
+    if not isinstance(lr, Tensor):
+        return -lr * sign, -lr * factor
+    return (-lr * sign).to(dtype), (-lr * factor).to(dtype)
 
 
 def _multi_tensor_lars(
