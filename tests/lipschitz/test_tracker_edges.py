@@ -206,3 +206,45 @@ def test_the_estimators_training_mode_passes_are_not_batches(backend: str) -> No
             model(x)
         assert tracker.epoch_values() == after
     assert before == after and after is not None and after["batches"] == 1
+
+
+def test_rigorous_least_squares_through_penultimate_covers_the_heads_bias() -> None:
+    """With ``penultimate=`` the tracker left the head's bias out of the least-squares bound (and of ``K``): the
+    "true bound" was 5.7x below the gradient's norm. It now equals the bound of the default hook on the head."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(0.05)
+        model[0].bias.fill_(0.05)
+        model[2].weight.fill_(0.01)
+        model[2].bias.fill_(2.0)  # a head bias that dominates the residual
+    x, y = torch.rand(8, 2, dtype=torch.float64), torch.zeros(8, 1, dtype=torch.float64)
+    bounds = []
+    for penultimate in (None, "1"):
+        with ActivationTracker(model, "least_squares", rigorous=True, penultimate=penultimate) as tracker:
+            out = model(x)
+            tracker.observe_targets(y)
+            bounds.append(float(tracker.batch_lipschitz()))
+    loss = 0.5 * ((out - y) ** 2).sum() / 8  # the bound's 1/(2m) convention
+    grads = torch.autograd.grad(loss, [model[2].weight, model[2].bias])
+    assert bounds[1] == pytest.approx(bounds[0], rel=1e-12)
+    assert float(torch.cat([g.flatten() for g in grads]).norm()) <= bounds[1]
+
+
+def test_a_constant_weight_bound_keeps_a_float64_models_precision() -> None:
+    """``weight_bound=0.1`` was held in float32 (the default dtype): K * weight decay off by 8e-9 relative."""
+    model = nn.Sequential(nn.Linear(3, 2)).double()
+    tracker = ActivationTracker(model, "softmax", weight_bound=0.1)
+    assert tracker.weight_bound().dtype == torch.float64 and float(tracker.weight_bound()) == 0.1
+    tracker.close()
+
+
+def test_spectral_activation_norm_of_a_diverged_batch_is_not_finite() -> None:
+    """The SVD raised a linalg error from inside the forward hook; now inf or nan, as the other norms give, so
+    that LipschitzLR reports a divergence."""
+    from theorylr.lipschitz.closed_form import activation_norm
+
+    a = torch.tensor([[1.0, float("inf")], [0.0, 1.0]])
+    assert activation_norm(a, "spectral") == float("inf")
+    assert torch.isnan(activation_norm(torch.tensor([[float("nan"), 1.0]]), "spectral"))
+    assert activation_norm(torch.tensor([[3.0, 4.0]]), "spectral") == 5.0

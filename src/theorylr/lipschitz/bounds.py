@@ -84,7 +84,9 @@ def gradient_norm_bound(
 
     **Bias.** With ``bias=True`` a column of ones is appended to the activations (the bias is the weight of a
     constant activation 1) and ``B`` bounds the joint norm :math:`\|[\nabla_W E,\ \nabla_b E]\|_F`, hence each
-    part. With ``bias=False`` (default) ``B`` bounds :math:`\|\nabla_W E\|_F` whether or not the layer has a bias.
+    part. With ``bias=False`` (default) ``B`` bounds :math:`\|\nabla_W E\|_F` whether or not the layer has a bias for
+    ``"softmax"`` and ``"bce"``; for ``"least_squares"`` only for a layer without bias (a bias shifts the residual:
+    with one, pass ``bias=True`` and ``K`` at least :math:`\|[W, b]\|_F`).
 
     **Proof.** *Lemma.* If :math:`g_i = c_i + u_i` with :math:`\|u_i\| \le r` then
     :math:`\|G^T A\|_F \le \|C^T A\|_F + r\,S(A)` with :math:`S(A) = \min(\sum_i\|a_i\|,\ \sqrt m\,\|A\|_2)`:

@@ -130,8 +130,9 @@ def activation_norm(a: Tensor, kind: str = "fro") -> Tensor:
 
     * ``"fro"`` (default): :math:`\|A\|_F = (\sum_i \|a_i\|^2)^{1/2}`, the reading that reproduces the paper's
       reported learning rates (see ``benchmarks/lipschitz_paper_targets.py``);
-    * ``"spectral"``: :math:`\|A\|_2`, the largest singular value (exact, via torch's SVD; on CUDA that routine
-      waits for the device, so inside hooks prefer ``"fro"`` or ``"max_row"``);
+    * ``"spectral"``: :math:`\|A\|_2`, the largest singular value (exact, via torch's SVD; the Frobenius norm, inf
+      or nan, when ``a`` holds inf or nan, which the SVD cannot take; on CUDA that routine waits for the device, so
+      inside hooks prefer ``"fro"`` or ``"max_row"``);
     * ``"max_row"``: :math:`\max_i \|a_i\|_2`, the largest per-example activation norm.
 
     ``m`` in the paper's formulas is ``a.shape[0]``, the batch size (§7.4). Over an epoch of mini-batches the
@@ -154,7 +155,11 @@ def activation_norm(a: Tensor, kind: str = "fro") -> Tensor:
     if kind == "fro":
         return torch.linalg.vector_norm(a)
     if kind == "spectral":
-        return torch.linalg.matrix_norm(a, ord=2)
+        # The SVD fails on inf or nan (a diverged run): then the Frobenius norm, inf or nan as the input, so that
+        # the closed forms report the divergence as the other norms do. No host sync: where() picks.
+        finite = torch.isfinite(a).all()
+        spectral = torch.linalg.matrix_norm(torch.where(finite, a, torch.zeros_like(a)), ord=2)
+        return torch.where(finite, spectral, torch.linalg.vector_norm(a))
     return torch.linalg.vector_norm(a, dim=1).amax()
 
 

@@ -37,6 +37,13 @@ from theorylr.lipschitz.closed_form import (
 __all__ = ["EPOCH_FIELDS", "ActivationTracker", "EpochStats", "find_last_linear", "stats_values", "untracked"]
 
 
+def _last_linear_or_none(model: nn.Module) -> nn.Linear | None:
+    try:
+        return find_last_linear(model)[1]
+    except ValueError:
+        return None
+
+
 def find_last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
     """The model's last :class:`torch.nn.Linear` in registration order (``model.named_modules()``), with its name.
 
@@ -358,7 +365,8 @@ class ActivationTracker:
             waits for the device).
         weight_bound: a constant ``K`` (default ``None``: read from the model).
         rigorous: use :func:`~theorylr.lipschitz.bounds.gradient_norm_bound` instead of the paper's form (default
-            ``False``).
+            ``False``). The bound covers the bias of the layer that takes the penultimate activation (the tracked
+            ``nn.Linear``; with ``penultimate=``, the model's last ``nn.Linear``) when it has one.
 
     Example:
         >>> import torch
@@ -434,8 +442,11 @@ class ActivationTracker:
         self.activation_norm = activation_norm
         self.constant_weight_bound = weight_bound
         self.rigorous = rigorous
-        # The rigorous bound covers the last layer's bias too (a column of ones in the activations), when it has one.
-        self._bias = mode == "input" and isinstance(module, nn.Linear) and module.bias is not None
+        # The rigorous bound covers the last layer's bias too (a column of ones in the activations), when it has one:
+        # the tracked Linear, or with penultimate= the model's last Linear, whose input that module's output is (a
+        # least-squares bound that left a head's bias out was 5.7x below the gradient).
+        self._head = module if mode == "input" else _last_linear_or_none(model)
+        self._bias = isinstance(self._head, nn.Linear) and self._head.bias is not None
         # The paper's classification forms are a fixed multiple of K_z / m: the hook stores K_z only and the batch
         # constants are computed together, per distinct batch size, when the epoch is read.
         self._deferred = not rigorous and loss != "least_squares"
@@ -798,7 +809,11 @@ class ActivationTracker:
         if self.constant_weight_bound is not None or not params:
             device = params[0].device if params else None
             if device not in self._constant_bounds:
-                self._constant_bounds[device] = torch.tensor(float(self.constant_weight_bound or 0.0), device=device)
+                # in the parameters' scalar dtype (float64 for a float64 model; the default dtype rounded K to float32)
+                dtype = torch.float64 if params and params[0].dtype == torch.float64 else torch.float32
+                self._constant_bounds[device] = torch.tensor(
+                    float(self.constant_weight_bound or 0.0), dtype=dtype, device=device
+                )
             return [self._constant_bounds[device]]
         if foreach is None:
             foreach = all(p.device.type in ("cpu", "cuda", "xpu", "mps") for p in params)
@@ -806,7 +821,7 @@ class ActivationTracker:
         with torch.no_grad():
             norms = _norms(params, foreach)
             if self.rigorous and self._bias:
-                layer = self.module
+                layer = self._head
                 assert isinstance(layer, nn.Linear) and layer.bias is not None
                 norms += _norms([torch.cat([layer.weight.flatten(), layer.bias])], foreach=False)
         if any(n.device != device for n in norms):
