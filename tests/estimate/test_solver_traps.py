@@ -160,3 +160,15 @@ def test_default_graph_budget_is_half_the_free_host_memory(monkeypatch: pytest.M
     """Trap: 1000 bytes free on the host; the default graph budget is half of it, 500."""
     monkeypatch.setattr(hvp_module, "_free_host_memory", lambda: 1000)
     assert hvp_module.default_graph_budget("cpu") == 500
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1e20])
+@pytest.mark.parametrize("solver", ["lanczos", "power"])
+def test_float32_operators_of_tiny_or_huge_scale(scale: float, solver: str) -> None:
+    """A float32 norm squares the entries as they are (0 below about 1e-23, inf above about 1e19): a tiny operator
+    looked invariant after one product and came back converged with its first Rayleigh quotient, a huge one
+    collapsed to the zero vector (eigenvalue 0, converged). The norms are now accumulated in float64."""
+    a = torch.diag(torch.tensor([2.0, 1.0, -0.5, 0.3])) * scale
+    run = lanczos if solver == "lanczos" else power_iteration
+    result = run(a.mv, torch.ones(4), tol=1e-3)
+    assert result.converged and result.eigenvalue / scale == pytest.approx(2.0, rel=1e-3)

@@ -84,6 +84,13 @@ class EigenResult:
         return float(self.eigenvalues[0])
 
 
+def _norm(t: Tensor) -> float:
+    """``||t||``, accumulated in float64. A float32 norm squares the entries as they are: 0 for entries of about
+    1e-23 and below, inf from about 1e19, so that a tiny operator looked invariant after one product (converged,
+    50x low on a large-margin float32 network) and a huge one collapsed to the zero vector (eigenvalue 0)."""
+    return float(torch.linalg.vector_norm(t, dtype=torch.float64))
+
+
 def _unit(v0: Tensor, matvec: MatVec) -> Tensor:
     """``v0`` normalised, in the solvers' working dtype (:func:`_working_dtype`), after checking both arguments."""
     if not callable(matvec):
@@ -95,7 +102,7 @@ def _unit(v0: Tensor, matvec: MatVec) -> Tensor:
     if not v0.is_floating_point():
         raise ValueError(f"v0 must be a floating-point tensor (got {v0.dtype})")
     v = v0.to(_working_dtype(v0.dtype))
-    norm = float(torch.linalg.vector_norm(v))
+    norm = _norm(v)
     if not math.isfinite(norm) or norm == 0.0:
         raise ValueError(f"v0 must be finite and non-zero (got norm {norm})")
     return v / norm
@@ -189,13 +196,13 @@ def power_iteration(
         mu = float(torch.dot(v, w))
         # The products' rounding is relative to A v, not to the shifted (A - sI) v: |mu + s|, not |mu|.
         resolved = floor * max(abs(mu), abs(mu + shift))
-        raw = float(torch.linalg.vector_norm(w - mu * v))
+        raw = _norm(w - mu * v)
         residual = max(raw, resolved)  # reported: no smaller than the products resolve
         if raw <= tol * abs(mu):  # the test keeps the requested tol (stopping at the floor stopped short)
             converged = True
             break
         if matvecs < max_iters:  # w != 0 here: w = 0 means mu = 0 and residual 0, accepted above
-            v = w / torch.linalg.vector_norm(w)
+            v = w / _norm(w)
     if resolved > tol * abs(mu):  # stopped where the products' rounding hides the rest: not converged to tol
         converged = False
     value = mu + shift
@@ -291,7 +298,7 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
         alphas.append(float(torch.dot(basis[j], w)))
         for _ in range(2):  # full re-orthogonalisation, twice
             w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        beta = float(torch.linalg.vector_norm(w))
+        beta = _norm(w)
         if not (math.isfinite(alphas[-1]) and math.isfinite(beta)):  # a non-finite operator has no spectrum to report
             nan = torch.full((1,), math.nan, dtype=torch.float64)
             return EigenResult(
@@ -337,7 +344,7 @@ def lanczos(matvec: MatVec, v0: Tensor, k: int = 100, tol: float = 1e-4, *, whic
         eigenvalues=theta,
         residuals=residuals,
         eigenvalue=float(theta[end]),
-        vector=(vector / torch.linalg.vector_norm(vector)).to(v0.dtype),
+        vector=(vector / _norm(vector)).to(v0.dtype),
         residual=float(residuals[end]),
         matvecs=matvecs,
         converged=converged,
