@@ -321,3 +321,15 @@ def test_no_module_of_the_package_imports_pyplot() -> None:
             names = [a.name for a in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
             module = node.module if isinstance(node, ast.ImportFrom) else None
             assert "matplotlib.pyplot" not in names and not (module == "matplotlib" and "pyplot" in names), path
+
+
+def test_the_environment_lists_the_thread_counts_of_resumed_parts() -> None:
+    """A run started with 1 thread and resumed with 2 showed "torch threads per run: 1" (meta.json records both)."""
+    from tests.lab.conftest import hand_run
+    from theorylr.lab.report import _environment_lines
+
+    run = hand_run([{"epoch": 0}])
+    run.meta.update({"torch": "2.13.0", "threads": 1, "device": "cpu"})
+    run.meta["resumed_environment"] = [{"started": "t", "threads": 2}]
+    line = next(x for x in _environment_lines([run]) if "threads per run" in x)
+    assert line.endswith("torch threads per run: 1, 2")

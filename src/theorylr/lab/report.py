@@ -21,7 +21,7 @@ import html
 import math
 import os
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,12 +217,20 @@ def _loss_text(value: float, summary: RuleSummary) -> str:
 # sections
 
 
+def _every_part(meta: Mapping[str, Any], key: str) -> list[Any]:
+    """``meta[key]`` of the run's first part, and of each resumed part that changed it (``resumed_environment``):
+    a run resumed with another thread count ran under both."""
+    parts = meta.get("resumed_environment")
+    later = [p[key] for p in parts if isinstance(p, dict) and key in p] if isinstance(parts, list) else []
+    return [meta.get(key, "?"), *later]
+
+
 def _environment_lines(runs: Sequence[Run]) -> list[str]:
     meta = next((r.meta for r in runs if r.meta.get("torch")), {})
     if not meta:
         return []
-    devices = sorted({str(r.meta.get("device", "?")) for r in runs if r.meta})
-    threads = sorted({str(r.meta.get("threads", "?")) for r in runs if r.meta})
+    devices = sorted({str(v) for r in runs if r.meta for v in _every_part(r.meta, "device")})
+    threads = sorted({str(v) for r in runs if r.meta for v in _every_part(r.meta, "threads")})
     return [
         f"theorylr {meta.get('theorylr')}, torch {meta.get('torch')}, Python {meta.get('python')}",
         f"git commit: {meta.get('git_commit') or 'unknown'}",
