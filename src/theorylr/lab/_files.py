@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,27 +198,37 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null so that every reader accepts the file. One-element tensors and NumPy
-    scalars are taken as Python numbers first, so that theirs are caught too (a tensor's inf became ``Infinity``)."""
+def _json_safe(value: Any, non_finite: Callable[[float], Any]) -> Any:
+    """``value`` with one-element tensors and NumPy scalars as Python numbers, each non-finite float replaced by
+    ``non_finite(x)``, mappings as dicts with string keys and lists, tuples and sets as lists (recursively)."""
     if (isinstance(value, torch.Tensor) and value.numel() == 1) or isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return non_finite(value)
     if isinstance(value, Mapping):
-        return {str(k): _finite_or_none(v) for k, v in value.items()}
+        return {str(k): _json_safe(v, non_finite) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_finite_or_none(v) for v in value]
+        return [_json_safe(v, non_finite) for v in value]
     return value
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so that every reader accepts the file. One-element tensors and NumPy
+    scalars are taken as Python numbers first, so that theirs are caught too (a tensor's inf became ``Infinity``)."""
+    return _json_safe(value, lambda x: None)
 
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _LEGACY_NON_FINITE = "__float__"  # the reproduction's analytic caches wrote {"__float__": "inf"} before
 
 
+def _non_finite_name(x: float) -> str:
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
 def encode_non_finite(value: Any) -> Any:
     """``value`` made JSON-safe without losing inf and NaN: NumPy scalars and one-element tensors become Python
-    numbers, non-finite floats the strings ``"nan"``, ``"inf"`` and ``"-inf"``; dicts, lists and tuples recurse.
+    numbers, non-finite floats the strings ``"nan"``, ``"inf"`` and ``"-inf"``; dicts, lists, tuples and sets recurse.
 
     Example:
         >>> encode_non_finite({"a": [1.0, float("inf")], "b": float("nan")})
@@ -226,15 +236,7 @@ def encode_non_finite(value: Any) -> Any:
         >>> decode_non_finite(encode_non_finite({"a": [1.0, float("-inf")]}))
         {'a': [1.0, -inf]}
     """
-    if (isinstance(value, torch.Tensor) and value.numel() == 1) or isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, Mapping):
-        return {str(k): encode_non_finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [encode_non_finite(v) for v in value]
-    return value
+    return _json_safe(value, _non_finite_name)
 
 
 def decode_non_finite(value: Any) -> Any:
