@@ -143,6 +143,16 @@ def _comparison(tmp_path: Path, jobs: int, *extra: str):  # type: ignore[no-unty
         process.wait()
 
 
+def _assert_stopped(process: subprocess.Popen[bytes], tmp_path: Path, failure: str) -> None:
+    """The comparison exits with 130 (interrupted) within the timeout, and no worker of it outlives it."""
+    try:
+        code = process.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(failure)
+    assert code == 130, (tmp_path / "stderr.txt").read_text()
+    _wait_for(lambda: not _session_alive(process.pid), "the workers to exit", timeout=10)
+
+
 @pytest.mark.parametrize(
     ("signum", "whole_group", "jobs"),
     [
@@ -155,12 +165,7 @@ def _comparison(tmp_path: Path, jobs: int, *extra: str):  # type: ignore[no-unty
 def test_a_signal_stops_the_comparison_promptly(tmp_path: Path, signum: int, whole_group: bool, jobs: int) -> None:
     with _comparison(tmp_path, jobs) as (process, out):
         (os.killpg if whole_group else os.kill)(process.pid, signum)
-        try:
-            code = process.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the comparison did not stop")
-        assert code == 130, (tmp_path / "stderr.txt").read_text()
-        _wait_for(lambda: not _session_alive(process.pid), "the workers to exit", timeout=10)
+        _assert_stopped(process, tmp_path, "the comparison did not stop")
         # the running runs are recorded as interrupted (resumable); the queued ones were never started
         assert _statuses(out) == {f"seed-{s}": "interrupted" for s in range(jobs)}
 
@@ -171,12 +176,7 @@ def test_a_second_ctrl_c_during_the_shutdown_does_not_hang(tmp_path: Path) -> No
     code too); the workers left after such a shutdown now get two seconds to record their runs, then are killed."""
     with _comparison(tmp_path, 2, "cut-shutdown") as (process, out):
         os.killpg(process.pid, signal.SIGINT)
-        try:
-            code = process.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the comparison hung after its shutdown was cut short")
-        assert code == 130, (tmp_path / "stderr.txt").read_text()
-        _wait_for(lambda: not _session_alive(process.pid), "the workers to exit", timeout=10)
+        _assert_stopped(process, tmp_path, "the comparison hung after its shutdown was cut short")
         # recorded as interrupted, or left running if killed first: either way resumable
         assert set(_statuses(out).values()) <= {"interrupted", "running"}
 
