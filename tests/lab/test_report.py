@@ -333,3 +333,48 @@ def test_the_environment_lists_the_thread_counts_of_resumed_parts() -> None:
     run.meta["resumed_environment"] = [{"started": "t", "threads": 2}]
     line = next(x for x in _environment_lines([run]) if "threads per run" in x)
     assert line.endswith("torch threads per run: 1, 2")
+
+
+def test_the_environment_lists_every_version_commit_and_cpu_the_runs_recorded() -> None:
+    """The lines showed the first run's torch, commit and CPU only, and never git_dirty: a results directory mixing
+    two commits (one with uncommitted changes) and two machines read as one clean run."""
+    from tests.lab.conftest import hand_run
+    from theorylr.lab.report import _environment_lines
+
+    first, second = hand_run([{"epoch": 0}]), hand_run([{"epoch": 0}], seed=1)
+    common = {"theorylr": "0.1", "python": "3.11", "threads": 1, "device": "cpu", "cpu_count": 2, "gpu": None}
+    first.meta.update(common, torch="2.13.0", git_commit="aaa", git_dirty=False, cpu="X")
+    second.meta.update(common, torch="2.12.0", git_commit="bbb", git_dirty=True, cpu="Y")
+    lines = _environment_lines([first, second])
+    assert lines[0] == "theorylr 0.1, torch 2.12.0 / 2.13.0 (the runs differ), Python 3.11"
+    assert lines[1] == "git commit: aaa / bbb (the runs differ), with uncommitted changes in 1 of 2 runs"
+    assert lines[2] == "CPU: X / Y (the runs differ) (2 logical cores), torch threads per run: 1"
+    assert lines[3] == "GPU: none; device(s) used: cpu"
+    assert _environment_lines([first])[:2] == ["theorylr 0.1, torch 2.13.0, Python 3.11", "git commit: aaa"]
+
+
+def test_curves_count_a_diverged_seed_as_the_worst_value_and_mark_where_it_diverged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After one seed of two diverged, the "median" line was the other seed alone, with no sign of the divergence
+    (and a rule whose seeds all diverged at once had a legend entry and nothing drawn)."""
+    from tests.lab.conftest import hand_run
+    from theorylr.lab import plots
+    from theorylr.lab.scores import summarize_rule
+
+    def rows(losses: list[float]) -> list[dict]:
+        return [{"epoch": float(e), "wall_time": e / 10, "train_loss": v, "grad_norm": v} for e, v in enumerate(losses)]
+
+    runs = [hand_run(rows([4.0, 3.0]), status="diverged"), hand_run(rows([4.0, 2.0, 1.0, 0.5]), seed=1)]
+    med, lo, hi = plots._band(runs, "train_loss", after_divergence=math.inf)
+    assert med.tolist() == [4.0, 2.5, math.inf, math.inf]
+    assert lo.tolist() == [4.0, 2.0, 1.0, 0.5] and hi.tolist() == [4.0, 3.0, 1.0, 0.5]
+    assert plots._band(runs, "train_loss")[0].tolist() == [4.0, 2.5, 1.0, 0.5]  # without it: the survivor alone
+
+    drawn: list = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or Path(path))
+    plots.plot_curves([summarize_rule("r", {0: runs})], tmp_path / "curves.png")
+    loss_axes = drawn[0].axes[0]
+    marks = [line for line in loss_axes.get_lines() if line.get_marker() == "x" and len(line.get_xdata())]
+    assert [(list(m.get_xdata()), list(m.get_ydata())) for m in marks] == [([1.0], [3.0])]
+    assert any("diverged" in str(t.get_text()) for t in drawn[0].legends[0].get_texts())

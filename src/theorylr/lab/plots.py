@@ -95,20 +95,41 @@ def _stack(runs: Sequence[Run], column: str) -> np.ndarray:
     return out
 
 
-def _band(runs: Sequence[Run], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median, min and max over seeds at each epoch (NaN where no seed has a value)."""
+def _band(
+    runs: Sequence[Run], column: str, after_divergence: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median, min and max over seeds at each epoch (NaN where no seed has a value).
+
+    With ``after_divergence`` (the metric's worst value: ``inf`` for a loss, ``-inf`` for an accuracy), a diverged
+    seed takes that value in the epochs after its last row, for the median: the median is not that of the seeds
+    left over, which would draw one surviving seed of two as "the median". The min and max are those of the finite
+    values (the seeds still training)."""
     data = _stack(runs, column)
     if data.size == 0:
         empty = np.array([])
         return empty, empty, empty
+    if after_divergence is not None:
+        for i, run in enumerate(runs):
+            if run.status == "diverged":
+                data[i, run.column(column).size :] = after_divergence
     with np.errstate(all="ignore"):
         valid = ~np.all(np.isnan(data), axis=0)
         med = np.full(data.shape[1], np.nan)
         lo, hi = med.copy(), med.copy()
         med[valid] = np.nanmedian(data[:, valid], axis=0)
-        lo[valid] = np.nanmin(data[:, valid], axis=0)
-        hi[valid] = np.nanmax(data[:, valid], axis=0)
+        finite = np.where(np.isfinite(data), data, np.nan)
+        some = np.any(np.isfinite(data), axis=0)
+        lo[some] = np.nanmin(finite[:, some], axis=0)
+        hi[some] = np.nanmax(finite[:, some], axis=0)
     return med, lo, hi
+
+
+def _last_finite(run: Run, column: str, x: str) -> tuple[float, float] | None:
+    """``(x, value)`` at the last row of ``run`` where ``column`` is finite (None when there is none)."""
+    values, xs = run.column(column), run.column(x)
+    n = min(values.size, xs.size)
+    finite = np.nonzero(np.isfinite(values[:n]) & np.isfinite(xs[:n]))[0]
+    return None if finite.size == 0 else (float(xs[finite[-1]]), float(values[finite[-1]]))
 
 
 def _has(runs: Sequence[Run], column: str) -> bool:
@@ -138,7 +159,11 @@ def plot_curves(
     colors: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Train loss, gradient norm and test accuracy (test loss for regression) against ``x`` (``"epoch"`` or
-    ``"wall_time"``): the median over seeds of each rule's best trial, with a min-max band."""
+    ``"wall_time"``): the median over seeds of each rule's best trial, with a min-max band.
+
+    A seed that diverged counts as the worst value (an infinite loss, an accuracy of ``-inf``) after its last row,
+    so the median line ends once half the seeds have diverged; the band spans the seeds that have not, and an
+    ``x`` marks each diverged seed's last finite value."""
     rows = [s for s in summaries if s.best_runs and any(r.rows for r in s.best_runs)]
     if not rows:
         return None
@@ -147,10 +172,12 @@ def plot_curves(
     panels = [("train_loss", "train loss"), ("grad_norm", "full-batch gradient norm")]
     panels.append(("test_accuracy", "test accuracy") if classification else ("test_loss", "test loss"))
     fig, axes = subplots(1, 3, figsize=(16, 4.6), layout="constrained")
+    diverged = False
     for ax, (column, label) in zip(axes, panels):
         gathered = []
         for s in rows:
-            med, lo, hi = _band(s.best_runs, column)
+            worst = -math.inf if column == "test_accuracy" else math.inf
+            med, lo, hi = _band(s.best_runs, column, after_divergence=worst)
             xs, _, _ = _band(s.best_runs, x)
             if med.size == 0:
                 continue
@@ -158,14 +185,22 @@ def plot_curves(
             ax.plot(xs[:n], med[:n], _STYLES.get(s.kind, "-"), color=colors[s.rule], label=s.rule, lw=1.5)
             if len(s.best_runs) > 1:
                 ax.fill_between(xs[:n], lo[:n], hi[:n], color=colors[s.rule], alpha=0.15, lw=0)
+            found = [_last_finite(r, column, x) for r in s.best_runs if r.status == "diverged"]
+            ends = [e for e in found if e is not None]
+            if ends:
+                diverged = True
+                ax.plot(*zip(*ends), "x", color=colors[s.rule], ms=7, mew=1.5)
+                gathered.append(np.array([v for _, v in ends]))
             gathered.append(med[:n])
         if column != "test_accuracy" and gathered:
             _positive_log(ax, np.concatenate(gathered))
         ax.set_xlabel("epoch" if x == "epoch" else "wall time (s, set-up and training)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    if diverged:  # one legend entry for the markers
+        axes[0].plot([], [], "x", color="0.3", ms=7, mew=1.5, label="a seed diverged (its last finite value)")
     _legend(fig, axes[0])
-    fig.suptitle(title or f"{rows[0].workload}: median over seeds (band: min-max), best trial per rule")
+    fig.suptitle(title or f"{rows[0].workload}: best trial per rule, median over seeds (diverged ones count as worst)")
     return _save(fig, path)
 
 

@@ -226,16 +226,28 @@ def _every_part(meta: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _environment_lines(runs: Sequence[Run]) -> list[str]:
-    meta = next((r.meta for r in runs if r.meta.get("torch")), {})
-    if not meta:
+    """The versions, commit, CPU, GPU, threads and devices of the runs: each line lists every value that some run
+    (or a resumed part of one) recorded, and says when the runs differ."""
+    metas = [r.meta for r in runs if r.meta.get("torch")]
+    if not metas:
         return []
-    devices = sorted({str(v) for r in runs if r.meta for v in _every_part(r.meta, "device")})
-    threads = sorted({str(v) for r in runs if r.meta for v in _every_part(r.meta, "threads")})
+
+    def values(key: str, missing: str = "?") -> list[str]:
+        found = {missing if v in (None, "", "?") else str(v) for m in metas for v in _every_part(m, key)}
+        return sorted(found)
+
+    def listed(key: str, missing: str = "?") -> str:
+        found = values(key, missing)
+        return found[0] if len(found) == 1 else " / ".join(found) + " (the runs differ)"
+
+    dirty = sum(any(v is True for v in _every_part(m, "git_dirty")) for m in metas)
+    uncommitted = f", with uncommitted changes in {dirty} of {len(metas)} runs" if dirty else ""
     return [
-        f"theorylr {meta.get('theorylr')}, torch {meta.get('torch')}, Python {meta.get('python')}",
-        f"git commit: {meta.get('git_commit') or 'unknown'}",
-        f"CPU: {meta.get('cpu')} ({meta.get('cpu_count')} logical cores), torch threads per run: {', '.join(threads)}",
-        f"GPU: {meta.get('gpu') or 'none'}; device(s) used: {', '.join(devices)}",
+        f"theorylr {listed('theorylr')}, torch {listed('torch')}, Python {listed('python')}",
+        f"git commit: {listed('git_commit', 'unknown')}{uncommitted}",
+        f"CPU: {listed('cpu')} ({listed('cpu_count')} logical cores), torch threads per run: "
+        f"{', '.join(values('threads'))}",
+        f"GPU: {listed('gpu', 'none')}; device(s) used: {', '.join(values('device'))}",
         "wall times are set-up plus training (evaluations excluded), measured on this machine while it may have "
         "been shared: compare them within one report only",
     ]
@@ -362,7 +374,9 @@ def _workload_section(
         "chose and the runs trained at (chosen_lr in meta.json); otherwise the fixed lr (LARS/PercentDelta: the "
         "global lr before the trust ratios). A best trial at the 'grid edge' means the search range may not contain "
         "the best lr. Steps and time to target are medians over seeds: 'not reached' when at least half of the seeds "
-        "never reach the target ('reached' counts those that do). "
+        "never reach the target ('reached' counts those that do). A seed that diverged counts for what it did "
+        "before: a target reached and its best test accuracy (AlgoPerf's convention); its final losses count as "
+        "+inf in the medians. "
         "'incl. tuning' charges a tuned rule with the wall time of all its "
         "other trials (same seed); theory rules already pay their estimates inside their own time. Total compute "
         "sums every run of the rule (all trials and seeds)."
