@@ -50,6 +50,34 @@ def test_theorem_claims_are_not_supported_by_the_benign_instance_alone(tmp_path:
     assert "analytic/thm2_far.json" in claims["lars-thm2"].sources
 
 
+def test_the_lars_figures_draw_the_evidence_their_verdicts_rest_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The §3.2 panel drew only the formula (1 - lr)^k |w0>, also past the SGD fallback where the iterates turn
+    away, and the Corollary 2.1 panel only problem (a), while the "does not hold" rests on problem (b)."""
+    from theorylr.theory import lars as theory
+
+    drawn: list[Any] = []
+    monkeypatch.setattr(lr_, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    ctx = Context(tmp_path, QUICK, verbose=False)
+    origin = lr_._origin_1d(100)
+    row = next(r for r in origin["rows"] if r["function"] == "quadratic")
+    fallback = row["predicted_fallback"]
+    assert len(row["abs_iterates"]) == fallback + 21
+    formula = abs(theory.origin_attraction(row["w0"], row["lr"], fallback + 5))
+    assert row["abs_iterates"][fallback + 5] > 5 * formula  # past the fallback the iterates leave the formula
+    lr_._plot_1d(ctx, lr_._interval_1d(60), origin)
+    measured = [line for line in drawn[0].axes[1].get_lines() if str(line.get_label()).startswith("|w_k|")]
+    assert len(measured) == 2 and list(measured[0].get_ydata()) == row["abs_iterates"]
+
+    thm2, thm3 = lr_._theorem2(60), lr_._theorem3(60)
+    cor, cor_far = lr_._corollary((0.5,), 2000), lr_._corollary(lr_._COR_FAR_EPS, 2000, lr_._THM2_FAR)
+    lr_._plot_theorems(ctx, thm2, cor, thm3, lr_._theorem2(60, lr_._THM2_FAR), cor_far)
+    labels = [str(line.get_label()) for line in drawn[1].axes[1].get_lines()]
+    assert "(b) far start: Corollary 2.1 bound" in labels
+    assert "(b) far start: not reached in the steps run (more needed)" in labels
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # LipschitzLR: "never diverges" is refuted by a loss that ends far above where it started
 
