@@ -93,3 +93,22 @@ def test_a_finished_runs_leftover_checkpoint_is_removed_when_the_run_is_skipped(
     (directory / "checkpoint.pt").write_bytes(b"stale")
     again = run_cell(cell, tmp_path)
     assert again.skipped and not (directory / "checkpoint.pt").exists()
+
+
+def test_numpy_and_tensor_scalars_in_options_are_recorded_as_numbers(tmp_path: Path) -> None:
+    """``config.json`` was written with ``default=list``: a NumPy scalar in an option failed the run with a raw
+    ``TypeError`` ("'numpy.float32' object is not iterable"). They are numbers there now."""
+    import numpy as np
+    import torch
+
+    workload = dataclasses.replace(
+        TINY,
+        model_options={"hidden": np.array([8])},
+        rule_options={"sgd": {"momentum": np.float32(0.5), "nesterov": torch.tensor(False)}},
+    )
+    rule = resolve_rule("sgd@0.1")
+    result = run_cell(Cell(workload, rule, 0, 0.1, 0, 1), tmp_path)
+    assert result.status == "finished", result.message
+    config = read_json(Path(result.directory) / "config.json")["workload"]
+    assert config["model_options"] == {"hidden": [8]}
+    assert config["rule_options"]["sgd"] == {"momentum": 0.5, "nesterov": False}

@@ -233,9 +233,12 @@ def _as_number_list(values: Any) -> Any:
     return values
 
 
+_DEFAULT_MINIMIZER = (1.0, 1.0)
+
+
 def make_quadratic(
     eigenvalues: Sequence[float] = (1.0, 10.0),
-    minimizer: Sequence[float] | None = (1.0, 1.0),
+    minimizer: Sequence[float] | None = _DEFAULT_MINIMIZER,
     *,
     rotate: bool = False,
     seed: int = 0,
@@ -278,6 +281,8 @@ def make_quadratic(
         check_number(f"eigenvalues[{i}]", e, min_value=0.0, min_inclusive=False)  # refuses strings and bools
     eig = [float(e) for e in eigenvalues]
     d = len(eig)
+    if minimizer is _DEFAULT_MINIMIZER and d != len(_DEFAULT_MINIMIZER):
+        raise ValueError(f"minimizer must be given with {d} eigenvalues: its default, (1, 1), has 2 entries")
     minimizer = [0.0] * d if minimizer is None else _as_number_list(minimizer)
     if not isinstance(minimizer, Sequence) or isinstance(minimizer, (str, bytes)) or len(minimizer) != d:
         raise ValueError(f"minimizer must be a sequence of {d} numbers, one per eigenvalue (got {minimizer!r})")

@@ -209,7 +209,11 @@ def select_params(model: nn.Module, params: Iterable[Tensor] | None) -> tuple[Te
             if id(p) not in own:
                 raise ValueError(f"params must be parameters of model (params[{i}] is not)")
     if not chosen:
-        raise ValueError("params must hold at least one tensor that requires grad (the model has none)")
+        raise ValueError(
+            "params is empty: give at least one parameter of model, or None for all of them"
+            if params is not None
+            else "params must hold at least one tensor that requires grad (the model has none)"
+        )
     unique: dict[int, Tensor] = {}
     for p in chosen:  # a tensor named twice (a weight tied between two modules) is one variable
         unique.setdefault(id(p), p)

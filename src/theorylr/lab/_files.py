@@ -198,6 +198,60 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def check_config_values(name: str, value: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first entry of ``value`` that a run's ``config.json`` cannot record (the
+    runner writes options with ``json.dumps(..., default=config_default)``): checked when a workload or rule is
+    made, not as a ``TypeError`` from inside the first run.
+
+    Example:
+        >>> check_config_values("model_options", {"hidden": (8, 8)})
+        >>> try:
+        ...     check_config_values("rule_options", {"sgd": {"x": object()}})
+        ... except ValueError as exc:
+        ...     print(str(exc).split(": ", 1)[1])
+        rule_options['sgd']['x'] is of type object
+    """
+    try:
+        json.dumps(value, default=config_default)
+    except (TypeError, ValueError) as exc:
+        where = _unrecordable(value, name, set()) or str(exc)
+        raise ValueError(
+            f"{name} must hold only what config.json can record (numbers, strings, None, lists and mappings): {where}"
+        ) from None
+
+
+def config_default(value: Any) -> Any:
+    """The ``default`` of the JSON encoding of ``config.json``: a NumPy scalar or one-element tensor as its Python
+    number, any other iterable (a tuple, a set, an array) as a list; ``TypeError`` otherwise."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.numel() == 1 and value.ndim == 0):
+        return value.item()
+    return list(value)
+
+
+def _unrecordable(value: Any, path: str, seen: set[int]) -> str:
+    """Where ``json.dumps(value, default=config_default)`` fails (``""`` when it does not)."""
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float)):
+        return ""
+    if id(value) in seen:
+        return f"{path} contains itself"
+    seen.add(id(value))
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key is not None and not isinstance(key, (str, int, float)):
+                return f"{path} has the key {key!r}, of type {type(key).__name__}"
+            found = _unrecordable(item, f"{path}[{key!r}]", seen)
+            if found:
+                return found
+        return ""
+    try:
+        items = list(value)
+    except TypeError:
+        return f"{path} is of type {type(value).__name__}"
+    return next((f for i, item in enumerate(items) if (f := _unrecordable(item, f"{path}[{i}]", seen))), "")
+
+
 def _json_safe(value: Any, non_finite: Callable[[float], Any]) -> Any:
     """``value`` with one-element tensors and NumPy scalars as Python numbers, each non-finite float replaced by
     ``non_finite(x)``, mappings as dicts with string keys and lists, tuples and sets as lists (recursively)."""

@@ -41,6 +41,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from theorylr._validation import check_choice, check_number, did_you_mean
+from theorylr.lab._files import check_config_values
 from theorylr.lab.losses import LossSpec
 from theorylr.lab.tuning import LogGrid
 from theorylr.lab.workloads import Workload
@@ -205,12 +206,13 @@ class Rule:
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ ,"):
-            raise ValueError(f"rule name must be non-empty without '/', '\\\\', ' ' or ',' (got {self.name!r})")
+            raise ValueError(f"rule name must be non-empty without '/', '\\', ' ' or ',' (got {self.name!r})")
         check_choice("kind", self.kind, KINDS)
         if self.kind == "tuned" and self.search is None:
             raise ValueError(f"rule {self.name!r}: a tuned rule needs a search space (search=LogGrid(...))")
         if "lr" not in self.defaults:
             raise ValueError(f"rule {self.name!r}: defaults must include 'lr'")
+        check_config_values(f"rule {self.name!r} defaults", self.defaults)
 
     @property
     def tuned(self) -> bool:
@@ -456,7 +458,9 @@ def build_lars(ctx: RuleContext) -> RuleSetup:
     and any further keyword of the optimizer. Logs each tensor's trust ratio.
     """
     opts = dict(ctx.options)
-    cls = _load(f"theorylr.optim.lars:{opts.pop('optimizer')}", "lars")
+    name = opts.pop("optimizer")
+    check_choice("rule option optimizer", name, ("LARS", "PercentDelta"))
+    cls = _load(f"theorylr.optim.lars:{name}", "lars")
     decay = opts.pop("decay", None)
     exclude_1d = bool(opts.pop("exclude_1d", False))
     named = ctx.named_parameters()
@@ -633,6 +637,7 @@ def build_lipschitz_adaptive(ctx: RuleContext) -> RuleSetup:
     """
     opts = dict(ctx.options)
     name = opts.pop("optimizer")
+    check_choice("rule option optimizer", name, ("AdaMo", "AutoAdam", "AdaptiveRMSprop"))
     cls = _load(f"theorylr.optim.adaptive:{name}", name)
     if ctx.loss.lipschitz is None:
         raise ValueError(f"{name} has no closed-form Lipschitz estimate for the loss {ctx.loss.name!r}")

@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from theorylr._validation import SEED_MAX, check_choice, check_int
 from theorylr._warnings import warn
 from theorylr.lab._files import (
+    config_default,
     load_checkpoint,
     locked,
     read_json,
@@ -154,7 +155,7 @@ class Cell:
         }
         if self.data is not None:  # built-in data keep the config they always had (older results resume)
             raw["data"] = self.data
-        normalised: dict[str, Any] = json.loads(json.dumps(raw, default=list))
+        normalised: dict[str, Any] = json.loads(json.dumps(raw, default=config_default))
         return normalised
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from theorylr._validation import check_bool, check_choice, check_int, check_number, did_you_mean
+from theorylr.lab._files import check_config_values
 from theorylr.lab.losses import LOSSES, LossSpec, get_loss
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class Workload:
         )
         if bad_name:
             raise ValueError(
-                "workload name must be a non-empty string without '/', '\\\\', ' ', ',', '@' or control characters, "
+                "workload name must be a non-empty string without '/', '\\', ' ', ',', '@' or control characters, "
                 f"and not '.' or '..' (got {self.name!r})"
             )
         check_choice("loss", self.loss, tuple(LOSSES))
@@ -185,6 +186,8 @@ class Workload:
             check_int("grad_norm_samples", self.grad_norm_samples, min_value=1)
         check_choice("tuning_metric", self.tuning_metric, tuple(METRICS))
         check_choice("dtype", self.dtype, tuple(_DTYPES))
+        for options in ("dataset_options", "model_options", "rule_options"):
+            check_config_values(options, getattr(self, options))
 
     @property
     def loss_spec(self) -> LossSpec:

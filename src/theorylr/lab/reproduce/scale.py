@@ -142,7 +142,7 @@ class Scale:
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(f"name must be non-empty without '/', '\\\\' or ' ' (got {self.name!r})")
+            raise ValueError(f"name must be non-empty without '/', '\\' or ' ' (got {self.name!r})")
 
 
 QUICK = Scale(name="quick")
