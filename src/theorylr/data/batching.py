@@ -55,11 +55,13 @@ def split_indices(y: Tensor, num_test: int, *, stratify: bool = True, seed: int 
     else:
         labels = y.detach().cpu().numpy()
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-        quota = num_test * counts / n
-        take = np.floor(quota).astype(np.int64)
+        quota = num_test * counts.astype(np.int64)  # n times each class's exact share of the test set
+        take = quota // n
         remainder = num_test - int(take.sum())
-        # Largest remainders first; ties go to the smaller class index (stable sort): deterministic.
-        order = np.argsort(-(quota - take), kind="stable")
+        # Largest remainders first; ties go to the smaller class index (stable sort): deterministic. The
+        # remainders are compared as integers (quota mod n): as floats, 16 * 10 / 100 - 1 = 0.6000000000000001
+        # beat 6 * 10 / 100 = 0.6, an equal remainder, and the larger class took the tie.
+        order = np.argsort(-(quota % n), kind="stable")
         take[order[:remainder]] += 1
         chosen = []
         for k in range(len(classes)):

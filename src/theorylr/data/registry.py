@@ -292,7 +292,8 @@ def load_dataset(
 
     x_train, y_train, x_test, y_test = _split(raw, test_fraction, seed, stratify=not regression)
     x_train, y_train = _subsample(x_train, y_train, common.get("train_size"), "train_size", seed, regression)
-    x_test, y_test = _subsample(x_test, y_test, common.get("test_size"), "test_size", seed + 1, regression)
+    test_seed = (int(seed) + 1) % (SEED_MAX + 1)  # another stream than the training subsample's, for any valid seed
+    x_test, y_test = _subsample(x_test, y_test, common.get("test_size"), "test_size", test_seed, regression)
     x_train = _shape_inputs(x_train, raw, info, common, dtype)
     x_test = _shape_inputs(x_test, raw, info, common, dtype)
     x_train, x_test = scale_features(x_train, x_test, scaling, pixel_max=raw.pixel_max, inplace=True)
