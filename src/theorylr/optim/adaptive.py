@@ -1165,6 +1165,9 @@ class AdaMo(_LipschitzAdaptive):
     .. note::
         With ``bias_correction=True`` both ``V`` and ``K`` are divided by the same ``1 - beta^t`` (as §6.4 says),
         so the correction cancels and the update is unchanged; the flag is kept for symmetry with Auto-Adam.
+        The exception is the ``initial_step_size`` steps: no ``K`` divides ``V`` there, so the corrected ``V`` is
+        used, as Adam uses its corrected first moment (the first step is then ``1 / (1 - beta)`` times, 10 times
+        at ``beta = 0.9``, the uncorrected one).
         §6.4 counts ``t`` in epochs; here ``t`` is the parameter's step count, as in ``torch.optim.Adam``.
         ``K`` is clamped away from zero before the division (the paper has no ``eps``). A gradient whose norm
         overflows (finite entries, an infinite ``L_t``) makes ``K`` infinite for good, and every later step 0:
@@ -1252,8 +1255,9 @@ class AutoAdam(_LipschitzAdaptive):
         The paper puts ``eps`` inside ``sqrt(S + eps)``; we keep that, which floors the denominator at
         ``sqrt(eps)`` (1e-4 with the default) rather than ``eps``. With ``bias_correction=True`` the ``1 - b1^t``
         factors of ``V`` and ``K1`` cancel and those of ``S`` and ``K2`` cancel up to ``eps``, so the flag changes
-        the update only through ``eps`` (§6.4 counts ``t`` in epochs; here ``t`` is the parameter's step count, as
-        in ``torch.optim.Adam``). In observed mode, ``L2_t`` applies the same estimates to
+        the update only through ``eps``, except during the ``initial_step_size`` steps, where no ``K1``, ``K2``
+        divide and ``V / sqrt(S + eps)`` is corrected as in Adam (§6.4 counts ``t`` in epochs; here ``t`` is the
+        parameter's step count, as in ``torch.optim.Adam``). In observed mode, ``L2_t`` applies the same estimates to
         ``D = max ||g_l||`` and ``R = lambda max ||w_l||``.
 
         What the step size comes to: without weight decay ``L2_t = L_t^2`` in every estimate, so once the EWAs have
