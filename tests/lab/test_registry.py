@@ -266,6 +266,22 @@ def test_range_test_on_a_quadratic_leaves_the_model_untouched() -> None:
     assert result.stopped_early  # the sweep to lr = 10 >> 2 / lambda_max blows up
     assert len(result.lrs) == len(result.losses) and result.lrs == sorted(result.lrs)
     assert torch.equal(model.weight, before) and not model.training
+    assert not result.min_at_end and result.to_dict()["min_at_end"] is False
+
+
+def test_a_range_test_whose_loss_still_falls_at_end_lr_says_so() -> None:
+    """A sweep that ends below the divergence (end_lr = 0.1 on a quadratic with 2 / lambda_max far above it) has its
+    lowest loss at its last lr: lr_at_min / 10 is then a floor, not the test's answer, and suggest says so."""
+    from theorylr.lab.suggest import _range_row
+
+    x = torch.eye(3, dtype=torch.float64)
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    loss = lambda out, t: 0.5 * (out.squeeze(-1) - t).square().mean()  # noqa: E731
+    sweep = lr_range_test(model, loss, [(x, torch.ones(3, dtype=torch.float64))], torch.optim.SGD, end_lr=0.1)
+    assert sweep.min_at_end and not sweep.stopped_early and sweep.lr_at_min == sweep.lrs[-1] == pytest.approx(0.1)
+    assert "the minimum may lie beyond end_lr" in _range_row("sgd", sweep, {}).message
+    wide = lr_range_test(model, loss, [(x, torch.ones(3, dtype=torch.float64))], torch.optim.SGD, end_lr=100.0)
+    assert not wide.min_at_end and _range_row("sgd", wide, {}).message == ""
 
 
 @pytest.mark.parametrize(("name", "base"), [("adam-range-test", "adam"), ("sgd-range-test", "sgd")])

@@ -50,6 +50,8 @@ class RangeTestResult:
         lr_at_min: the lr with the lowest smoothed loss.
         suggestion: ``lr_at_min / 10``.
         stopped_early: whether the loss diverged before ``end_lr``.
+
+    :attr:`min_at_end` says when the loss was still falling at ``end_lr``.
     """
 
     lrs: list[float] = field(default_factory=list)
@@ -57,6 +59,13 @@ class RangeTestResult:
     lr_at_min: float = math.nan
     suggestion: float = math.nan
     stopped_early: bool = False
+
+    @property
+    def min_at_end(self) -> bool:
+        """Whether the lowest loss came at the last lr tried, with no divergence: the loss was still falling when
+        the sweep ended, so the minimum may lie beyond ``end_lr`` and ``lr_at_min`` (with the suggestion) is only
+        a floor of what the test would say over a wider range."""
+        return bool(self.lrs) and not self.stopped_early and self.lr_at_min == self.lrs[-1]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able copy."""
@@ -66,6 +75,7 @@ class RangeTestResult:
             "lr_at_min": self.lr_at_min,
             "suggestion": self.suggestion,
             "stopped_early": self.stopped_early,
+            "min_at_end": self.min_at_end,
         }
 
 

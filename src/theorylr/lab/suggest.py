@@ -835,7 +835,14 @@ def _range_row(name: str, result: RangeTestResult, options: Mapping[str, Any]) -
         },
         "Smith 2017 (Cyclical learning rates) §3.3; torch-lr-finder, fastai",
         "a rule of thumb, sensitive to the sweep's range, length and smoothing; measured on a copy in train mode",
-        "" if finite else "the range test found no usable lr",
+        (
+            "the range test found no usable lr"
+            if not finite
+            else "the loss was still falling at the sweep's last lr: the minimum may lie beyond end_lr, so this is "
+            "a floor (raise end_lr)"
+            if result.min_at_end
+            else ""
+        ),
     )
 
 
