@@ -4,15 +4,14 @@ and ``load_dataset(seed=SEED_MAX, test_size=k)``."""
 
 from __future__ import annotations
 
-import gzip
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.data.test_files import cifar_bytes, idx_bytes, make_mnist, write
 from theorylr._validation import SEED_MAX
 from theorylr.data import (
     Dataset,
@@ -28,37 +27,6 @@ from theorylr.data import (
     scale_features,
     split_indices,
 )
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
-    header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write(path: Path, data: bytes, gz: bool = False) -> Path:
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
-
-
-def make_mnist(root: Path, n_train: int = 20, n_test: int = 10, size: int = 6) -> None:
-    rng = np.random.default_rng(1)
-    data = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
-        "train-labels-idx1-ubyte": np.arange(n_train, dtype=np.uint8) % 10,
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": np.arange(n_test, dtype=np.uint8) % 10,
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    for name, array in data.items():
-        write(root / name, idx_bytes(array))
-
-
-def cifar_bytes(labels: list[int], seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
-    return np.concatenate([np.array(labels, dtype=np.uint8)[:, None], pixels], axis=1).tobytes()
-
 
 # ------------------------------------------------------------------------------------------------ data/files.py
 
@@ -107,7 +75,7 @@ def test_load_mnist_empty_labels_file_is_a_count_mismatch(tmp_path: Path) -> Non
 def test_read_cifar10_batch_one_extra_byte_is_truncation(tmp_path: Path) -> None:
     """F37 (files.py:287 `% 3073` -> `% 3073 > 1`): a remainder of exactly 1 byte escaped the size check (numpy's
     reshape error, without the path, came instead)."""
-    path = write(tmp_path / "data_batch_1.bin", cifar_bytes([1, 2]) + b"\x00")
+    path = write(tmp_path / "data_batch_1.bin", cifar_bytes([1, 2])[0] + b"\x00")
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*not a multiple of the 3073"):
         read_cifar10_batch(path)
 
@@ -115,8 +83,8 @@ def test_read_cifar10_batch_one_extra_byte_is_truncation(tmp_path: Path) -> None
 def make_cifar(root: Path, seed: int = 0) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(1, 6):
-        write(root / f"data_batch_{i}.bin", cifar_bytes([i % 10], seed=seed + i))
-    write(root / "test_batch.bin", cifar_bytes([4], seed=seed + 9))
+        write(root / f"data_batch_{i}.bin", cifar_bytes([i % 10], seed=seed + i)[0])
+    write(root / "test_batch.bin", cifar_bytes([4], seed=seed + 9)[0])
 
 
 def test_load_cifar10_rejects_more_than_ten_class_names(tmp_path: Path) -> None:
