@@ -115,7 +115,8 @@ def lr_range_test(
         smoothing: weight of the newest loss in the exponential moving average (default 0.05; 1 = no smoothing);
             the average is bias-corrected as in Adam.
         diverge_factor: stop once the smoothed loss exceeds this multiple of the best one, or is not finite
-            (default 4).
+            (default 4); for a loss that can be negative, once it exceeds the best by ``diverge_factor - 1`` times
+            the best's magnitude (the same rule for a positive loss).
 
     Returns:
         a :class:`RangeTestResult`.
@@ -152,7 +153,9 @@ def lr_range_test(
             smoothed = average / (1.0 - (1.0 - smoothing) ** i)
             result.lrs.append(lr)
             result.losses.append(smoothed)
-            if not math.isfinite(smoothed) or smoothed > diverge_factor * best:
+            # diverge_factor times the best for a positive loss; measured from |best| so that a loss below zero (a
+            # log-likelihood, a shifted loss: the same gradients) does not stop at its first rise
+            if not math.isfinite(smoothed) or smoothed > best + (diverge_factor - 1.0) * abs(best):
                 result.stopped_early = True
                 break
             if smoothed < best:
