@@ -87,8 +87,16 @@ class EigenResult:
 def _norm(t: Tensor) -> float:
     """``||t||``, accumulated in float64. A float32 norm squares the entries as they are: 0 for entries of about
     1e-23 and below, inf from about 1e19, so that a tiny operator looked invariant after one product (converged,
-    50x low on a large-margin float32 network) and a huge one collapsed to the zero vector (eigenvalue 0)."""
-    return float(torch.linalg.vector_norm(t, dtype=torch.float64))
+    50x low on a large-margin float32 network) and a huge one collapsed to the zero vector (eigenvalue 0). Float64
+    has the same limits at about 1e-154 and 1e154: a norm that comes out 0 or inf from finite, non-zero entries is
+    taken again of ``t / max|t|`` (one more pass, only then)."""
+    norm = float(torch.linalg.vector_norm(t, dtype=torch.float64))
+    if norm != 0.0 and not math.isinf(norm):
+        return norm
+    big = float(t.abs().max()) if t.numel() else 0.0
+    if big == 0.0 or not math.isfinite(big):
+        return norm
+    return big * float(torch.linalg.vector_norm(t.to(torch.float64) / big, dtype=torch.float64))
 
 
 def _unit(v0: Tensor, matvec: MatVec) -> Tensor:

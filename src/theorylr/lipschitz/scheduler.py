@@ -234,6 +234,9 @@ class LipschitzLR(LRScheduler):
         # Removes both hooks when the scheduler is closed or garbage-collected (the hooks hold weak references).
         self._finalizer = weakref.finalize(self, _close, self.tracker, self._first_step_handle)
         super().__init__(optimizer)
+        # What the groups hold now, as load_state_dict will read them: a float32 tensor lr holds initial_lr rounded
+        # (0.05 reads back as 0.05000000075), which the Python value would not match.
+        self._constructed_lrs = [float(group["lr"]) for group in optimizer.param_groups]
         optimizer._theorylr_lipschitz_lr = weakref.ref(self)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------------------------------------
