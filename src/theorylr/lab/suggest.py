@@ -437,15 +437,16 @@ def _capture_last_layer(
     inputs: list[Tensor] = []
     outputs: list[Tensor] = []
 
-    def keep_input(module: nn.Module, args: tuple[Any, ...]) -> None:
-        if args and isinstance(args[0], Tensor):
-            inputs.append(args[0].detach())
+    def keep_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        x = args[0] if args else kwargs.get("input")  # head(h) or head(input=h), as the tracker reads it
+        if isinstance(x, Tensor):
+            inputs.append(x.detach())
 
     def keep_output(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         if isinstance(out, Tensor):
             outputs.append(out.detach())
 
-    pre = last.register_forward_pre_hook(keep_input)
+    pre = last.register_forward_pre_hook(keep_input, with_kwargs=True)
     post = last.register_forward_hook(keep_output)
     captured: list[Tensor] = []
     try:
