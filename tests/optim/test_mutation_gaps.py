@@ -3,6 +3,9 @@ the rest of the suite (the docstrings name the mutation)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
@@ -61,6 +64,28 @@ def test_foreach_l1_norms_of_a_mix_of_autograd_and_plain_tensors() -> None:
     assert [float(n.detach()) for n in norms] == [70_000.0, 70_000.0]
 
 
+def _foreach_equals_loop(
+    w0: list[torch.Tensor], make_grad: Callable[[int], torch.Tensor], threads: int, **options: Any
+) -> None:
+    """Two LARS steps with ``foreach`` and with the loop, from ``w0``, on ``threads`` torch threads: equal."""
+    fast = [nn.Parameter(w.clone()) for w in w0]
+    slow = [nn.Parameter(w.clone()) for w in w0]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        opts = [LARS(ps, lr=0.05, foreach=fe, **options) for ps, fe in ((fast, True), (slow, False))]
+        for _ in range(2):
+            grads = [make_grad(i) for i in range(len(w0))]
+            for ps, opt in zip((fast, slow), opts):
+                for p, g in zip(ps, grads):
+                    p.grad = g.clone()
+                opt.step()
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("norm_kind", ["l2_threads", "l1"])
 def test_lars_with_only_large_cpu_tensors_matches_the_loop(norm_kind: str) -> None:
     """N09 (_norms.py:111, ``large.sort()`` deleted): when every tensor of a bucket is large, the dot/slice kernel's
@@ -69,23 +94,9 @@ def test_lars_with_only_large_cpu_tensors_matches_the_loop(norm_kind: str) -> No
     torch.manual_seed(3)
     shapes = [(300, 300), (256, 300)]
     w0 = [torch.randn(s, dtype=F64) * (i + 1) for i, s in enumerate(shapes)]
-    fast = [nn.Parameter(w.clone()) for w in w0]
-    slow = [nn.Parameter(w.clone()) for w in w0]
     extra = {} if norm_kind == "l2_threads" else {"norm": "l1"}
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2 if norm_kind == "l2_threads" else 1)
-        opts = [LARS(ps, lr=0.05, foreach=fe, **extra) for ps, fe in ((fast, True), (slow, False))]
-        for _ in range(2):
-            grads = [torch.randn(s, dtype=F64) * 10 for s in shapes]
-            for ps, opt in zip((fast, slow), opts):
-                for p, g in zip(ps, grads):
-                    p.grad = g.clone()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(fast, slow):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    threads = 2 if norm_kind == "l2_threads" else 1
+    _foreach_equals_loop(w0, lambda i: torch.randn(shapes[i], dtype=F64) * 10, threads, **extra)
 
 
 def test_lars_with_a_large_non_contiguous_parameter_on_two_threads() -> None:
@@ -93,19 +104,6 @@ def test_lars_with_a_large_non_contiguous_parameter_on_two_threads() -> None:
     flat for the dot kernel; it must go to _foreach_norm instead of raising."""
     torch.manual_seed(4)
     w0 = [torch.randn(400, 300, dtype=F64).t(), torch.randn(300, 300, dtype=F64)]
-    fast = [nn.Parameter(w.clone()) for w in w0]
-    slow = [nn.Parameter(w.clone()) for w in w0]
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        opts = [LARS(ps, lr=0.05, foreach=fe) for ps, fe in ((fast, True), (slow, False))]
-        for _ in range(2):
-            grads = [torch.randn(400, 300, dtype=F64).t(), torch.randn(300, 300, dtype=F64)]
-            for ps, opt in zip((fast, slow), opts):
-                for p, g in zip(ps, grads):
-                    p.grad = g.clone()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(fast, slow):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    _foreach_equals_loop(
+        w0, lambda i: torch.randn(400, 300, dtype=F64).t() if i == 0 else torch.randn(300, 300, dtype=F64), 2
+    )
