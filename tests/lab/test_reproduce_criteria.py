@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tests.lab.test_reproduce_evidence import _Run, _Summary
 from theorylr.lab.reproduce import DOES_NOT_HOLD, HOLDS, PARTLY
 from theorylr.lab.reproduce import exact_adam as ea
 from theorylr.lab.reproduce.claims import verdict_ratio
@@ -119,28 +120,6 @@ def test_loss_went_up_is_strict_and_needs_two_values() -> None:
     assert lp.loss_went_up([1.0, 0.9, 1.0]) is False
 
 
-class _FakeRun:
-    def __init__(self, train_loss: list[float], lr: float) -> None:
-        import numpy as np
-
-        self.status = "finished"
-        self.directory = "runs/run"
-        self._columns = {"train_loss": np.array(train_loss), "lr": np.full(len(train_loss), lr)}
-
-    def column(self, name: str) -> Any:
-        import numpy as np
-
-        return self._columns.get(name, np.full(len(self._columns["train_loss"]), math.nan))
-
-    def final(self, name: str) -> float:
-        return float(self.column(name)[-1])
-
-
-class _FakeSummary:
-    def __init__(self, *runs: _FakeRun) -> None:
-        self.best_runs = list(runs)
-
-
 def _rigorous(tmp_path: Any, lab: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from theorylr.lab.reproduce import QUICK
     from theorylr.lab.reproduce import lipschitz as lp
@@ -153,7 +132,7 @@ def _rigorous(tmp_path: Any, lab: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def test_rigorous_speed_skips_a_workload_without_the_rigorous_rule(tmp_path: Any) -> None:
     """lipschitz.py:702 ``paper is None or rig is None`` -> ``and``: a workload where only one of the two rules ran
     is no setting (not a failed comparison against NaN)."""
-    only_paper = {"iris": {"lipschitz-sgd": _FakeSummary(_FakeRun([1.0, 0.5], lr=2.0))}}
+    only_paper = {"iris": {"lipschitz-sgd": _Summary(_Run([1.0, 0.5], lr=2.0))}}
     claims = _rigorous(tmp_path, only_paper)
     assert claims["lipschitz-rigorous-speed"].verdict == "not run (no setting ran)"
 
@@ -162,10 +141,10 @@ def test_never_diverges_counts_a_workload_without_the_rigorous_rule(tmp_path: An
     """ "Training with the paper's 1/L never diverges" is a claim about every lipschitz-sgd run: a workload whose
     rigorous rule did not run was skipped, so a run whose loss rose 50x read "0 of 2 ... holds"."""
     lab = {
-        "iris": {"lipschitz-sgd": _FakeSummary(_FakeRun([1.0, 50.0], lr=2.0))},
+        "iris": {"lipschitz-sgd": _Summary(_Run([1.0, 50.0], lr=2.0))},
         "wine": {
-            "lipschitz-sgd": _FakeSummary(_FakeRun([1.0, 0.5], lr=2.0)),
-            "lipschitz-sgd-rigorous": _FakeSummary(_FakeRun([1.0, 0.7], lr=0.2)),
+            "lipschitz-sgd": _Summary(_Run([1.0, 0.5], lr=2.0)),
+            "lipschitz-sgd-rigorous": _Summary(_Run([1.0, 0.7], lr=0.2)),
         },
     }
     claims = _rigorous(tmp_path, lab)
@@ -178,8 +157,8 @@ def test_rigorous_speed_a_tie_is_not_faster(tmp_path: Any) -> None:
     """lipschitz.py:706 ``lp < lr_`` -> ``<=``: the same final loss with both constants is not "trains faster"."""
     tie = {
         "iris": {
-            "lipschitz-sgd": _FakeSummary(_FakeRun([1.0, 0.5], lr=2.0)),
-            "lipschitz-sgd-rigorous": _FakeSummary(_FakeRun([1.0, 0.5], lr=0.2)),
+            "lipschitz-sgd": _Summary(_Run([1.0, 0.5], lr=2.0)),
+            "lipschitz-sgd-rigorous": _Summary(_Run([1.0, 0.5], lr=0.2)),
         }
     }
     assert _rigorous(tmp_path, tie)["lipschitz-rigorous-speed"].verdict == DOES_NOT_HOLD
@@ -201,12 +180,12 @@ def test_rigorous_divergence_prints_the_lr_ratio_range(tmp_path: Any) -> None:
     """lipschitz.py:759 ``min(ratios)`` -> ``max``: the measured text gives the smallest .. largest lr ratio."""
     lab = {
         "iris": {
-            "lipschitz-sgd": _FakeSummary(_FakeRun([1.0, 0.5], lr=2.0)),
-            "lipschitz-sgd-rigorous": _FakeSummary(_FakeRun([1.0, 0.7], lr=0.2)),
+            "lipschitz-sgd": _Summary(_Run([1.0, 0.5], lr=2.0)),
+            "lipschitz-sgd-rigorous": _Summary(_Run([1.0, 0.7], lr=0.2)),
         },
         "wine": {
-            "lipschitz-sgd": _FakeSummary(_FakeRun([1.0, 0.5], lr=1.0)),
-            "lipschitz-sgd-rigorous": _FakeSummary(_FakeRun([1.0, 0.7], lr=0.2)),
+            "lipschitz-sgd": _Summary(_Run([1.0, 0.5], lr=1.0)),
+            "lipschitz-sgd-rigorous": _Summary(_Run([1.0, 0.7], lr=0.2)),
         },
     }
     assert "lr ratio 5 .. 10" in _rigorous(tmp_path, lab)["lipschitz-rigorous-divergence"].measured
