@@ -4,7 +4,7 @@
 on the cases of Gitman, Dilipkumar & Parr §3 and §5 and writes a figure and a plain-text table of predicted against
 measured numbers, all computed by :mod:`theorylr.theory.lars`:
 
-* 1-D, any convex ``f`` with minimiser ``a`` (§3.1, §3.3): steps to reach ``[a(1-lr), a(1+lr)]`` and whether the
+* 1-D, a convex ``f`` with a unique minimiser ``a`` (§3.1, §3.3): steps to reach ``[a(1-lr), a(1+lr)]`` and whether the
   iterates stay in it, for a quadratic, log-cosh and a quartic, from below and from above;
 * 1-D, opposite signs (§3.2): the geometric attraction to the origin and the step at which the SGD fallback
   (``||w|| < min_norm``) takes over;

@@ -139,7 +139,11 @@ def exact_step_adam(
 
     .. note::
         ``torch.optim.Adam`` adds bias correction, which the paper's Algorithm 1 does not have, and ``eps`` plays
-        the role of the paper's ``rho``; the step size is used unchanged, as in the paper's experiments.
+        the role of the paper's ``rho``; the step size is used unchanged, as in the paper's experiments. The two
+        differ most early on: under a constant gradient, torch's step is ``sqrt(1 - beta2^t) / (1 - beta1^t)`` times
+        Algorithm 1's at the same ``alpha`` (``eps``, ``rho`` aside), 0.32 at ``t = 1``, 0.15 at ``t = 12`` (the
+        smallest), 0.80 at ``t = 1000`` with the default betas, tending to 1. The algorithm the theorems cover thus
+        moves up to about 6.6 times as far per step early in training.
     """
     check_module("model", model)
     check_int("total_steps", total_steps, min_value=1)

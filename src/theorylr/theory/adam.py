@@ -17,6 +17,14 @@ Section 4.2 simplifies this for practice: drop ``delta^2`` (it needs a gradient 
 
 with ``K_hat`` from Algorithm 2 (:func:`theorylr.estimate.smoothness`). That is the form the paper's experiments
 use and :func:`constant_step`'s default.
+
+.. note::
+    The theorems also assume ``beta_1 < epsilon / (epsilon + gamma)`` (§4.1, restriction 1), that is
+    ``epsilon > gamma beta_1 / (1 - beta_1)``: ``epsilon > 9 gamma`` at the usual ``beta_1 = 0.9``. As ``gamma``
+    bounds the gradient norm everywhere, the conclusion ``min_t ||grad L(w_t)|| <= epsilon`` then holds trivially;
+    the guarantee has content only for ``beta_1`` well below ``epsilon / gamma``. With the usual betas (the paper's
+    experiments, and :func:`theorylr.optim.exact_adam.exact_step_adam`'s default) the step size is the paper's
+    heuristic rather than a proven one. theorylr does not check the restriction (it needs ``gamma``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ r"""The predictions of Gitman, Dilipkumar & Parr's analysis of LARS, as function
 ``w_{k+1} = w_k - lr_k ||w_k|| / ||grad f(w_k)|| * grad f(w_k)`` (no momentum, no eps). This module turns its
 statements into numbers that the tests compare with the real :class:`theorylr.optim.lars.LARS`:
 
-* §3.1/§3.3 (1-D, any convex ``f`` with minimiser ``a``): the invariant interval, the exact number of steps to
+* §3.1/§3.3 (1-D, a convex ``f`` with a unique minimiser ``a``): the invariant interval, the exact number of steps to
   reach it, and the iterates themselves (:func:`invariant_interval`, :func:`steps_to_interval`,
   :func:`lars_1d_trajectory`);
 * §3.2: the origin as an attractive fixed point (:func:`origin_attraction`, :func:`steps_to_fallback`);
@@ -117,8 +117,9 @@ def _same_sign(w0: float, a: float) -> tuple[float, float]:
 def invariant_interval(a: float, lr: float) -> tuple[float, float]:
     """The interval ``[a(1-lr), a(1+lr)]`` that 1-D LARS never leaves once inside (paper §3.1, §3.3).
 
-    For any differentiable convex ``f`` on the real line with minimiser ``a`` and a fixed ``0 < lr < 1``, eq. (1)
-    reads ``w_{k+1} = w_k - lr |w_k| sign(w_k - a)``; from ``w in [a(1-lr), a)`` it goes to ``(1+lr) w`` in
+    For any differentiable convex ``f`` on the real line with a unique minimiser ``a`` (a flat minimum breaks the
+    closed form: see :func:`lars_1d_trajectory`) and a fixed ``0 < lr < 1``, eq. (1) reads
+    ``w_{k+1} = w_k - lr |w_k| sign(w_k - a)``; from ``w in [a(1-lr), a)`` it goes to ``(1+lr) w`` in
     ``[a(1-lr^2), a(1+lr))``, and symmetrically from above, so the interval is invariant. Returned as
     ``(low, high)`` with ``low <= high`` (for ``a < 0`` the ends swap).
 
@@ -218,12 +219,19 @@ def steps_to_interval_approx(w0: float, a: float, lr: float) -> float:
 
 
 def lars_1d_trajectory(w0: float, a: float, lr: float | Sequence[float], steps: int | None = None) -> list[float]:
-    """The iterates ``w_0 .. w_K`` of eq. (1) in one dimension, for any convex ``f`` with minimiser ``a`` (§3.3).
+    """The iterates ``w_0 .. w_K`` of eq. (1) in one dimension, for a convex ``f`` with a unique minimiser ``a``
+    (§3.3).
 
     ``w_{k+1} = w_k - lr_k |w_k| sign(w_k - a)``: the update depends on ``f`` only through the sign of
     ``f'(w) = sign(w - a)``. ``lr`` is a constant (then ``steps`` is required) or the sequence ``lr_0 ..
     lr_{K-1}`` (a list, a tuple, or a 1-D array or tensor), each a finite number ``>= 0``. This is the real
     optimizer's prediction with ``momentum=0``, ``eps=0`` and ``min_norm=0``.
+
+    .. note::
+        §3.3 says "any convex function", but ``sign(f'(w)) = sign(w - a)`` for every ``w != a`` holds only when
+        ``a`` is the unique minimiser. When ``f`` is flat on an interval of minimisers (e.g.
+        ``relu(|w - 1.5| - 0.5)^2``, minimal on ``[1, 2]``), the real optimizer stops at the first iterate that
+        lands in that interval (zero gradient), while this closed form keeps oscillating around ``a``.
 
     Example:
         >>> lars_1d_trajectory(0.5, 1.0, 0.5, 3)
