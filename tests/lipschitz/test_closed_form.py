@@ -168,7 +168,7 @@ def test_least_squares_rejects_bad_arguments() -> None:
         least_squares_rigorous(X2, torch.ones(2, 1, 1, dtype=F64), 1.0)
 
 
-def test_least_squares_nn_by_hand_and_equivalence_with_linear_model() -> None:
+def test_least_squares_nn_by_hand_and_with_the_linear_models_eq_11_12_inputs() -> None:
     assert least_squares_nn(5.0, 1.0, 2.0, 4) == pytest.approx((5 - 1) * 2 / 4)
     assert least_squares_nn_rigorous(5.0, 1.0, 2.0, 4) == pytest.approx((5 + 1) * 2 / 4)
     # §4.3, eq. 11-12: a linear model has K_z = ||X||, K_a = K ||X||.

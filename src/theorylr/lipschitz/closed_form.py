@@ -22,6 +22,13 @@ Definitions the paper leaves open, fixed here once for the whole library:
 Most of the paper's constants are **not** upper bounds on the gradient norm (see the notes on each function); the
 rigorous counterparts are :func:`least_squares_rigorous`, :func:`least_squares_nn_rigorous` and
 :func:`theorylr.lipschitz.bounds.gradient_norm_bound`.
+
+.. note::
+    Every constant here, rigorous ones included, concerns the **last layer's** weights only. §3.3 (eq. 1) argues
+    that the last layer's gradients are the largest in the network, so that a bound on them bounds the whole
+    gradient; that is not true in general (on a small sigmoid network a first-layer gradient entry is tens of times
+    the last layer's largest; ``tests/lipschitz/test_paper_fidelity.py``). For the earlier layers ``1/L`` is the
+    paper's heuristic, not a guarantee.
 """
 
 from __future__ import annotations
@@ -331,6 +338,13 @@ def least_squares_nn(
         inequality gives :math:`\frac1m(K_a + \|y\|)`, so this is not an upper bound, and a value ``<= 0`` is
         meaningless: it raises for Python numbers and is ``nan`` for tensors. The rigorous form is
         :func:`least_squares_nn_rigorous`.
+
+    .. note::
+        §4.3 derives :func:`least_squares` (eq. 5) from this form with ``K_z = ||X||`` and ``K_a = K ||X||``
+        (eqs. 11-12), which needs :math:`\|X\|^2 = \|X^T X\|` (true for the spectral norm only) and
+        :math:`\|y\|\,\|X\| = \|X^T y\|` (true for no norm in general). The two forms differ: for
+        ``X = diag(1, 2)``, ``y = (1, 1)``, ``K = 3``, :func:`least_squares` gives 5.067 and this form 5.919
+        (Frobenius ``K_z``) or 4.586 (spectral).
 
     Args:
         k_a: ``K_a``, an upper bound on the norm of the output activations :math:`\|a^{[L]}\|` of the batch (for a

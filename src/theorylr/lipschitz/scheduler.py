@@ -60,7 +60,8 @@ class LipschitzLR(LRScheduler):
     per epoch, to set the new learning rate.
 
     **The first epoch** has no previous epoch. With ``initial_lr`` it runs at ``initial_lr`` exactly (not
-    multiplied; the paper uses 0.1 for AdaMo and 1e-3 for RMSprop, §7.3, §8). Without it, the learning rate is set
+    multiplied; the paper picks it by hand: for AdaMo 0.1, 0.5 or 1 by experiment, §7.3.1, §7.4; for RMSprop 1e-3
+    where its first epoch blew up, ResNet on CIFAR-100 only, §8). Without it, the learning rate is set
     lazily, **at the first** ``optimizer.step()``: a step pre-hook reads the constant of the batch whose forward
     pass preceded that step (the first training batch; no extra forward pass), sets ``lr = multiplier / L`` and
     removes itself. An optimizer that runs its forward pass inside ``step(closure)`` needs ``initial_lr``, and so does
