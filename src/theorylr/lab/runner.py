@@ -465,12 +465,13 @@ def _check_config(directory: Path, config: dict[str, Any]) -> None:
     if not path.exists():
         write_json(path, config)
         return
+    problem = ""
     try:
         existing = read_json(path)
     except (OSError, ValueError) as exc:
-        existing = f"{type(exc).__name__}: {exc}"
+        existing, problem = None, f"{type(exc).__name__}: {exc}"
     if not isinstance(existing, dict):
-        problem = existing if isinstance(existing, str) else f"a JSON {type(existing).__name__}, not an object"
+        problem = problem or f"a JSON {type(existing).__name__}, not an object"  # e.g. a file holding "hello"
         raise ConfigMismatchError(
             f"{path} cannot be read ({problem}): the run in {directory} cannot be matched to a configuration; "
             "delete that directory to redo the run, or choose another --out"
