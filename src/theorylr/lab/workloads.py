@@ -64,12 +64,15 @@ def _takes_image_size(model: str) -> bool:
 
 
 def _at_lr_name(key: str) -> str | None:
-    """A ``NAME@LR`` key written as the rule's own name (``f"{lr:g}"``, see ``Rule.with_lr``), or ``None``."""
-    base, sep, lr_text = key.strip().partition("@")
+    """A ``NAME@LR`` key written as the rule's own name (the lr as :func:`~theorylr.lab.rules.lr_text` writes it,
+    see ``Rule.with_lr``), or ``None``."""
+    from theorylr.lab.rules import lr_text  # rules imports this module: import at call time
+
+    base, sep, text = key.strip().partition("@")
     if not sep:
         return None
     try:
-        return f"{base.strip()}@{float(lr_text):g}"
+        return f"{base.strip()}@{lr_text(float(text))}"
     except ValueError:
         return None
 
