@@ -491,7 +491,10 @@ def test_cached_recomputes_over_a_corrupt_file(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text('{"config": {"n": 1}, "result": ', encoding="utf-8")  # an interrupted write of an old version
     assert ctx.cached("exp", {"n": 1}, lambda: {"x": 2.0}) == {"x": 2.0}
-    assert json.loads(path.read_text(encoding="utf-8")) == {"config": {"n": 1}, "result": {"x": 2.0}}
+    assert json.loads(path.read_text(encoding="utf-8")) == {
+        "config": {"n": 1, "code": common.code_fingerprint()},
+        "result": {"x": 2.0},
+    }
 
 
 def test_finals_count_a_diverged_run_as_the_worst_value(tmp_path: Path) -> None:

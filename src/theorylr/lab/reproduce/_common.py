@@ -3,6 +3,8 @@ results, reading medians back from the run files, and figures."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import json
 import math
@@ -26,6 +28,23 @@ from theorylr.lab.workloads import Workload
 __all__ = ["Context", "final_median", "finals", "layout", "learned", "median_curve", "save_figure"]
 
 CHANCE_MARGIN = 0.05  # a comparison of accuracies is inconclusive when no rule beat 1/k + 0.05 (nothing learned)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A SHA-256 digest of theorylr's own source files (their paths and contents): the code that computed an
+    analytic result, which :meth:`Context.cached` keys the result on besides its inputs.
+
+    Example:
+        >>> len(code_fingerprint())
+        64
+    """
+    package = Path(__file__).resolve().parents[2]  # src/theorylr
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def learned(accuracies: Sequence[float], num_classes: int) -> bool:
@@ -132,9 +151,13 @@ class Context:
 
     def cached(self, name: str, config: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """An analytic experiment's result, recomputed only when ``root/analytic/<name>.json`` is missing or was
-        written for another ``config`` (so rerunning the same command skips finished work)."""
+        written for another ``config`` or by other code (so rerunning the same command skips finished work, and a
+        result computed before an upgrade or an edit of theorylr is not reused: :func:`code_fingerprint` is part of
+        the key). ``config`` must not use the key ``"code"``."""
         path = self.root / "analytic" / f"{name}.json"
-        wanted = json.loads(json.dumps(dict(config), default=list))
+        if "code" in config:
+            raise ValueError(f"analytic result {name!r}: 'code' is reserved in its config (the code fingerprint)")
+        wanted = json.loads(json.dumps({**dict(config), "code": code_fingerprint()}, default=list))
         if path.exists():
             try:
                 saved = read_json(path)
