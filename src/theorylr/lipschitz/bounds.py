@@ -111,9 +111,10 @@ def gradient_norm_bound(
     * ``"least_squares"`` (:math:`\ell = \frac12\|z - y\|^2`, the paper's :math:`\frac{1}{2m}` convention;
       for ``nn.MSELoss()``, which averages over the ``p`` outputs too and has no :math:`\frac12`, multiply ``B``
       by :math:`2/p`): :math:`\nabla_W E = \frac1m(W A^T A - Y^T A)` and
-      :math:`\|W A^TA\|_F \le \|W\|_F\|A\|_2^2`, so :math:`B = (K\|A\|_2^2 + \|Y^T A\|_F)/m`. The first term is
-      attained by :math:`W = K u v^T` (``v`` the top right singular vector of ``A``), so ``B`` is at most twice
-      the supremum. :math:`\square`
+      :math:`\|W A^TA\|_F \le \|W\|_F\|A\|_2^2`, so :math:`B = (K\|A\|_2^2 + \|Y^T A\|_F)/m`. At
+      :math:`W = \pm K u v^T` (``v`` the top right singular vector of ``A``) the two squared gradient norms sum to
+      :math:`2(K^2\|A\|_2^4 + \|Y^T A\|_F^2)/m^2`, so ``B`` is at most :math:`\sqrt2` times the supremum.
+      :math:`\square`
 
     How tight: the per-example factors (1 for BCE, :math:`\sqrt2` for softmax) are attained (all examples
     misclassified with large margin, or all mass on one wrong class); what is lost is the alignment of the

@@ -296,8 +296,9 @@ def least_squares_rigorous(x: Tensor, y: Tensor, weight_bound: float | Tensor) -
 
     .. math:: \sup_{\|W\|_F \le K} \|\nabla g(W)\|_F \;\le\; L = \frac{K}{m}\,\|X\|_2^2 + \frac{1}{m}\,\|X^T Y\|_F .
 
-    The first term is attained (:math:`W = K u v^T`, ``v`` the top right singular vector of ``X``), so ``L`` is
-    at most twice the true supremum. :math:`\|X\|_2` is bounded from above by :func:`spectral_norm_bound`
+    At :math:`W = \pm K u v^T` (``v`` the top right singular vector of ``X``, ``u`` any unit vector) the two
+    squared gradient norms sum to :math:`2(K^2\|X\|_2^4 + \|X^T Y\|_F^2)/m^2`, so ``L`` is at most
+    :math:`\sqrt2` times the true supremum. :math:`\|X\|_2` is bounded from above by :func:`spectral_norm_bound`
     (sync-free, within 0.5 %). A bias is a column of ones in ``x``; ``K`` then bounds ``||[W, b]||_F``. This equals
     ``gradient_norm_bound(x, "least_squares", targets=y, weight_bound=K)`` (float16 and bfloat16 data are computed
     in float32 by both).
