@@ -62,6 +62,7 @@ from theorylr.theory import lars as theory
 
 __all__ = [
     "CASES_1D",
+    "FIG3_MOMENTUM",
     "FUNCTIONS_1D",
     "ORIGIN_CASES",
     "early_speed_verdict",
@@ -69,6 +70,7 @@ __all__ = [
     "fig2_optimum_check",
     "fig2_oscillation_check",
     "fig2_speed_level",
+    "fig3_setup",
     "lars_trajectory",
     "loss_increases",
     "run_lars",
@@ -80,7 +82,8 @@ REFERENCE = 'Gitman, Dilipkumar & Parr, "Convergence Analysis of Gradient Descen
 
 Loss1D = Callable[[torch.Tensor, float], torch.Tensor]
 
-#: Convex 1-D functions with minimiser ``a``: LARS' iterates depend only on ``sign(f'(w)) = sign(w - a)`` (§3.3).
+#: Convex 1-D functions with the unique minimiser ``a``: LARS' iterates depend only on ``sign(f'(w)) = sign(w - a)``
+#: (§3.3).
 FUNCTIONS_1D: dict[str, Loss1D] = {
     "quadratic": lambda w, a: 0.5 * (w - a) ** 2,
     "quartic": lambda w, a: (w - a) ** 4,
